@@ -1,0 +1,36 @@
+#!/usr/bin/env node
+import { GENERATE_USAGE, runGenerate } from './generate.js';
+import { NOISE_USAGE, runNoise } from './noise.js';
+import { TOKENIZE_USAGE, runTokenize } from './tokenize.js';
+import { UsageError } from './options.js';
+
+// The wrongbot command: one entry point, one error handler. Bad input exits 2 with one line; any other failure 1.
+
+const COMMANDS: Readonly<Record<string, { run: (argv: string[]) => Promise<void>; usage: string }>> = Object.freeze({
+  generate: { run: runGenerate, usage: GENERATE_USAGE },
+  noise: { run: runNoise, usage: NOISE_USAGE },
+  tokenize: { run: runTokenize, usage: TOKENIZE_USAGE },
+});
+
+const EXIT_FAILURE = 1;
+const EXIT_USAGE = 2;
+
+function usage(): string {
+  return ['usage:', ...Object.values(COMMANDS).map((command) => `  ${command.usage}`)].join('\n');
+}
+
+async function main(argv: string[]): Promise<void> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === '--help' || name === 'help') {
+    console.log(usage());
+    return;
+  }
+  const command = COMMANDS[name];
+  if (!command) throw new UsageError(`unknown command ${JSON.stringify(name)}\n${usage()}`);
+  await command.run(rest);
+}
+
+main(process.argv.slice(2)).catch((error: unknown) => {
+  console.error(`wrongbot: ${error instanceof Error ? error.message : String(error)}`);
+  process.exitCode = error instanceof UsageError ? EXIT_USAGE : EXIT_FAILURE;
+});

@@ -1,0 +1,89 @@
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { ModelLoadError } from './onnx-session.js';
+
+// An SDXL model folder in Hugging Face optimum's ONNX layout, checked before any session is created so that a
+// missing file is one clear line rather than an onnxruntime stack trace minutes into loading.
+
+export interface SdxlModelFolder {
+  root: string;
+  forceZerosForEmptyPrompt: boolean;
+  /** The size the UNet was trained at (1024 px for SDXL), used when a request names none. */
+  defaultImageSizePx: number;
+  vae: { scalingFactor: number; scaleFactor: number };
+  paths: {
+    scheduler: string;
+    tokenizer: string;
+    tokenizer2: string;
+    textEncoder: string;
+    textEncoder2: string;
+    unet: string;
+    vaeDecoder: string;
+  };
+}
+
+const SDXL_IMAGE_SIZE_PX = 1024;
+const SUPPORTED_PIPELINES = ['StableDiffusionXLPipeline', 'ORTStableDiffusionXLPipeline'];
+
+function readJson(file: string): Record<string, unknown> {
+  if (!existsSync(file)) throw new ModelLoadError(`model file ${file} is missing`);
+  try {
+    const value: unknown = JSON.parse(readFileSync(file, 'utf8'));
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new Error('not a JSON object');
+    return value as Record<string, unknown>;
+  } catch (cause) {
+    throw new ModelLoadError(`model file ${file} is not valid: ${(cause as Error).message}`);
+  }
+}
+
+export function openSdxlModelFolder(root: string): SdxlModelFolder {
+  const dir = path.resolve(root);
+  if (!existsSync(dir)) throw new ModelLoadError(`model folder ${dir} does not exist`);
+  const index = readJson(path.join(dir, 'model_index.json'));
+  const pipelineClass = index['_class_name'];
+  if (typeof pipelineClass !== 'string' || !SUPPORTED_PIPELINES.includes(pipelineClass)) {
+    throw new ModelLoadError(
+      `${path.join(dir, 'model_index.json')}: _class_name ${JSON.stringify(pipelineClass)} is not an SDXL base pipeline `
+      + `(expected ${SUPPORTED_PIPELINES.join(' or ')})`,
+    );
+  }
+  const paths = {
+    scheduler: path.join(dir, 'scheduler'),
+    tokenizer: path.join(dir, 'tokenizer'),
+    tokenizer2: path.join(dir, 'tokenizer_2'),
+    textEncoder: path.join(dir, 'text_encoder', 'model.onnx'),
+    textEncoder2: path.join(dir, 'text_encoder_2', 'model.onnx'),
+    unet: path.join(dir, 'unet', 'model.onnx'),
+    vaeDecoder: path.join(dir, 'vae_decoder', 'model.onnx'),
+  };
+  for (const file of Object.values(paths)) {
+    if (!existsSync(file)) throw new ModelLoadError(`model file ${file} is missing`);
+  }
+  const vae = readVaeConfig(readJson(path.join(dir, 'vae_decoder', 'config.json')), path.join(dir, 'vae_decoder', 'config.json'));
+  const unetConfigFile = path.join(dir, 'unet', 'config.json');
+  const sampleSize = existsSync(unetConfigFile) ? readJson(unetConfigFile)['sample_size'] : undefined;
+  return {
+    root: dir,
+    forceZerosForEmptyPrompt: index['force_zeros_for_empty_prompt'] !== false,
+    defaultImageSizePx: typeof sampleSize === 'number' ? sampleSize * vae.scaleFactor : SDXL_IMAGE_SIZE_PX,
+    vae,
+    paths,
+  };
+}
+
+function readVaeConfig(config: Record<string, unknown>, file: string): SdxlModelFolder['vae'] {
+  // diffusers' AutoencoderKL defaults, used when an export omits them.
+  const scalingFactor = config['scaling_factor'] ?? 0.18215;
+  if (typeof scalingFactor !== 'number' || !(scalingFactor > 0)) {
+    throw new ModelLoadError(`${file}: scaling_factor = ${JSON.stringify(scalingFactor)} must be a positive number`);
+  }
+  const shiftFactor = config['shift_factor'];
+  if (shiftFactor !== undefined && shiftFactor !== null && shiftFactor !== 0) {
+    throw new ModelLoadError(`${file}: shift_factor = ${JSON.stringify(shiftFactor)} is not supported (SDXL VAEs have none)`);
+  }
+  const blocks = config['block_out_channels'] ?? [128, 256, 512, 512];
+  if (!Array.isArray(blocks) || blocks.length === 0) {
+    throw new ModelLoadError(`${file}: block_out_channels = ${JSON.stringify(blocks)} must be a non-empty list`);
+  }
+  return { scalingFactor, scaleFactor: 2 ** (blocks.length - 1) };
+}

@@ -1,0 +1,122 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { runCli } from './support/cli.js';
+import { fixturePath, readFixtureJson } from './support/fixtures.js';
+
+const work = mkdtempSync(path.join(tmpdir(), 'wrongbot-cli-'));
+test.after(() => rmSync(work, { recursive: true, force: true }));
+
+const MODEL = fixturePath('tiny-sdxl');
+const GOOD = ['--model', MODEL, '--prompt', 'a cat', '--seed', '1', '--steps', '2', '--width', '64', '--height', '64'];
+
+function generateWith(overrides: Record<string, string | null>): string[] {
+  const args = new Map<string, string>();
+  for (let i = 0; i < GOOD.length; i += 2) args.set(GOOD[i]!, GOOD[i + 1]!);
+  for (const [flag, value] of Object.entries(overrides)) {
+    if (value === null) args.delete(flag);
+    else args.set(flag, value);
+  }
+  return ['generate', ...[...args].flat(), '--out', path.join(work, 'out.png')];
+}
+
+test('bad generate arguments exit non-zero with one line naming the argument and its value', async () => {
+  const cases: Array<[Record<string, string | null>, RegExp]> = [
+    [{ '--width': '100' }, /--width 100 must be a multiple of 8/],
+    [{ '--height': '0' }, /--height 0 must be an integer from 8 to 4096/],
+    [{ '--steps': '0' }, /--steps 0 must be an integer from 1 to 500/],
+    [{ '--steps': '-5' }, /--steps -5 must be an integer/],
+    [{ '--steps': 'ten' }, /--steps "ten" is not an integer/],
+    [{ '--guidance': 'NaN' }, /--guidance "NaN" is not a finite number/],
+    [{ '--seed': '-1' }, /--seed -1 must be an integer from 0/],
+    [{ '--provider': 'tpu' }, /device "tpu" is not supported; choose one of cpu, cuda, cuda:N, webgpu/],
+    [{ '--provider': 'cpu:1' }, /cpu takes no device index/],
+    [{ '--model': path.join(work, 'no-such-model') }, /model folder .*no-such-model does not exist/],
+    [{ '--prompt': null }, /--prompt is required/],
+  ];
+  for (const [overrides, message] of cases) {
+    const result = await runCli(generateWith(overrides));
+    assert.notEqual(result.code, 0, `${JSON.stringify(overrides)} should fail`);
+    const lines = result.stderr.trim().split('\n');
+    assert.equal(lines.length, 1, `one line for ${JSON.stringify(overrides)}: ${result.stderr}`);
+    assert.match(lines[0]!, message);
+  }
+});
+
+test('a model folder with a missing file or an unreadable ONNX graph is named in the error', async () => {
+  const broken = path.join(work, 'broken-model');
+  cpSync(MODEL, broken, { recursive: true });
+  rmSync(path.join(broken, 'vae_decoder', 'model.onnx'));
+  let result = await runCli(generateWith({ '--model': broken }));
+  assert.notEqual(result.code, 0);
+  assert.match(result.stderr.trim(), /^wrongbot: model file .*vae_decoder\/model\.onnx is missing$/);
+
+  cpSync(path.join(MODEL, 'vae_decoder'), path.join(broken, 'vae_decoder'), { recursive: true });
+  writeFileSync(path.join(broken, 'unet', 'model.onnx'), 'this is not a protobuf');
+  result = await runCli(generateWith({ '--model': broken }));
+  assert.notEqual(result.code, 0);
+  assert.match(result.stderr.trim(), /^wrongbot: unet: cannot load .*unet\/model\.onnx: /);
+  assert.equal(result.stderr.trim().split('\n').length, 1, result.stderr);
+});
+
+test('the CUDA provider without its libraries says how to install them', async (t) => {
+  const result = await runCli(generateWith({ '--provider': 'cuda' }));
+  if (result.code === 0) return t.skip('this host has the CUDA provider installed');
+  assert.match(result.stderr, /npm run setup:cuda.*CUDA 12 and cuDNN 9/);
+});
+
+test('an unknown command prints usage and fails', async () => {
+  const result = await runCli(['paint']);
+  assert.equal(result.code, 2);
+  assert.match(result.stderr, /unknown command "paint"/);
+  assert.match(result.stderr, /wrongbot generate --model DIR/);
+});
+
+test('noise writes torch.randn as little-endian float32', async () => {
+  interface RandnCase { shape: number[]; seed: number; sha256_f32le: string }
+  const cases = readFixtureJson<{ cases: RandnCase[] }>('torch-randn.json').cases;
+  for (const c of cases) {
+    const out = path.join(work, `noise-${c.seed}.bin`);
+    const result = await runCli(['noise', '--seed', String(c.seed), '--shape', c.shape.join(','), '--out', out]);
+    assert.equal(result.code, 0, result.stderr);
+    const digest = createHash('sha256').update(readFileSync(out)).digest('hex');
+    assert.equal(digest, c.sha256_f32le, `seed ${c.seed} shape ${c.shape}`);
+  }
+  const bad = await runCli(['noise', '--seed', '1', '--shape', '1,x,8', '--out', path.join(work, 'bad.bin')]);
+  assert.notEqual(bad.code, 0);
+  assert.match(bad.stderr, /--shape "1,x,8" must be positive integers/);
+});
+
+test('tokenize prints the 77 ids each text encoder receives', async () => {
+  interface TokenCase { text: string; input_ids_tokenizer: number[]; input_ids_tokenizer_2: number[] }
+  const cases = readFixtureJson<{ cases: TokenCase[] }>('clip-tokens.json').cases;
+  for (const c of cases.slice(0, 4)) {
+    const result = await runCli(['tokenize', '--model', MODEL, '--text', c.text]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.deepEqual(JSON.parse(result.stdout), { tokenizer: c.input_ids_tokenizer, tokenizer_2: c.input_ids_tokenizer_2 });
+  }
+});
+
+test('--negative "" is an empty prompt and differs from no --negative', async () => {
+  const withEmpty = path.join(work, 'negative-empty.png');
+  const without = path.join(work, 'negative-none.png');
+  const base = ['generate', ...GOOD, '--guidance', '7.5'];
+  assert.equal((await runCli([...base, '--negative', '', '--out', withEmpty])).code, 0);
+  assert.equal((await runCli([...base, '--out', without])).code, 0);
+  assert.notDeepEqual(readFileSync(withEmpty), readFileSync(without));
+});
+
+test('a missing seed is picked and printed so the image can be made again', async () => {
+  const first = path.join(work, 'random-seed.png');
+  const args = generateWith({ '--seed': null }).slice(0, -2);
+  const result = await runCli([...args, '--out', first]);
+  assert.equal(result.code, 0, result.stderr);
+  const seed = /^seed (\d+)$/m.exec(result.stdout)?.[1];
+  assert.ok(seed, result.stdout);
+  const again = path.join(work, 'same-seed.png');
+  assert.equal((await runCli([...args, '--seed', seed, '--out', again])).code, 0);
+  assert.deepEqual(readFileSync(again), readFileSync(first));
+});

@@ -1,0 +1,28 @@
+import { readFixtureJson } from './fixtures.js';
+
+export interface ReferenceCase {
+  id: string;
+  dir: string;
+  prompt: string;
+  negative_prompt: string | null;
+  seed: number;
+  steps: number;
+  guidance_scale: number;
+  height: number;
+  width: number;
+  lora: unknown;
+}
+
+export const REFERENCE_CASES = readFixtureJson<{ cases: ReferenceCase[] }>('reference', 'index.json').cases;
+
+/** The cases the base pipeline alone reproduces (the others need a LoRA). */
+export const BASE_REFERENCE_CASES = REFERENCE_CASES.filter((c) => c.lora === null);
+
+export function generateArgs(c: ReferenceCase, model: string, out: string): string[] {
+  return [
+    'generate', '--model', model, '--prompt', c.prompt,
+    ...(c.negative_prompt === null ? [] : ['--negative', c.negative_prompt]),
+    '--seed', String(c.seed), '--steps', String(c.steps), '--guidance', String(c.guidance_scale),
+    '--width', String(c.width), '--height', String(c.height), '--out', out,
+  ];
+}
