@@ -62,5 +62,5 @@ test('fma32 rounds once, including where rounding the double sum would break a t
 });
 
 test('roundHalfEven sends halves to the even neighbour, as numpy does', () => {
-  assert.deepEqual([0.5, 1.5, 2.5, -0.5, -1.5, 2.4, 2.6].map(roundHalfEven), [0, 2, 2, 0, -2, 2, 3]);
+  assert.deepEqual([0.5, 1.5, 2.5, -0.5, -1.5, 2.4, 2.6].map(roundHalfEven), [0, 2, 2, -0, -2, 2, 3]);
 });
