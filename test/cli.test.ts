@@ -36,6 +36,7 @@ test('bad generate arguments exit non-zero with one line naming the argument and
     [{ '--provider': 'cpu:1' }, /cpu takes no device index/],
     [{ '--model': path.join(work, 'no-such-model') }, /model folder .*no-such-model does not exist/],
     [{ '--prompt': null }, /--prompt is required/],
+    [{ '--model': null }, /--model is required \(or set MODEL_DIR\)/],
   ];
   for (const [overrides, message] of cases) {
     const result = await runCli(generateWith(overrides));
@@ -68,11 +69,20 @@ test('the CUDA provider without its libraries says how to install them', async (
   assert.match(result.stderr, /npm run setup:cuda.*CUDA 12 and cuDNN 9/);
 });
 
+test('MODEL_DIR and WORKER_DEVICE stand in for --model and --provider, and a bad value names the variable', async () => {
+  const args = generateWith({ '--model': null, '--steps': '1' });
+  const fromEnvironment = await runCli(args, { MODEL_DIR: MODEL });
+  assert.equal(fromEnvironment.code, 0, fromEnvironment.stderr);
+  const badDevice = await runCli(args, { MODEL_DIR: MODEL, WORKER_DEVICE: 'tpu' });
+  assert.notEqual(badDevice.code, 0);
+  assert.match(badDevice.stderr.trim(), /^wrongbot: WORKER_DEVICE: device "tpu" is not supported/);
+});
+
 test('an unknown command prints usage and fails', async () => {
   const result = await runCli(['paint']);
   assert.equal(result.code, 2);
   assert.match(result.stderr, /unknown command "paint"/);
-  assert.match(result.stderr, /wrongbot generate --model DIR/);
+  assert.match(result.stderr, /wrongbot generate \[--model DIR\]/);
 });
 
 test('noise writes torch.randn as little-endian float32', async () => {

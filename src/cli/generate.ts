@@ -3,18 +3,19 @@ import path from 'node:path';
 import { randomInt } from 'node:crypto';
 import { ImageGenerator } from '../gpu/image-generator.js';
 import { openSdxlModelFolder } from '../gpu/model-folder.js';
-import { parseDevice } from '../gpu/providers.js';
 import {
   DEFAULT_GUIDANCE_SCALE, DEFAULT_STEPS, InvalidRequestError, validateGenerationRequest, type GenerationRequest,
 } from '../gpu/request.js';
-import { integerOption, numberOption, parseOptions, required, UsageError } from './options.js';
+import {
+  deviceOption, integerOption, numberOption, optionOrEnvironment, parseOptions, required, UsageError,
+} from './options.js';
 
 const FLAG_BY_FIELD: Readonly<Record<string, string>> = {
   seed: '--seed', steps: '--steps', width: '--width', height: '--height', prompt: '--prompt',
   negativePrompt: '--negative', guidanceScale: '--guidance', guidanceRescale: '--guidance-rescale',
 };
 
-export const GENERATE_USAGE = 'wrongbot generate --model DIR --prompt TEXT [--negative TEXT] [--seed N] [--steps N] '
+export const GENERATE_USAGE = 'wrongbot generate [--model DIR] --prompt TEXT [--negative TEXT] [--seed N] [--steps N] '
   + '[--guidance G] [--guidance-rescale R] [--width W] [--height H] [--provider cpu|cuda[:N]|webgpu] --out FILE.png';
 
 /** Seeds users pick by hand fit in 32 bits, and torch only uses the low 32 bits of larger ones anyway. */
@@ -33,13 +34,13 @@ export async function runGenerate(argv: string[]): Promise<void> {
     'guidance-rescale': { type: 'string' },
     width: { type: 'string' },
     height: { type: 'string' },
-    provider: { type: 'string', default: 'cpu' },
+    provider: { type: 'string' },
     out: { type: 'string' },
   });
-  const modelDir = required('model', values.model);
+  const modelDir = optionOrEnvironment('model', values.model, 'MODEL_DIR');
   const out = required('out', values.out);
   if (values.prompt === undefined) throw new UsageError('--prompt is required');
-  const device = parseDevice(values.provider);
+  const device = deviceOption(values.provider);
   const folder = openSdxlModelFolder(modelDir);
   const request: GenerationRequest = {
     seed: values.seed === undefined ? randomSeed() : integerOption('seed', values.seed),

@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import dotenv from 'dotenv';
 import { GENERATE_USAGE, runGenerate } from './generate.js';
 import { NOISE_USAGE, runNoise } from './noise.js';
 import { TOKENIZE_USAGE, runTokenize } from './tokenize.js';
@@ -20,6 +21,7 @@ function usage(): string {
 }
 
 async function main(argv: string[]): Promise<void> {
+  dotenv.config({ quiet: true });
   const [name, ...rest] = argv;
   if (name === undefined || name === '--help' || name === 'help') {
     console.log(usage());

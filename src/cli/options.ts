@@ -1,4 +1,5 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { parseDevice, type Device } from '../gpu/providers.js';
 
 // Command-line parsing shared by every subcommand: one line naming the option and its value on bad input.
 
@@ -50,4 +51,20 @@ export function numberOption(name: string, value: string | undefined, fallback: 
   const parsed = Number(value);
   if (value.trim() === '' || !Number.isFinite(parsed)) throw new UsageError(`--${name} ${JSON.stringify(value)} is not a finite number`);
   return parsed;
+}
+
+/** An option that falls back to an environment variable (from the shell or `.env`), naming whichever was bad. */
+export function optionOrEnvironment(name: string, value: string | undefined, variable: string): string {
+  const chosen = value ?? process.env[variable];
+  if (chosen === undefined || chosen === '') throw new UsageError(`--${name} is required (or set ${variable})`);
+  return chosen;
+}
+
+export function deviceOption(value: string | undefined): Device {
+  const spec = value ?? process.env['WORKER_DEVICE'] ?? 'cpu';
+  try {
+    return parseDevice(spec);
+  } catch (error) {
+    throw new UsageError(`${value === undefined && process.env['WORKER_DEVICE'] !== undefined ? 'WORKER_DEVICE' : '--provider'}: ${(error as Error).message}`);
+  }
 }

@@ -1,12 +1,12 @@
 import { openSdxlModelFolder } from '../gpu/model-folder.js';
 import { ClipTokenizer } from '../gpu/tokenizer.js';
-import { parseOptions, required, UsageError } from './options.js';
+import { optionOrEnvironment, parseOptions, UsageError } from './options.js';
 
-export const TOKENIZE_USAGE = 'wrongbot tokenize --model DIR --text TEXT';
+export const TOKENIZE_USAGE = 'wrongbot tokenize [--model DIR] --text TEXT';
 
 export async function runTokenize(argv: string[]): Promise<void> {
   const values = parseOptions(argv, { model: { type: 'string' }, text: { type: 'string' } });
-  const folder = openSdxlModelFolder(required('model', values.model));
+  const folder = openSdxlModelFolder(optionOrEnvironment('model', values.model, 'MODEL_DIR'));
   if (values.text === undefined) throw new UsageError('--text is required');
   const text = values.text;
   const [first, second] = await Promise.all([

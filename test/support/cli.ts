@@ -11,9 +11,11 @@ export interface CliResult {
 }
 
 /** Runs `wrongbot …` as a user would: a separate process, its exit code and output. */
-export function runCli(args: string[]): Promise<CliResult> {
+// A developer's .env must not steer the tests: variables already set win over the file.
+const ISOLATED_ENV = { WORKER_DEVICE: 'cpu', MODEL_DIR: '' };
+export function runCli(args: string[], env: Record<string, string> = {}): Promise<CliResult> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [CLI_PATH, ...args], { cwd: REPO_ROOT_DIR, maxBuffer: 64 * 1024 * 1024 }, (error, stdout, stderr) => {
+    execFile(process.execPath, [CLI_PATH, ...args], { cwd: REPO_ROOT_DIR, maxBuffer: 64 * 1024 * 1024, env: { ...process.env, ...ISOLATED_ENV, ...env } }, (error, stdout, stderr) => {
       const code = error ? (typeof error.code === 'number' ? error.code : 1) : 0;
       resolve({ code, stdout, stderr });
     });
