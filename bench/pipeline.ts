@@ -1,4 +1,5 @@
 import { ImageGenerator } from '../src/gpu/image-generator.js';
+import type { Device } from '../src/gpu/providers.js';
 import type { GenerationRequest } from '../src/gpu/request.js';
 
 // Seconds per image and host overhead for the bundled tiny model on CPU. The overhead ratio is the caller's wall
@@ -6,6 +7,8 @@ import type { GenerationRequest } from '../src/gpu/request.js';
 // time spent inside onnxruntime's run(): what the TypeScript around the models costs.
 
 export interface PipelineFigures {
+  /** The warm-up image, so that devices can be compared pixel for pixel. */
+  firstPng: Uint8Array;
   images: number;
   steps: number;
   size: string;
@@ -18,14 +21,14 @@ export interface PipelineFigures {
 const STEPS = 20;
 const MEASURED_IMAGES = 8;
 
-export async function benchPipeline(modelDir: string): Promise<PipelineFigures> {
-  const generator = await ImageGenerator.start(modelDir, { kind: 'cpu', index: 0 });
+export async function benchPipeline(modelDir: string, device: Device): Promise<PipelineFigures> {
+  const generator = await ImageGenerator.start(modelDir, device);
   try {
     const request = (seed: number): GenerationRequest => ({
       seed, steps: STEPS, width: 128, height: 128,
       panels: [{ prompt: 'a photo of a cat, highly detailed', negativePrompt: 'wrong', guidanceScale: 13, guidanceRescale: 0 }],
     });
-    await generator.generate(request(0));
+    const warmUp = await generator.generate(request(0));
     let wallMs = 0;
     let onnxMs = 0;
     let pipelineMs = 0;
@@ -37,6 +40,7 @@ export async function benchPipeline(modelDir: string): Promise<PipelineFigures> 
       pipelineMs += result.timings.totalMs;
     }
     return {
+      firstPng: warmUp.panels[0]!.png,
       images: MEASURED_IMAGES,
       steps: STEPS,
       size: '128x128',

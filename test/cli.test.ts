@@ -78,6 +78,12 @@ test('MODEL_DIR and WORKER_DEVICE stand in for --model and --provider, and a bad
   assert.match(badDevice.stderr.trim(), /^wrongbot: WORKER_DEVICE: device "tpu" is not supported/);
 });
 
+test('WebGPU without a GPU adapter says what it needs', async (t) => {
+  const result = await runCli(generateWith({ '--provider': 'webgpu' }));
+  if (result.code === 0) return t.skip('this host has a WebGPU adapter');
+  assert.match(result.stderr, /WebGPU provider failed to start \(.*adapter.*\): it needs a GPU with a Vulkan, Metal or D3D12 driver/);
+});
+
 test('an unknown command prints usage and fails', async () => {
   const result = await runCli(['paint']);
   assert.equal(result.code, 2);

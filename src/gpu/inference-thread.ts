@@ -40,7 +40,6 @@ async function main(): Promise<void> {
       .then(() => generate(pipeline, message.id, message.request, controller.signal))
       .finally(() => running.delete(message.id));
   });
-  port.once('close', () => void pipeline.dispose());
   post({ type: 'ready' });
 }
 

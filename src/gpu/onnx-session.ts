@@ -122,7 +122,6 @@ export class OnnxModel {
       if (!tensor) throw new Error(`${this.label} returned no output ${name}`);
       converted[name] = readFloats(this.label, name, tensor);
     }
-    for (const tensor of Object.values(results)) tensor.dispose();
     return converted;
   }
 
@@ -134,7 +133,8 @@ export class OnnxModel {
 function readFloats(label: string, name: string, tensor: ort.Tensor): Float32Array {
   switch (tensor.type) {
     case 'float32':
-      return (tensor.data as Float32Array).slice();
+      // onnxruntime-node copies CPU outputs into arrays that JS owns, so they can be handed on as they are.
+      return tensor.data as Float32Array;
     case 'float16':
       return fromFloat16Array(tensor.data as Uint16Array);
     default:

@@ -58,8 +58,9 @@ export const EXECUTION_PROVIDERS: Readonly<Record<DeviceKind, ProviderEntry>> = 
     takesIndex: false,
     executionProviders: () => ['webgpu'],
     checkInstalled: () => {},
+    // onnxruntime prefixes the reason with the failed C++ check; the reason alone is what a user can act on.
     explainStartFailure: (message: string) =>
-      `WebGPU provider failed to start (${message.trim()}): it needs a GPU with a Vulkan, Metal or D3D12 driver `
+      `WebGPU provider failed to start (${message.replace(/^.*\bwas false\.\s*/s, '').trim()}): it needs a GPU with a Vulkan, Metal or D3D12 driver `
       + '(on Linux also the Vulkan loader, Debian package libvulkan1), or use --provider cpu',
   }),
 });

@@ -13,6 +13,10 @@ import { validateGenerationRequest, type GenerationRequest, type PanelSettings }
 
 const f32 = Math.fround;
 
+// Prompt encodings kept between requests: "wrong" and the other usual negatives recur in nearly every job, and a
+// real SDXL encoding is 77 × 2048 floats (630 kB), so a few dozen cost little memory.
+const PROMPT_CACHE_ENTRIES = 32;
+
 export interface StepProgress {
   step: number;
   totalSteps: number;
@@ -72,6 +76,8 @@ export class SdxlPipeline {
     private readonly clock: RunClock,
   ) {}
 
+  private readonly promptCache = new Map<string | null, PromptEncoding>();
+
   static async load(modelDir: string, device: Device): Promise<SdxlPipeline> {
     const folder = openSdxlModelFolder(modelDir);
     const clock = new RunClock();
@@ -119,21 +125,14 @@ export class SdxlPipeline {
     const notices: string[] = [];
 
     // 2. Encode every distinct prompt once; panels often share their negative prompt.
-    const encodings = new Map<string | null, PromptEncoding>();
-    const encode = async (text: string | null, what: string): Promise<PromptEncoding> => {
-      let encoding = encodings.get(text);
-      if (!encoding) {
-        encoding = await this.encodePrompt(text, what, notices);
-        encodings.set(text, encoding);
-      }
-      return encoding;
-    };
     const conditioning: PanelConditioning[] = [];
     for (const [index, settings] of request.panels.entries()) {
       const label = request.panels.length > 1 ? `panel ${index + 1} ` : '';
       const guided = settings.guidanceScale > 1;
-      const positive = await encode(settings.prompt, `${label}prompt`);
-      const negative = guided ? await encode(this.negativeText(settings.negativePrompt), `${label}negative prompt`) : null;
+      const positive = await this.cachedEncoding(settings.prompt, `${label}prompt`, notices);
+      const negative = guided
+        ? await this.cachedEncoding(this.negativeText(settings.negativePrompt), `${label}negative prompt`, notices)
+        : null;
       conditioning.push({ settings, guided, positive, negative });
       signal?.throwIfAborted();
     }
@@ -190,6 +189,29 @@ export class SdxlPipeline {
     };
   }
 
+  private async cachedEncoding(text: string | null, what: string, notices: string[]): Promise<PromptEncoding> {
+    if (text !== null) this.noteTruncation(text, what, notices);
+    const cached = this.promptCache.get(text);
+    if (cached) {
+      // Re-inserting keeps the map in least-recently-used order.
+      this.promptCache.delete(text);
+      this.promptCache.set(text, cached);
+      return cached;
+    }
+    const encoding = await this.encodePrompt(text);
+    this.promptCache.set(text, encoding);
+    if (this.promptCache.size > PROMPT_CACHE_ENTRIES) this.promptCache.delete(this.promptCache.keys().next().value!);
+    return encoding;
+  }
+
+  private noteTruncation(text: string, what: string, notices: string[]): void {
+    const tokenizer = this.tokenizers[0];
+    const { droppedIds } = tokenizer.encodeForModel(text);
+    if (droppedIds.length > 0) {
+      notices.push(`${what} is longer than ${tokenizer.maxLength} tokens; dropped: "${tokenizer.decode(droppedIds)}"`);
+    }
+  }
+
   /** diffusers zeroes a missing negative prompt only when the model asks for it; otherwise "" is encoded. */
   private negativeText(negativePrompt: string | null): string | null {
     return negativePrompt === null && !this.folder.forceZerosForEmptyPrompt ? '' : negativePrompt;
@@ -199,15 +221,12 @@ export class SdxlPipeline {
    * Penultimate hidden states of both encoders, concatenated per token, and the second encoder's pooled output.
    * `null` is the all-zero conditioning of `force_zeros_for_empty_prompt`.
    */
-  private async encodePrompt(text: string | null, what: string, notices: string[]): Promise<PromptEncoding> {
+  private async encodePrompt(text: string | null): Promise<PromptEncoding> {
     const hidden: Float32Array[] = [];
     let pooled: Float32Array | null = null;
     for (const [index, encoder] of this.textEncoders.entries()) {
       const tokenizer = this.tokenizers[index]!;
-      const { inputIds, droppedIds } = tokenizer.encodeForModel(text ?? '');
-      if (index === 0 && droppedIds.length > 0) {
-        notices.push(`${what} is longer than ${tokenizer.maxLength} tokens; dropped: "${tokenizer.decode(droppedIds)}"`);
-      }
+      const { inputIds } = tokenizer.encodeForModel(text ?? '');
       const hiddenName = penultimateHiddenState(encoder);
       const outputs = [hiddenName, ...(index === 1 ? ['text_embeds'] : [])];
       const result = await encoder.run(
