@@ -1,3 +1,6 @@
+import { execFile } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { ImageGenerator } from '../src/gpu/image-generator.js';
 import type { Device } from '../src/gpu/providers.js';
 import type { GenerationRequest } from '../src/gpu/request.js';
@@ -52,4 +55,60 @@ export async function benchPipeline(modelDir: string, device: Device): Promise<P
   } finally {
     await generator.close();
   }
+}
+
+export interface TriptychFigures {
+  singleSeconds: number;
+  triptychSeconds: number;
+  ratio: number;
+}
+
+/** The /compare triptych (three panels, one UNet batch per step) against one image with the same settings. */
+export async function benchTriptych(modelDir: string, loraPath: string): Promise<TriptychFigures> {
+  const generator = await ImageGenerator.start(modelDir, { kind: 'cpu', index: 0 }, { loraPath });
+  try {
+    const panel = { prompt: 'a photo of a cat, highly detailed', guidanceScale: 13, guidanceRescale: 0 };
+    const single = (seed: number): GenerationRequest => ({
+      seed, steps: STEPS, width: 128, height: 128, panels: [{ ...panel, negativePrompt: 'wrong', loraStrength: 1 }],
+    });
+    const triptych = (seed: number): GenerationRequest => ({
+      ...single(seed),
+      panels: [
+        { ...panel, negativePrompt: null, loraStrength: 0 },
+        { ...panel, negativePrompt: 'wrong', loraStrength: 0 },
+        { ...panel, negativePrompt: 'wrong', loraStrength: 1 },
+      ],
+    });
+    const time = async (request: (seed: number) => GenerationRequest) => {
+      await generator.generate(request(0));
+      const started = performance.now();
+      for (let i = 1; i <= MEASURED_IMAGES; i++) await generator.generate(request(i));
+      return (performance.now() - started) / MEASURED_IMAGES / 1000;
+    };
+    const singleSeconds = await time(single);
+    const triptychSeconds = await time(triptych);
+    return { singleSeconds, triptychSeconds, ratio: triptychSeconds / singleSeconds };
+  } finally {
+    await generator.close();
+  }
+}
+
+export interface MemoryFigures {
+  withoutLoraBytes: number;
+  withLoraBytes: number;
+  ratio: number;
+}
+
+const MEMORY_PROBE = fileURLToPath(new URL('./memory-probe.js', import.meta.url));
+
+async function residentBytes(modelDir: string, loraPath: string): Promise<number> {
+  const { stdout } = await promisify(execFile)(process.execPath, [MEMORY_PROBE, modelDir, loraPath]);
+  return (JSON.parse(stdout.trim().split('\n').at(-1)!) as { rssBytes: number }).rssBytes;
+}
+
+/** Resident memory of a worker process with the LoRA branches in its UNet against one without. */
+export async function benchLoraMemory(modelDir: string, loraPath: string): Promise<MemoryFigures> {
+  const withoutLoraBytes = await residentBytes(modelDir, '');
+  const withLoraBytes = await residentBytes(modelDir, loraPath);
+  return { withoutLoraBytes, withLoraBytes, ratio: withLoraBytes / withoutLoraBytes };
 }

@@ -5,13 +5,14 @@ import { fileURLToPath } from 'node:url';
 import ort from 'onnxruntime-node';
 import { decodeToRgb } from '../src/gpu/image.js';
 import { formatDevice, parseDevice } from '../src/gpu/providers.js';
-import { benchPipeline, type PipelineFigures } from './pipeline.js';
+import { benchLoraMemory, benchPipeline, benchTriptych, type PipelineFigures } from './pipeline.js';
 
 // `npm run bench`: prints the figures and rewrites BENCHMARKS.md with them, the machine and the date.
 // BENCH_DEVICES=cpu,webgpu,cuda on a GPU host also checks each device's image against the CPU's.
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const TINY_MODEL_DIR = path.join(REPO_ROOT, 'test', 'fixtures', 'tiny-sdxl');
+const TINY_LORA = path.join(REPO_ROOT, 'test', 'fixtures', 'tiny-sdxl-lora', 'tiny_sdxl_lora_kohya.safetensors');
 
 function machine(): string {
   const cpus = os.cpus();
@@ -54,6 +55,20 @@ for (const [device, f] of figures) {
   );
 }
 
+const triptych = await benchTriptych(TINY_MODEL_DIR, TINY_LORA);
+const memory = await benchLoraMemory(TINY_MODEL_DIR, TINY_LORA);
+const mib = (bytes: number) => `${(bytes / 2 ** 20).toFixed(0)} MiB`;
+const loraRows: Array<[string, string]> = [
+  ['one image (LoRA, negative "wrong"), seconds', triptych.singleSeconds.toFixed(3)],
+  ['triptych (3 panels in one batch), seconds', triptych.triptychSeconds.toFixed(3)],
+  ['triptych ÷ single image', triptych.ratio.toFixed(2)],
+  ['worker resident memory without LoRA', mib(memory.withoutLoraBytes)],
+  ['worker resident memory with the LoRA branch', mib(memory.withLoraBytes)],
+  ['with ÷ without', memory.ratio.toFixed(3)],
+];
+console.log('[triptych and LoRA, cpu]');
+for (const [name, value] of loraRows) console.log(`  ${name}: ${value}`);
+
 const markdown = [
   '# Benchmarks',
   '',
@@ -65,6 +80,14 @@ const markdown = [
   '## Image pipeline',
   '',
   ...sections,
+  '## Triptych and LoRA branch',
+  '',
+  'Tiny SDXL on CPU, 128x128, 20 steps, guidance 13, the kohya test LoRA. Memory: resident set of a fresh process after loading and one image.',
+  '',
+  '| figure | value |',
+  '| --- | --- |',
+  ...loraRows.map(([name, value]) => `| ${name} | ${value} |`),
+  '',
 ].join('\n');
 await writeFile(path.join(REPO_ROOT, 'BENCHMARKS.md'), markdown);
 console.log('wrote BENCHMARKS.md');

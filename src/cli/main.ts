@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import dotenv from 'dotenv';
+import { COMPARE_USAGE, runCompare } from './compare.js';
 import { GENERATE_USAGE, runGenerate } from './generate.js';
 import { NOISE_USAGE, runNoise } from './noise.js';
 import { TOKENIZE_USAGE, runTokenize } from './tokenize.js';
@@ -9,6 +10,7 @@ import { UsageError } from './options.js';
 
 const COMMANDS: Readonly<Record<string, { run: (argv: string[]) => Promise<void>; usage: string }>> = Object.freeze({
   generate: { run: runGenerate, usage: GENERATE_USAGE },
+  compare: { run: runCompare, usage: COMPARE_USAGE },
   noise: { run: runNoise, usage: NOISE_USAGE },
   tokenize: { run: runTokenize, usage: TOKENIZE_USAGE },
 });

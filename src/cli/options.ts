@@ -1,4 +1,4 @@
-import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { parseArgs } from 'node:util';
 import { parseDevice, type Device } from '../gpu/providers.js';
 
 // Command-line parsing shared by every subcommand: one line naming the option and its value on bad input.
@@ -7,7 +7,9 @@ export class UsageError extends Error {
   override name = 'UsageError';
 }
 
-export type OptionSpec = NonNullable<ParseArgsConfig['options']>;
+/** Every wrongbot option takes a value; numbers are parsed by the helpers below so errors can name them. */
+export type OptionSpec = Readonly<Record<string, { readonly type: 'string' }>>;
+export type OptionValues<T extends OptionSpec> = { [K in keyof T]?: string };
 
 /** `--steps -5` reaches the range check (and its message) instead of parseArgs' "ambiguous argument" error. */
 function joinNegativeNumbers(argv: string[]): string[] {
@@ -24,9 +26,9 @@ function joinNegativeNumbers(argv: string[]): string[] {
   return joined;
 }
 
-export function parseOptions<T extends OptionSpec>(argv: string[], options: T) {
+export function parseOptions<T extends OptionSpec>(argv: string[], options: T): OptionValues<T> {
   try {
-    return parseArgs({ args: joinNegativeNumbers(argv), options, strict: true, allowPositionals: false }).values;
+    return parseArgs({ args: joinNegativeNumbers(argv), options, strict: true, allowPositionals: false }).values as OptionValues<T>;
   } catch (error) {
     throw new UsageError((error as Error).message.split('\n')[0]!);
   }

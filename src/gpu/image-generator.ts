@@ -1,8 +1,8 @@
 import { Worker } from 'node:worker_threads';
 import type { Device } from './providers.js';
 import type { GenerationRequest } from './request.js';
-import type { StepProgress } from './sdxl-pipeline.js';
-import type { EncodedResult, FromThread, SerializedError, ToThread } from './thread-protocol.js';
+import type { PipelineOptions, StepProgress } from './sdxl-pipeline.js';
+import type { EncodedResult, FromThread, LoadedPipeline, SerializedError, ThreadOptions, ToThread } from './thread-protocol.js';
 
 // The pipeline as callers use it: the model lives in a worker thread, so generate() is a plain promise that never
 // blocks the caller's event loop, reports each step and can be aborted between steps.
@@ -32,15 +32,16 @@ export class ImageGenerator {
   private readonly pending = new Map<number, Pending>();
   private closed = false;
 
-  private constructor(private readonly worker: Worker) {
+  private constructor(private readonly worker: Worker, readonly loaded: LoadedPipeline) {
     worker.on('message', (message: FromThread) => this.receive(message));
     worker.on('error', (error) => this.failAll(error));
     worker.on('exit', (code) => this.failAll(new Error(`the inference thread exited with code ${code}`)));
   }
 
   /** Resolves once every model is loaded, or rejects with the reason it could not be. */
-  static start(modelDir: string, device: Device): Promise<ImageGenerator> {
-    const worker = new Worker(new URL('./inference-thread.js', import.meta.url), { workerData: { modelDir, device } });
+  static start(modelDir: string, device: Device, pipeline: PipelineOptions = {}): Promise<ImageGenerator> {
+    const workerData: ThreadOptions = { modelDir, device, pipeline };
+    const worker = new Worker(new URL('./inference-thread.js', import.meta.url), { workerData });
     return new Promise((resolve, reject) => {
       const onExit = (code: number) => reject(new Error(`the inference thread exited with code ${code} while loading`));
       worker.once('error', reject);
@@ -49,7 +50,7 @@ export class ImageGenerator {
         worker.off('error', reject);
         worker.off('exit', onExit);
         if (message.type === 'ready') {
-          resolve(new ImageGenerator(worker));
+          resolve(new ImageGenerator(worker, message.loaded));
         } else {
           void worker.terminate();
           reject(message.type === 'load-failed' ? revive(message.error) : new Error(`unexpected ${message.type} while loading`));

@@ -24,7 +24,7 @@ function serialize(error: unknown): SerializedError {
 async function main(): Promise<void> {
   let pipeline: SdxlPipeline;
   try {
-    pipeline = await SdxlPipeline.load(options.modelDir, options.device);
+    pipeline = await SdxlPipeline.load(options.modelDir, options.device, options.pipeline);
   } catch (error) {
     post({ type: 'load-failed', error: serialize(error) });
     return;
@@ -40,7 +40,7 @@ async function main(): Promise<void> {
       .then(() => generate(pipeline, message.id, message.request, controller.signal))
       .finally(() => running.delete(message.id));
   });
-  post({ type: 'ready' });
+  post({ type: 'ready', loaded: { capabilities: pipeline.capabilities, notices: [...pipeline.loadNotices] } });
 }
 
 async function generate(pipeline: SdxlPipeline, id: number, request: GenerationRequest, signal: AbortSignal): Promise<void> {

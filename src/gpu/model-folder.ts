@@ -24,6 +24,17 @@ export interface SdxlModelFolder {
 
 const SDXL_IMAGE_SIZE_PX = 1024;
 const SUPPORTED_PIPELINES = ['StableDiffusionXLPipeline', 'ORTStableDiffusionXLPipeline'];
+const SUPPORTED_REFINERS = ['StableDiffusionXLImg2ImgPipeline', 'ORTStableDiffusionXLImg2ImgPipeline'];
+
+/** The refiner of diffusers' "ensemble of experts": its own UNet, conditioned on text_encoder_2 alone. */
+export interface SdxlRefinerFolder {
+  root: string;
+  unet: string;
+  /** A missing negative prompt is encoded as "" unless this is set (it is not, for SDXL's refiner). */
+  forceZerosForEmptyPrompt: boolean;
+  /** time ids end in an aesthetic score (5 ids) instead of the target size (6 ids). */
+  requiresAestheticsScore: boolean;
+}
 
 function readJson(file: string): Record<string, unknown> {
   if (!existsSync(file)) throw new ModelLoadError(`model file ${file} is missing`);
@@ -36,17 +47,34 @@ function readJson(file: string): Record<string, unknown> {
   }
 }
 
-export function openSdxlModelFolder(root: string): SdxlModelFolder {
+function openPipelineIndex(root: string, supported: readonly string[], what: string) {
   const dir = path.resolve(root);
-  if (!existsSync(dir)) throw new ModelLoadError(`model folder ${dir} does not exist`);
-  const index = readJson(path.join(dir, 'model_index.json'));
+  if (!existsSync(dir)) throw new ModelLoadError(`${what} folder ${dir} does not exist`);
+  const indexFile = path.join(dir, 'model_index.json');
+  const index = readJson(indexFile);
   const pipelineClass = index['_class_name'];
-  if (typeof pipelineClass !== 'string' || !SUPPORTED_PIPELINES.includes(pipelineClass)) {
+  if (typeof pipelineClass !== 'string' || !supported.includes(pipelineClass)) {
     throw new ModelLoadError(
-      `${path.join(dir, 'model_index.json')}: _class_name ${JSON.stringify(pipelineClass)} is not an SDXL base pipeline `
-      + `(expected ${SUPPORTED_PIPELINES.join(' or ')})`,
+      `${indexFile}: _class_name ${JSON.stringify(pipelineClass)} is not an SDXL ${what} (expected ${supported.join(' or ')})`,
     );
   }
+  return { dir, index };
+}
+
+export function openSdxlRefinerFolder(root: string): SdxlRefinerFolder {
+  const { dir, index } = openPipelineIndex(root, SUPPORTED_REFINERS, 'refiner');
+  const unet = path.join(dir, 'unet', 'model.onnx');
+  if (!existsSync(unet)) throw new ModelLoadError(`model file ${unet} is missing`);
+  return {
+    root: dir,
+    unet,
+    forceZerosForEmptyPrompt: index['force_zeros_for_empty_prompt'] === true,
+    requiresAestheticsScore: index['requires_aesthetics_score'] !== false,
+  };
+}
+
+export function openSdxlModelFolder(root: string): SdxlModelFolder {
+  const { dir, index } = openPipelineIndex(root, SUPPORTED_PIPELINES, 'model');
   const paths = {
     scheduler: path.join(dir, 'scheduler'),
     tokenizer: path.join(dir, 'tokenizer'),

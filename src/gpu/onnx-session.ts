@@ -9,6 +9,9 @@ import { fromFloat16Array, toFloat16Array } from './float16.js';
 
 export type TensorMetadata = ort.InferenceSession.TensorValueMetadata;
 
+/** A model file, or a graph rewritten in memory whose external weights stay in their folder. */
+export type ModelSource = string | { bytes: Uint8Array; externalDataDir: string };
+
 /** Wall time spent inside onnxruntime's run(), summed over every model that shares the clock. */
 export class RunClock {
   totalMs = 0;
@@ -31,19 +34,29 @@ export class OnnxModel {
     private readonly clock: RunClock,
   ) {}
 
-  /** Loads from the file path so that external weights (`model.onnx_data`) are found beside the graph. */
-  static async load(label: string, modelPath: string, device: Device, clock: RunClock): Promise<OnnxModel> {
+  /**
+   * A path loads the graph from disk so that external weights (`model.onnx_data`) are found beside it; a rewritten
+   * graph comes as bytes together with the folder that holds its external weights.
+   */
+  static async load(label: string, source: ModelSource, device: Device, clock: RunClock): Promise<OnnxModel> {
+    const modelPath = typeof source === 'string' ? source : source.externalDataDir;
     if (!existsSync(modelPath)) throw new ModelLoadError(`${label}: ${modelPath} does not exist`);
     const provider = EXECUTION_PROVIDERS[device.kind];
     provider.checkInstalled();
+    // Spinning pool threads would compete with the JS between runs on small hosts; runs are long enough without.
+    const sessionConfig: Record<string, unknown> = { intra_op: { allow_spinning: '0' } };
+    if (typeof source !== 'string') sessionConfig['model_external_initializers_file_folder_path'] = source.externalDataDir;
+    const options: ort.InferenceSession.SessionOptions = {
+      executionProviders: provider.executionProviders(device.index),
+      graphOptimizationLevel: 'all',
+      logSeverityLevel: 3,
+      extra: { session: sessionConfig },
+    };
     let session: ort.InferenceSession;
     try {
-      session = await ort.InferenceSession.create(modelPath, {
-        executionProviders: provider.executionProviders(device.index),
-        graphOptimizationLevel: 'all',
-        logSeverityLevel: 3,
-        extra: { session: { intra_op: { allow_spinning: '0' } } },
-      });
+      session = typeof source === 'string'
+        ? await ort.InferenceSession.create(source, options)
+        : await ort.InferenceSession.create(source.bytes, options);
     } catch (cause) {
       const message = (cause as Error).message ?? String(cause);
       if (device.kind !== 'cpu') {
@@ -52,6 +65,10 @@ export class OnnxModel {
       throw new ModelLoadError(`${label}: cannot load ${modelPath}: ${message.trim()}`);
     }
     return new OnnxModel(label, session, clock);
+  }
+
+  hasInput(name: string): boolean {
+    return this.session.inputNames.includes(name);
   }
 
   input(name: string): TensorMetadata {

@@ -1,21 +1,41 @@
+import type ort from 'onnxruntime-node';
 import { ClipTokenizer } from './tokenizer.js';
 import { EulerDiscreteScheduler } from './scheduler.js';
 import { OnnxModel, RunClock } from './onnx-session.js';
-import { openSdxlModelFolder, type SdxlModelFolder } from './model-folder.js';
+import { openSdxlModelFolder, openSdxlRefinerFolder, type SdxlModelFolder, type SdxlRefinerFolder } from './model-folder.js';
 import { torchRandn } from './rng.js';
 import { vaeOutputToRgb } from './image.js';
+import { roundHalfEven } from './float32.js';
+import { buildLoraUnet } from './lora/lora-unet.js';
+import { LORA_STRENGTH_INPUT } from './onnx/lora-graph.js';
+import { encodeWeightedPrompt, type TextEncoderPass, type WeightedEncoding } from './weighted-encoding.js';
+import type { WeightingSyntax } from './prompt-weighting.js';
 import type { Device } from './providers.js';
-import { validateGenerationRequest, type GenerationRequest, type PanelSettings } from './request.js';
+import {
+  validateGenerationRequest, type GenerationRequest, type PipelineCapabilities, type ValidatedPanel,
+} from './request.js';
 
-// Stable Diffusion XL text-to-image on onnxruntime, step for step what diffusers' StableDiffusionXLPipeline does.
-// A request holds one or more panels that share seed, size and step count but not prompts or guidance: every panel
-// starts from the same noise and all of them go through the UNet together, one batch per step.
+// Stable Diffusion XL text-to-image on onnxruntime, step for step what diffusers' StableDiffusionXLPipeline does,
+// with the refiner hand-off of its "ensemble of experts". A request holds one or more panels that share seed, size
+// and step count but not prompts, guidance or LoRA strength: every panel starts from the same noise and all of them
+// go through the UNet together, one batch per step.
 
 const f32 = Math.fround;
 
 // Prompt encodings kept between requests: "wrong" and the other usual negatives recur in nearly every job, and a
 // real SDXL encoding is 77 × 2048 floats (630 kB), so a few dozen cost little memory.
 const PROMPT_CACHE_ENTRIES = 32;
+
+// diffusers' StableDiffusionXLImg2ImgPipeline defaults for the refiner's last time id.
+const AESTHETIC_SCORE = 6.0;
+const NEGATIVE_AESTHETIC_SCORE = 2.5;
+
+export interface PipelineOptions {
+  /** A LoRA for the base UNet; panels choose its strength. */
+  loraPath?: string | null;
+  /** An SDXL refiner folder, for requests with `denoisingEnd`. */
+  refinerDir?: string | null;
+}
 
 export interface StepProgress {
   step: number;
@@ -48,24 +68,57 @@ export interface GenerationResult {
   notices: string[];
 }
 
+/** What one UNet call received, for checking parity with diffusers' own UNet inputs. */
+export interface UnetCall {
+  model: 'base' | 'refiner';
+  stepIndex: number;
+  timestep: number;
+  inputs: Readonly<Record<'sample' | 'encoder_hidden_states' | 'text_embeds' | 'time_ids', Float32Array>>;
+}
+
 export interface GenerateOptions {
   onProgress?: (progress: StepProgress) => void;
+  onUnetCall?: (call: UnetCall) => void;
   signal?: AbortSignal;
 }
 
-interface PromptEncoding {
+/** Both text encoders' conditioning hidden states (one array each) and the second encoder's pooled output. */
+type PromptEncoding = WeightedEncoding;
+
+/** One row of a UNet batch. */
+interface UnetRow {
   embeds: Float32Array;
   pooled: Float32Array;
+  timeIds: readonly number[];
+  loraStrength: number;
 }
 
-interface PanelConditioning {
-  settings: PanelSettings;
-  guided: boolean;
-  positive: PromptEncoding;
-  negative: PromptEncoding | null;
+/** A run of consecutive steps on one UNet with conditioning that stays fixed over them. */
+interface DenoisingStage {
+  model: UnetCall['model'];
+  unet: OnnxModel;
+  firstStep: number;
+  endStep: number;
+  batchSize: number;
+  /** Per panel: whether it has an unconditional row before its conditional one. */
+  guided: boolean[];
+  fixedInputs: Record<string, ort.Tensor>;
+  fixedArrays: Omit<UnetCall['inputs'], 'sample'>;
+}
+
+interface Refiner {
+  folder: SdxlRefinerFolder;
+  unet: OnnxModel;
+}
+
+interface LoraInfo {
+  path: string;
+  appliedModules: number;
 }
 
 export class SdxlPipeline {
+  private readonly promptCache = new Map<string, PromptEncoding>();
+
   private constructor(
     readonly folder: SdxlModelFolder,
     private readonly tokenizers: [ClipTokenizer, ClipTokenizer],
@@ -74,12 +127,15 @@ export class SdxlPipeline {
     private readonly vaeDecoder: OnnxModel,
     private readonly scheduler: EulerDiscreteScheduler,
     private readonly clock: RunClock,
+    private readonly refiner: Refiner | null,
+    readonly lora: LoraInfo | null,
+    /** What loading decided that the user should know, e.g. LoRA keys that were not applied. */
+    readonly loadNotices: readonly string[],
   ) {}
 
-  private readonly promptCache = new Map<string | null, PromptEncoding>();
-
-  static async load(modelDir: string, device: Device): Promise<SdxlPipeline> {
+  static async load(modelDir: string, device: Device, options: PipelineOptions = {}): Promise<SdxlPipeline> {
     const folder = openSdxlModelFolder(modelDir);
+    const refinerFolder = options.refinerDir ? openSdxlRefinerFolder(options.refinerDir) : null;
     const clock = new RunClock();
     const { paths } = folder;
     const [tokenizer, tokenizer2, scheduler] = await Promise.all([
@@ -87,29 +143,46 @@ export class SdxlPipeline {
       ClipTokenizer.fromDirectory(paths.tokenizer2),
       EulerDiscreteScheduler.fromDirectory(paths.scheduler),
     ]);
+    const loadNotices: string[] = [];
+    const loraUnet = options.loraPath ? await buildLoraUnet(paths.unet, options.loraPath) : null;
+    if (loraUnet) {
+      for (const { key, reason } of loraUnet.skipped) loadNotices.push(`LoRA key ${key} not applied: ${reason}`);
+    }
     // One at a time: on a GPU the UNet alone can take most of the memory, and a failure should name its model.
     const textEncoder = await OnnxModel.load('text_encoder', paths.textEncoder, device, clock);
     const textEncoder2 = await OnnxModel.load('text_encoder_2', paths.textEncoder2, device, clock);
-    const unet = await OnnxModel.load('unet', paths.unet, device, clock);
+    const unet = await OnnxModel.load('unet', loraUnet?.source ?? paths.unet, device, clock);
     const vaeDecoder = await OnnxModel.load('vae_decoder', paths.vaeDecoder, device, clock);
+    // The refiner shares text_encoder_2 and the VAE with the base, as diffusers' documented ensemble does.
+    const refiner = refinerFolder
+      ? { folder: refinerFolder, unet: await OnnxModel.load('refiner unet', refinerFolder.unet, device, clock) }
+      : null;
     const pipeline = new SdxlPipeline(
-      folder, [tokenizer, tokenizer2], [textEncoder, textEncoder2], unet, vaeDecoder, scheduler, clock,
+      folder, [tokenizer, tokenizer2], [textEncoder, textEncoder2], unet, vaeDecoder, scheduler, clock, refiner,
+      loraUnet ? { path: loraUnet.loraPath, appliedModules: loraUnet.appliedModules } : null, loadNotices,
     );
     pipeline.checkModelInterfaces();
     return pipeline;
   }
 
   private checkModelInterfaces(): void {
-    for (const name of ['sample', 'timestep', 'encoder_hidden_states', 'text_embeds', 'time_ids']) this.unet.input(name);
-    this.unet.output('out_sample');
+    for (const unet of [this.unet, ...(this.refiner ? [this.refiner.unet] : [])]) {
+      for (const name of ['sample', 'timestep', 'encoder_hidden_states', 'text_embeds', 'time_ids']) unet.input(name);
+      unet.output('out_sample');
+    }
     this.textEncoders.forEach((encoder) => encoder.input('input_ids'));
     this.textEncoders[1].output('text_embeds');
     this.vaeDecoder.input('latent_sample');
     this.vaeDecoder.output('sample');
   }
 
+  get capabilities(): PipelineCapabilities {
+    return { multipleOf: this.folder.vae.scaleFactor, hasLora: this.lora !== null, hasRefiner: this.refiner !== null };
+  }
+
   async dispose(): Promise<void> {
-    for (const model of [...this.textEncoders, this.unet, this.vaeDecoder]) await model.dispose();
+    const models = [...this.textEncoders, this.unet, this.vaeDecoder, ...(this.refiner ? [this.refiner.unet] : [])];
+    for (const model of models) await model.dispose();
   }
 
   async generate(rawRequest: GenerationRequest, options: GenerateOptions = {}): Promise<GenerationResult> {
@@ -117,52 +190,54 @@ export class SdxlPipeline {
     this.clock.reset();
     const { signal, onProgress } = options;
 
-    // 1. Check the request against this model before any work.
-    const request = validateGenerationRequest(rawRequest, this.folder.vae.scaleFactor);
-    const latentHeight = request.height / this.folder.vae.scaleFactor;
-    const latentWidth = request.width / this.folder.vae.scaleFactor;
-    const latentShape = [1, 4, latentHeight, latentWidth];
+    // 1. Check the request against this pipeline before any work.
+    const request = validateGenerationRequest(rawRequest, this.capabilities);
+    const { scaleFactor } = this.folder.vae;
+    const latentShape = [1, 4, request.height / scaleFactor, request.width / scaleFactor];
     const notices: string[] = [];
 
-    // 2. Encode every distinct prompt once; panels often share their negative prompt.
-    const conditioning: PanelConditioning[] = [];
-    for (const [index, settings] of request.panels.entries()) {
+    // 2. Encode every distinct prompt once (panels often share their negative prompt).
+    const encodings: Array<{ positive: PromptEncoding; negative: PromptEncoding | null }> = [];
+    for (const [index, panel] of request.panels.entries()) {
       const label = request.panels.length > 1 ? `panel ${index + 1} ` : '';
-      const guided = settings.guidanceScale > 1;
-      const positive = await this.cachedEncoding(settings.prompt, `${label}prompt`, notices);
-      const negative = guided
-        ? await this.cachedEncoding(this.negativeText(settings.negativePrompt), `${label}negative prompt`, notices)
+      const positive = await this.encode(panel.prompt, request.weighting, `${label}prompt`, notices);
+      // A missing negative prompt still needs an encoding of "" when a model does not zero it (the refiner).
+      const negative = panel.guidanceScale > 1
+        ? await this.encode(panel.negativePrompt ?? '', request.weighting, `${label}negative prompt`, notices)
         : null;
-      conditioning.push({ settings, guided, positive, negative });
+      encodings.push({ positive, negative });
       signal?.throwIfAborted();
     }
     const textEncodingDone = performance.now();
 
-    // 3. Timesteps and sigmas.
+    // 3. Timesteps and sigmas, and where the base hands off to the refiner.
     this.scheduler.setTimesteps(request.steps);
-    const { timesteps } = this.scheduler;
+    const totalSteps = this.scheduler.timesteps.length;
+    const baseSteps = request.denoisingEnd === null ? totalSteps : this.baseStepCount(request.denoisingEnd);
 
     // 4. Initial latents: the seed's noise, scaled; the same for every panel.
     const noise = torchRandn(request.seed, latentShape);
     const initialLatents = noise.map((x) => x * this.scheduler.initNoiseSigma);
-    let latents: Float32Array[] = conditioning.map(() => initialLatents.slice());
+    let latents: Float32Array[] = request.panels.map(() => initialLatents.slice());
 
-    // 5. The UNet batch that stays fixed over the steps: [negative, positive] per guided panel, [positive] otherwise.
-    const batch = this.buildUnetConditioning(conditioning, request.width, request.height);
+    // 5. The UNet batches: [negative, positive] per guided panel, [positive] otherwise.
+    const stages: DenoisingStage[] = [
+      this.baseStage(request.panels, encodings, request.width, request.height, baseSteps),
+    ];
+    if (baseSteps < totalSteps) {
+      stages.push(this.refinerStage(request.panels, encodings, request.width, request.height, baseSteps, totalSteps));
+    }
 
     // 6. Denoising loop.
     const loopStarted = performance.now();
-    for (let i = 0; i < timesteps.length; i++) {
-      signal?.throwIfAborted();
-      const noisePredictions = await this.predictNoise(latents, conditioning, batch, i, latentShape);
-      latents = latents.map((panelLatents, p) => this.scheduler.step(noisePredictions[p]!, i, panelLatents));
-      const elapsedMs = performance.now() - loopStarted;
-      onProgress?.({
-        step: i + 1,
-        totalSteps: timesteps.length,
-        elapsedMs,
-        etaMs: (elapsedMs / (i + 1)) * (timesteps.length - i - 1),
-      });
+    for (const stage of stages) {
+      for (let i = stage.firstStep; i < stage.endStep; i++) {
+        signal?.throwIfAborted();
+        const noisePredictions = await this.predictNoise(stage, request.panels, latents, i, latentShape, options.onUnetCall);
+        latents = latents.map((panelLatents, p) => this.scheduler.step(noisePredictions[p]!, i, panelLatents));
+        const elapsedMs = performance.now() - loopStarted;
+        onProgress?.({ step: i + 1, totalSteps, elapsedMs, etaMs: (elapsedMs / (i + 1)) * (totalSteps - i - 1) });
+      }
     }
     const denoisingDone = performance.now();
 
@@ -189,114 +264,168 @@ export class SdxlPipeline {
     };
   }
 
-  private async cachedEncoding(text: string | null, what: string, notices: string[]): Promise<PromptEncoding> {
-    if (text !== null) this.noteTruncation(text, what, notices);
-    const cached = this.promptCache.get(text);
-    if (cached) {
-      // Re-inserting keeps the map in least-recently-used order.
-      this.promptCache.delete(text);
-      this.promptCache.set(text, cached);
-      return cached;
+  /** diffusers' rule: the base runs every timestep ≥ round(T − T·h), not round(n·h) steps. */
+  private baseStepCount(denoisingEnd: number): number {
+    const trainSteps = this.scheduler.config.numTrainTimesteps;
+    const cutoff = roundHalfEven(trainSteps - denoisingEnd * trainSteps);
+    return this.scheduler.timesteps.filter((t) => t >= cutoff).length;
+  }
+
+  private async encode(text: string, weighting: WeightingSyntax, what: string, notices: string[]): Promise<PromptEncoding> {
+    const key = `${weighting}\u0000${text}`;
+    const cached = this.promptCache.get(key);
+    const encoding = cached ?? await encodeWeightedPrompt(text, weighting, this.encoderPasses());
+    if (encoding.droppedText !== null) {
+      notices.push(`${what} is longer than ${this.tokenizers[0].maxLength} tokens; dropped: "${encoding.droppedText}"`);
     }
-    const encoding = await this.encodePrompt(text);
-    this.promptCache.set(text, encoding);
+    if (encoding.syntax !== 'none') notices.push(`${what} uses ${encoding.syntax} weighting`);
+    // Re-inserting keeps the map in least-recently-used order.
+    this.promptCache.delete(key);
+    this.promptCache.set(key, encoding);
     if (this.promptCache.size > PROMPT_CACHE_ENTRIES) this.promptCache.delete(this.promptCache.keys().next().value!);
     return encoding;
   }
 
-  private noteTruncation(text: string, what: string, notices: string[]): void {
-    const tokenizer = this.tokenizers[0];
-    const { droppedIds } = tokenizer.encodeForModel(text);
-    if (droppedIds.length > 0) {
-      notices.push(`${what} is longer than ${tokenizer.maxLength} tokens; dropped: "${tokenizer.decode(droppedIds)}"`);
-    }
-  }
-
-  /** diffusers zeroes a missing negative prompt only when the model asks for it; otherwise "" is encoded. */
-  private negativeText(negativePrompt: string | null): string | null {
-    return negativePrompt === null && !this.folder.forceZerosForEmptyPrompt ? '' : negativePrompt;
-  }
-
-  /**
-   * Penultimate hidden states of both encoders, concatenated per token, and the second encoder's pooled output.
-   * `null` is the all-zero conditioning of `force_zeros_for_empty_prompt`.
-   */
-  private async encodePrompt(text: string | null): Promise<PromptEncoding> {
-    const hidden: Float32Array[] = [];
-    let pooled: Float32Array | null = null;
-    for (const [index, encoder] of this.textEncoders.entries()) {
-      const tokenizer = this.tokenizers[index]!;
-      const { inputIds } = tokenizer.encodeForModel(text ?? '');
+  /** hidden_states[-2] of each encoder, and the second encoder's pooled `text_embeds`. */
+  private encoderPasses(): TextEncoderPass[] {
+    return this.textEncoders.map((encoder, index) => {
       const hiddenName = penultimateHiddenState(encoder);
-      const outputs = [hiddenName, ...(index === 1 ? ['text_embeds'] : [])];
-      const result = await encoder.run(
-        { input_ids: encoder.numberInput('input_ids', inputIds, [1, inputIds.length]) },
-        outputs,
-      );
-      hidden.push(result[hiddenName]!);
-      if (index === 1) pooled = result['text_embeds']!;
-    }
-    const sequenceLength = this.tokenizers[0].maxLength;
-    const embeds = concatLastAxis(hidden, sequenceLength);
-    if (text === null) return { embeds: embeds.fill(0), pooled: pooled!.fill(0) };
-    return { embeds, pooled: pooled! };
+      const wantsPooled = index === 1;
+      return {
+        tokenizer: this.tokenizers[index]!,
+        encode: async (inputIds: number[]) => {
+          const result = await encoder.run(
+            { input_ids: encoder.numberInput('input_ids', inputIds, [1, inputIds.length]) },
+            wantsPooled ? [hiddenName, 'text_embeds'] : [hiddenName],
+          );
+          return { hidden: result[hiddenName]!, pooled: wantsPooled ? result['text_embeds']! : null };
+        },
+      };
+    });
   }
 
-  private buildUnetConditioning(conditioning: PanelConditioning[], width: number, height: number) {
-    const rows: PromptEncoding[] = conditioning.flatMap((panel) => panel.guided ? [panel.negative!, panel.positive] : [panel.positive]);
+  private baseStage(
+    panels: ValidatedPanel[],
+    encodings: Array<{ positive: PromptEncoding; negative: PromptEncoding | null }>,
+    width: number,
+    height: number,
+    endStep: number,
+  ): DenoisingStage {
+    // [original size, crop top-left, target size]: diffusers' defaults for an uncropped image of the asked size.
+    const timeIds = [height, width, 0, 0, height, width];
+    const sequenceLength = this.tokenizers[0].maxLength;
+    const row = (encoding: PromptEncoding, zeroed: boolean, loraStrength: number): UnetRow => {
+      const embeds = concatLastAxis(encoding.hidden, sequenceLength);
+      return zeroed
+        ? { embeds: embeds.fill(0), pooled: new Float32Array(encoding.pooled.length), timeIds, loraStrength }
+        : { embeds, pooled: encoding.pooled, timeIds, loraStrength };
+    };
+    const rows = panels.flatMap((panel, p) => {
+      const { positive, negative } = encodings[p]!;
+      const zeroNegative = panel.negativePrompt === null && this.folder.forceZerosForEmptyPrompt;
+      return negative
+        ? [row(negative, zeroNegative, panel.loraStrength), row(positive, false, panel.loraStrength)]
+        : [row(positive, false, panel.loraStrength)];
+    });
+    return this.stage('base', this.unet, rows, panels, 0, endStep);
+  }
+
+  private refinerStage(
+    panels: ValidatedPanel[],
+    encodings: Array<{ positive: PromptEncoding; negative: PromptEncoding | null }>,
+    width: number,
+    height: number,
+    firstStep: number,
+    endStep: number,
+  ): DenoisingStage {
+    const refiner = this.refiner!;
+    const timeIds = (aestheticScore: number) => refiner.folder.requiresAestheticsScore
+      ? [height, width, 0, 0, aestheticScore]
+      : [height, width, 0, 0, height, width];
+    const row = (encoding: PromptEncoding, zeroed: boolean, aestheticScore: number): UnetRow => {
+      const embeds = encoding.hidden[1]!;
+      return {
+        embeds: zeroed ? new Float32Array(embeds.length) : embeds,
+        pooled: zeroed ? new Float32Array(encoding.pooled.length) : encoding.pooled,
+        timeIds: timeIds(aestheticScore),
+        loraStrength: 0,
+      };
+    };
+    const rows = panels.flatMap((panel, p) => {
+      const { positive, negative } = encodings[p]!;
+      const zeroNegative = panel.negativePrompt === null && refiner.folder.forceZerosForEmptyPrompt;
+      return negative
+        ? [row(negative, zeroNegative, NEGATIVE_AESTHETIC_SCORE), row(positive, false, AESTHETIC_SCORE)]
+        : [row(positive, false, AESTHETIC_SCORE)];
+    });
+    return this.stage('refiner', refiner.unet, rows, panels, firstStep, endStep);
+  }
+
+  private stage(
+    model: UnetCall['model'], unet: OnnxModel, rows: UnetRow[], panels: ValidatedPanel[], firstStep: number, endStep: number,
+  ): DenoisingStage {
+    const sequenceLength = this.tokenizers[0].maxLength;
     const embedSize = rows[0]!.embeds.length;
     const pooledSize = rows[0]!.pooled.length;
-    const encoderHiddenStates = new Float32Array(rows.length * embedSize);
-    const textEmbeds = new Float32Array(rows.length * pooledSize);
-    // [original size, crop top-left, target size]: diffusers' defaults for an uncropped image of the asked size.
-    const timeIdsRow = [height, width, 0, 0, height, width];
-    const timeIds = new Float32Array(rows.length * timeIdsRow.length);
+    const timeIdCount = rows[0]!.timeIds.length;
+    const batchSize = rows.length;
+    const encoderHiddenStates = new Float32Array(batchSize * embedSize);
+    const textEmbeds = new Float32Array(batchSize * pooledSize);
+    const timeIds = new Float32Array(batchSize * timeIdCount);
     rows.forEach((row, r) => {
       encoderHiddenStates.set(row.embeds, r * embedSize);
       textEmbeds.set(row.pooled, r * pooledSize);
-      timeIds.set(timeIdsRow, r * timeIdsRow.length);
+      timeIds.set(row.timeIds, r * timeIdCount);
     });
-    const batchSize = rows.length;
-    const sequenceLength = this.tokenizers[0].maxLength;
+    const fixedInputs: Record<string, ort.Tensor> = {
+      encoder_hidden_states: unet.floatInput('encoder_hidden_states', encoderHiddenStates, [batchSize, sequenceLength, embedSize / sequenceLength]),
+      text_embeds: unet.floatInput('text_embeds', textEmbeds, [batchSize, pooledSize]),
+      time_ids: unet.floatInput('time_ids', timeIds, [batchSize, timeIdCount]),
+    };
+    if (unet.hasInput(LORA_STRENGTH_INPUT)) {
+      fixedInputs[LORA_STRENGTH_INPUT] = unet.floatInput(LORA_STRENGTH_INPUT, Float32Array.from(rows, (row) => row.loraStrength), [batchSize]);
+    }
     return {
-      batchSize,
-      encoderHiddenStates: this.unet.floatInput('encoder_hidden_states', encoderHiddenStates, [batchSize, sequenceLength, embedSize / sequenceLength]),
-      textEmbeds: this.unet.floatInput('text_embeds', textEmbeds, [batchSize, pooledSize]),
-      timeIds: this.unet.floatInput('time_ids', timeIds, [batchSize, timeIdsRow.length]),
+      model, unet, firstStep, endStep, batchSize, fixedInputs,
+      guided: panels.map((panel) => panel.guidanceScale > 1),
+      fixedArrays: { encoder_hidden_states: encoderHiddenStates, text_embeds: textEmbeds, time_ids: timeIds },
     };
   }
 
   private async predictNoise(
+    stage: DenoisingStage,
+    panels: ValidatedPanel[],
     latents: Float32Array[],
-    conditioning: PanelConditioning[],
-    batch: ReturnType<SdxlPipeline['buildUnetConditioning']>,
     stepIndex: number,
     latentShape: number[],
+    onUnetCall: GenerateOptions['onUnetCall'],
   ): Promise<Float32Array[]> {
+    const { unet, batchSize, guided } = stage;
     const panelSize = latents[0]!.length;
-    const sample = new Float32Array(batch.batchSize * panelSize);
+    const sample = new Float32Array(batchSize * panelSize);
     let row = 0;
-    conditioning.forEach((panel, p) => {
-      const scaled = this.scheduler.scaleModelInput(latents[p]!, stepIndex);
-      for (let copy = 0; copy < (panel.guided ? 2 : 1); copy++) sample.set(scaled, (row++) * panelSize);
+    latents.forEach((panelLatents, p) => {
+      const scaled = this.scheduler.scaleModelInput(panelLatents, stepIndex);
+      for (let copy = 0; copy < (guided[p] ? 2 : 1); copy++) sample.set(scaled, (row++) * panelSize);
     });
     const timestep = this.scheduler.timesteps[stepIndex]!;
-    const timestepRank = this.unet.input('timestep').shape.length;
-    const result = await this.unet.run({
-      sample: this.unet.floatInput('sample', sample, [batch.batchSize, ...latentShape.slice(1)]),
-      timestep: this.unet.numberInput('timestep', timestepRank === 0 ? [timestep] : new Array<number>(batch.batchSize).fill(timestep), timestepRank === 0 ? [] : [batch.batchSize]),
-      encoder_hidden_states: batch.encoderHiddenStates,
-      text_embeds: batch.textEmbeds,
-      time_ids: batch.timeIds,
+    onUnetCall?.({ model: stage.model, stepIndex, timestep, inputs: { ...stage.fixedArrays, sample } });
+    const timestepIsScalar = unet.input('timestep').shape.length === 0;
+    const result = await unet.run({
+      ...stage.fixedInputs,
+      sample: unet.floatInput('sample', sample, [batchSize, ...latentShape.slice(1)]),
+      timestep: timestepIsScalar
+        ? unet.numberInput('timestep', [timestep], [])
+        : unet.numberInput('timestep', new Array<number>(batchSize).fill(timestep), [batchSize]),
     }, ['out_sample']);
     const output = result['out_sample']!;
 
     row = 0;
-    return conditioning.map((panel) => {
-      if (!panel.guided) return output.subarray((row++) * panelSize, row * panelSize);
+    return panels.map((panel, p) => {
+      if (!guided[p]) return output.subarray((row++) * panelSize, row * panelSize);
       const unconditional = output.subarray((row++) * panelSize, row * panelSize);
       const text = output.subarray((row++) * panelSize, row * panelSize);
-      return applyGuidance(unconditional, text, panel.settings.guidanceScale, panel.settings.guidanceRescale);
+      return applyGuidance(unconditional, text, panel.guidanceScale, panel.guidanceRescale);
     });
   }
 

@@ -1,12 +1,18 @@
 import type { Device } from './providers.js';
-import type { GenerationRequest } from './request.js';
-import type { GenerationTimings, StepProgress } from './sdxl-pipeline.js';
+import type { GenerationRequest, PipelineCapabilities } from './request.js';
+import type { GenerationTimings, PipelineOptions, StepProgress } from './sdxl-pipeline.js';
 
 // Messages between the caller's thread and the inference thread that owns the onnxruntime sessions.
 
 export interface ThreadOptions {
   modelDir: string;
   device: Device;
+  pipeline: PipelineOptions;
+}
+
+export interface LoadedPipeline {
+  capabilities: PipelineCapabilities;
+  notices: string[];
 }
 
 export interface EncodedPanel {
@@ -32,7 +38,7 @@ export type ToThread =
   | { type: 'abort'; id: number };
 
 export type FromThread =
-  | { type: 'ready' }
+  | { type: 'ready'; loaded: LoadedPipeline }
   | { type: 'load-failed'; error: SerializedError }
   | { type: 'progress'; id: number; progress: StepProgress }
   | { type: 'done'; id: number; result: EncodedResult }

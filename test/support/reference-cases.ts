@@ -10,7 +10,7 @@ export interface ReferenceCase {
   guidance_scale: number;
   height: number;
   width: number;
-  lora: unknown;
+  lora: { file: string; scale: number } | null;
 }
 
 export const REFERENCE_CASES = readFixtureJson<{ cases: ReferenceCase[] }>('reference', 'index.json').cases;
@@ -18,11 +18,17 @@ export const REFERENCE_CASES = readFixtureJson<{ cases: ReferenceCase[] }>('refe
 /** The cases the base pipeline alone reproduces (the others need a LoRA). */
 export const BASE_REFERENCE_CASES = REFERENCE_CASES.filter((c) => c.lora === null);
 
-export function generateArgs(c: ReferenceCase, model: string, out: string): string[] {
+/** The `wrongbot generate` arguments that reproduce a reference case; `extra` adds e.g. --lora or --refiner. */
+export function generateArgs(
+  c: Pick<ReferenceCase, 'prompt' | 'negative_prompt' | 'seed' | 'steps' | 'guidance_scale' | 'width' | 'height'>,
+  model: string,
+  out: string,
+  extra: string[] = [],
+): string[] {
   return [
     'generate', '--model', model, '--prompt', c.prompt,
     ...(c.negative_prompt === null ? [] : ['--negative', c.negative_prompt]),
     '--seed', String(c.seed), '--steps', String(c.steps), '--guidance', String(c.guidance_scale),
-    '--width', String(c.width), '--height', String(c.height), '--out', out,
+    '--width', String(c.width), '--height', String(c.height), ...extra, '--out', out,
   ];
 }

@@ -1,0 +1,12 @@
+import assert from 'node:assert/strict';
+import { decodeToRgb } from '../../src/gpu/image.js';
+
+/** The largest 8-bit difference between two images of the same size (files or encoded bytes). */
+export async function maxPixelDifference(actual: string | Uint8Array, expected: string | Uint8Array): Promise<number> {
+  const load = (image: string | Uint8Array) => decodeToRgb(typeof image === 'string' ? image : Buffer.from(image));
+  const [a, b] = await Promise.all([load(actual), load(expected)]);
+  assert.deepEqual([a.width, a.height], [b.width, b.height], 'image size');
+  let max = 0;
+  for (let i = 0; i < b.rgb.length; i++) max = Math.max(max, Math.abs(a.rgb[i]! - b.rgb[i]!));
+  return max;
+}
