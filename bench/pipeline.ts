@@ -106,9 +106,20 @@ async function residentBytes(modelDir: string, loraPath: string): Promise<number
   return (JSON.parse(stdout.trim().split('\n').at(-1)!) as { rssBytes: number }).rssBytes;
 }
 
+// Resident memory of identical runs varies by several MiB (allocator and garbage-collector timing), so each side
+// is the median of a few fresh processes, interleaved so that drift on the machine affects both alike.
+const MEMORY_SAMPLES = 5;
+
 /** Resident memory of a worker process with the LoRA branches in its UNet against one without. */
 export async function benchLoraMemory(modelDir: string, loraPath: string): Promise<MemoryFigures> {
-  const withoutLoraBytes = await residentBytes(modelDir, '');
-  const withLoraBytes = await residentBytes(modelDir, loraPath);
+  const without: number[] = [];
+  const withLora: number[] = [];
+  for (let i = 0; i < MEMORY_SAMPLES; i++) {
+    without.push(await residentBytes(modelDir, ''));
+    withLora.push(await residentBytes(modelDir, loraPath));
+  }
+  const median = (values: number[]) => values.sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
+  const withoutLoraBytes = median(without);
+  const withLoraBytes = median(withLora);
   return { withoutLoraBytes, withLoraBytes, ratio: withLoraBytes / withoutLoraBytes };
 }

@@ -82,7 +82,7 @@ const markdown = [
   ...sections,
   '## Triptych and LoRA branch',
   '',
-  'Tiny SDXL on CPU, 128x128, 20 steps, guidance 13, the kohya test LoRA. Memory: resident set of a fresh process after loading and one image.',
+  'Tiny SDXL on CPU, 128x128, 20 steps, guidance 13, the kohya test LoRA. Memory: resident set of a fresh process after loading and one image, median of 5 processes each.',
   '',
   '| figure | value |',
   '| --- | --- |',

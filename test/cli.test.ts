@@ -5,7 +5,9 @@ import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { runCli } from './support/cli.js';
+import { SafetensorsFile } from '../src/gpu/lora/safetensors.js';
 import { fixturePath, readFixtureJson } from './support/fixtures.js';
+import { writeSafetensors, type TensorToWrite } from './support/safetensors-writer.js';
 
 const work = mkdtempSync(path.join(tmpdir(), 'wrongbot-cli-'));
 test.after(() => rmSync(work, { recursive: true, force: true }));
@@ -37,6 +39,13 @@ test('bad generate arguments exit non-zero with one line naming the argument and
     [{ '--model': path.join(work, 'no-such-model') }, /model folder .*no-such-model does not exist/],
     [{ '--prompt': null }, /--prompt is required/],
     [{ '--model': null }, /--model is required \(or set MODEL_DIR\)/],
+    [{ '--strength': '0.5' }, /--strength needs --lora FILE/],
+    [{ '--denoising-end': '0.8' }, /--denoising-end needs --refiner DIR/],
+    [{ '--lora': path.join(work, 'missing.safetensors') }, /--lora .*missing\.safetensors does not exist/],
+    [{ '--lora': fixturePath('tiny-sdxl-lora', 'tiny_sdxl_lora_peft.safetensors'), '--strength': '9' }, /--strength 9 must be a number from -4 to 4/],
+    [{ '--refiner': MODEL }, /is not an SDXL refiner/],
+    [{ '--refiner': fixturePath('tiny-sdxl-refiner'), '--denoising-end': '1.2' }, /--denoising-end 1.2 must be a number between 0 and 1/],
+    [{ '--weighting': 'fancy' }, /--weighting "fancy" must be one of auto, compel, a1111, none/],
   ];
   for (const [overrides, message] of cases) {
     const result = await runCli(generateWith(overrides));
@@ -61,6 +70,32 @@ test('a model folder with a missing file or an unreadable ONNX graph is named in
   assert.notEqual(result.code, 0);
   assert.match(result.stderr.trim(), /^wrongbot: unet: cannot load .*unet\/model\.onnx: /);
   assert.equal(result.stderr.trim().split('\n').length, 1, result.stderr);
+});
+
+test('a LoRA file that is not a safetensors file is refused with the reason, and unapplied keys are reported', async () => {
+  const hostile = path.join(work, 'hostile.safetensors');
+  const header = Buffer.alloc(8);
+  header.writeBigUInt64LE(4n * 2n ** 30n);
+  writeFileSync(hostile, header);
+  let result = await runCli(generateWith({ '--lora': hostile }));
+  assert.notEqual(result.code, 0);
+  assert.match(result.stderr, /hostile\.safetensors: .*4294967296/);
+
+  const mixed = path.join(work, 'mixed.safetensors');
+  const peft = await SafetensorsFile.open(fixturePath('tiny-sdxl-lora', 'tiny_sdxl_lora_peft.safetensors'));
+  const tensors: Record<string, TensorToWrite> = {};
+  try {
+    for (const [name, entry] of peft.entries) tensors[name] = { dtype: 'F32', shape: entry.shape, data: await peft.readFloat32(name) };
+  } finally {
+    await peft.close();
+  }
+  tensors['lora_te1_text_model_encoder_layers_0_mlp_fc1.lora_down.weight'] = { dtype: 'F32', shape: [4, 32], data: new Float32Array(128) };
+  tensors['lora_te1_text_model_encoder_layers_0_mlp_fc1.lora_up.weight'] = { dtype: 'F32', shape: [37, 4], data: new Float32Array(148) };
+  await writeSafetensors(mixed, tensors);
+  result = await runCli(generateWith({ '--lora': mixed }));
+  assert.equal(result.code, 0, result.stderr);
+  assert.match(result.stderr, /note: LoRA .*mixed\.safetensors: 96 UNet projections patched/);
+  assert.match(result.stderr, /note: 2 LoRA keys not applied: text-encoder LoRA is not supported.*lora_te1_text_model_encoder_layers_0_mlp_fc1/);
 });
 
 test('the CUDA provider without its libraries says how to install them', async (t) => {

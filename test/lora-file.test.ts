@@ -166,6 +166,25 @@ test('PEFT keys without the unet. prefix or under base_model.model., with an alp
   await assertPeftDeltas(await loadLora(wrapped, targets), 0);
 });
 
+test('PEFT files take alpha from diffusers\' lora_adapter_metadata: lora_alpha, then alpha_pattern', async () => {
+  const pairs = await peftPairs;
+  const patterned = info.modules[0]!;
+  const tensors: Record<string, TensorToWrite> = {};
+  for (const [module, pair] of pairs) {
+    tensors[`unet.${module}.lora_A.weight`] = downOf(pair);
+    // Stored up scaled down by alpha / rank, so the loaded ΔW equals the fixture's only if alpha is read.
+    tensors[`unet.${module}.lora_B.weight`] = upOf(pair, module === patterned ? 1 / 3 : 1 / 2);
+  }
+  const file = path.join(work, 'peft-metadata-alpha.safetensors');
+  const config = { 'unet.r': 4, 'unet.lora_alpha': 8, 'unet.alpha_pattern': { [patterned]: 12 } };
+  await writeSafetensors(file, tensors, { format: 'pt', lora_adapter_metadata: JSON.stringify(config) });
+  await assertPeftDeltas(await loadLora(file, targets));
+
+  const broken = path.join(work, 'peft-metadata-broken.safetensors');
+  await writeSafetensors(broken, tensors, { lora_adapter_metadata: '{"unet.lora_alpha": "eight"}' });
+  await assert.rejects(loadLora(broken, targets), /lora_adapter_metadata has lora_alpha "eight"/);
+});
+
 test('kohya keys in SGM block names, with an alpha that is not the rank', async () => {
   const file = await writeFromPeft('kohya-sgm', (module, pair) => {
     const [, block, rest] = /^(\w+\.\d+\.attentions\.\d+|mid_block\.attentions\.0)\.(.+)$/.exec(module)!;

@@ -1,8 +1,9 @@
+import { existsSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { randomInt } from 'node:crypto';
 import { ImageGenerator } from '../gpu/image-generator.js';
-import { openSdxlModelFolder } from '../gpu/model-folder.js';
+import { openSdxlModelFolder, openSdxlRefinerFolder } from '../gpu/model-folder.js';
 import type { Device } from '../gpu/providers.js';
 import type { WeightingSyntax } from '../gpu/prompt-weighting.js';
 import {
@@ -83,6 +84,8 @@ export function parseGenerationJob<Extra extends OptionSpec>(
   if (values['denoising-end'] !== undefined && values.refiner === undefined) throw new UsageError('--denoising-end needs --refiner DIR');
   const device = deviceOption(values.provider);
   const folder = openSdxlModelFolder(modelDir);
+  if (values.lora !== undefined && !existsSync(values.lora)) throw new UsageError(`--lora ${values.lora} does not exist`);
+  if (values.refiner !== undefined) openSdxlRefinerFolder(values.refiner);
   const shared = {
     guidanceScale: numberOption('guidance', values.guidance, DEFAULT_GUIDANCE_SCALE),
     guidanceRescale: numberOption('guidance-rescale', values['guidance-rescale'], 0),

@@ -6,7 +6,7 @@ import { openSdxlModelFolder, openSdxlRefinerFolder, type SdxlModelFolder, type 
 import { torchRandn } from './rng.js';
 import { vaeOutputToRgb } from './image.js';
 import { roundHalfEven } from './float32.js';
-import { buildLoraUnet } from './lora/lora-unet.js';
+import { buildLoraUnet, type LoraUnet } from './lora/lora-unet.js';
 import { LORA_STRENGTH_INPUT } from './onnx/lora-graph.js';
 import { encodeWeightedPrompt, type TextEncoderPass, type WeightedEncoding } from './weighted-encoding.js';
 import type { WeightingSyntax } from './prompt-weighting.js';
@@ -143,11 +143,8 @@ export class SdxlPipeline {
       ClipTokenizer.fromDirectory(paths.tokenizer2),
       EulerDiscreteScheduler.fromDirectory(paths.scheduler),
     ]);
-    const loadNotices: string[] = [];
     const loraUnet = options.loraPath ? await buildLoraUnet(paths.unet, options.loraPath) : null;
-    if (loraUnet) {
-      for (const { key, reason } of loraUnet.skipped) loadNotices.push(`LoRA key ${key} not applied: ${reason}`);
-    }
+    const loadNotices = loraUnet ? describeLora(loraUnet) : [];
     // One at a time: on a GPU the UNet alone can take most of the memory, and a failure should name its model.
     const textEncoder = await OnnxModel.load('text_encoder', paths.textEncoder, device, clock);
     const textEncoder2 = await OnnxModel.load('text_encoder_2', paths.textEncoder2, device, clock);
@@ -198,12 +195,13 @@ export class SdxlPipeline {
 
     // 2. Encode every distinct prompt once (panels often share their negative prompt).
     const encodings: Array<{ positive: PromptEncoding; negative: PromptEncoding | null }> = [];
+    const noted = new Set<string>();
     for (const [index, panel] of request.panels.entries()) {
       const label = request.panels.length > 1 ? `panel ${index + 1} ` : '';
-      const positive = await this.encode(panel.prompt, request.weighting, `${label}prompt`, notices);
+      const positive = await this.encode(panel.prompt, request.weighting, `${label}prompt`, notices, noted);
       // A missing negative prompt still needs an encoding of "" when a model does not zero it (the refiner).
       const negative = panel.guidanceScale > 1
-        ? await this.encode(panel.negativePrompt ?? '', request.weighting, `${label}negative prompt`, notices)
+        ? await this.encode(panel.negativePrompt ?? '', request.weighting, `${label}negative prompt`, notices, noted)
         : null;
       encodings.push({ positive, negative });
       signal?.throwIfAborted();
@@ -271,14 +269,20 @@ export class SdxlPipeline {
     return this.scheduler.timesteps.filter((t) => t >= cutoff).length;
   }
 
-  private async encode(text: string, weighting: WeightingSyntax, what: string, notices: string[]): Promise<PromptEncoding> {
+  /** `noted` holds the texts already reported on in this request, so that panels sharing a prompt say it once. */
+  private async encode(
+    text: string, weighting: WeightingSyntax, what: string, notices: string[], noted: Set<string>,
+  ): Promise<PromptEncoding> {
     const key = `${weighting}\u0000${text}`;
     const cached = this.promptCache.get(key);
     const encoding = cached ?? await encodeWeightedPrompt(text, weighting, this.encoderPasses());
-    if (encoding.droppedText !== null) {
-      notices.push(`${what} is longer than ${this.tokenizers[0].maxLength} tokens; dropped: "${encoding.droppedText}"`);
+    if (!noted.has(text)) {
+      noted.add(text);
+      if (encoding.droppedText !== null) {
+        notices.push(`${what} is longer than ${this.tokenizers[0].maxLength} tokens; dropped: "${encoding.droppedText}"`);
+      }
+      if (encoding.syntax !== 'none') notices.push(`${what} uses ${encoding.syntax} weighting`);
     }
-    if (encoding.syntax !== 'none') notices.push(`${what} uses ${encoding.syntax} weighting`);
     // Re-inserting keeps the map in least-recently-used order.
     this.promptCache.delete(key);
     this.promptCache.set(key, encoding);
@@ -445,6 +449,18 @@ export class SdxlPipeline {
     }
     return vaeOutputToRgb(sample, width, height);
   }
+}
+
+/** How many modules a LoRA patched, and its unapplied keys grouped by reason so a 700-key file stays readable. */
+function describeLora(lora: LoraUnet): string[] {
+  const byReason = new Map<string, string[]>();
+  for (const { key, reason } of lora.skipped) byReason.set(reason, [...(byReason.get(reason) ?? []), key]);
+  return [
+    `LoRA ${lora.loraPath}: ${lora.appliedModules} UNet projections patched`,
+    ...[...byReason].map(([reason, keys]) => keys.length === 1
+      ? `LoRA key ${keys[0]} not applied: ${reason}`
+      : `${keys.length} LoRA keys not applied: ${reason} (e.g. ${keys.slice(0, 3).join(', ')})`),
+  ];
 }
 
 /** hidden_states[-2]: the outputs are named hidden_states.0 … hidden_states.N. */

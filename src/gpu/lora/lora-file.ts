@@ -50,6 +50,53 @@ const ROLE_OF_SUFFIX: ReadonlyMap<string, Role> = new Map([
 
 const CONVOLUTION_REASON = 'convolution LoRA (LoCon) is not supported: only linear projections are patched';
 
+/** Where diffusers saves a PEFT adapter's config (lora_alpha, alpha_pattern) when it trains with alpha ≠ rank. */
+const ADAPTER_METADATA_KEY = 'lora_adapter_metadata';
+
+interface AdapterAlphas {
+  /** lora_alpha of the UNet adapter; undefined when the file says nothing (alpha = rank then). */
+  defaultAlpha: number | undefined;
+  /** PEFT's alpha_pattern: module-name suffix → alpha, which wins over lora_alpha. */
+  patterns: ReadonlyMap<string, number>;
+}
+
+/**
+ * PEFT files carry no `.alpha` tensors; diffusers stores the adapter config as JSON in the metadata instead, its
+ * keys prefixed `unet.` when saved from a pipeline. A malformed entry is an error: guessing alpha changes the image.
+ */
+function adapterAlphas(metadata: Readonly<Record<string, string>>, path: string): AdapterAlphas {
+  const text = metadata[ADAPTER_METADATA_KEY];
+  if (text === undefined) return { defaultAlpha: undefined, patterns: new Map() };
+  let config: Record<string, unknown>;
+  try {
+    config = JSON.parse(text) as Record<string, unknown>;
+    if (typeof config !== 'object' || config === null) throw new Error('not a JSON object');
+  } catch (cause) {
+    throw new LoraFileError(`${path}: metadata ${ADAPTER_METADATA_KEY} is not valid JSON: ${(cause as Error).message}`);
+  }
+  const value = (name: string): unknown => config[`unet.${name}`] ?? config[name];
+  const alpha = value('lora_alpha');
+  if (alpha !== undefined && (typeof alpha !== 'number' || !Number.isFinite(alpha))) {
+    throw new LoraFileError(`${path}: metadata ${ADAPTER_METADATA_KEY} has lora_alpha ${JSON.stringify(alpha)}`);
+  }
+  const patterns = new Map<string, number>();
+  const pattern = value('alpha_pattern') ?? {};
+  for (const [suffix, patternAlpha] of Object.entries(pattern as Record<string, unknown>)) {
+    if (typeof patternAlpha !== 'number' || !Number.isFinite(patternAlpha)) {
+      throw new LoraFileError(`${path}: metadata ${ADAPTER_METADATA_KEY} has alpha_pattern ${suffix} = ${JSON.stringify(patternAlpha)}`);
+    }
+    patterns.set(suffix, patternAlpha);
+  }
+  return { defaultAlpha: alpha, patterns };
+}
+
+function alphaFromMetadata(alphas: AdapterAlphas, module: string): number | undefined {
+  for (const [suffix, alpha] of alphas.patterns) {
+    if (module === suffix || module.endsWith(`.${suffix}`)) return alpha;
+  }
+  return alphas.defaultAlpha;
+}
+
 /**
  * Reads a LoRA safetensors file and returns ΔW = scale · up · down for each of `targets` it covers. Keys that cannot
  * be applied are listed in `skipped` with the reason; a file that fits no target at all is a LoraFileError.
@@ -73,6 +120,7 @@ export async function loadLora(
 
   const file = await SafetensorsFile.open(path);
   try {
+    const metadataAlphas = adapterAlphas(file.metadata, path);
     const skipped: SkippedLoraKey[] = [];
     const groups = new Map<string, KeyGroup>();
     for (const key of file.entries.keys()) {
@@ -127,7 +175,9 @@ export async function loadLora(
       }
       const rank = down.shape[0]!;
       const alphaKey = group.keys.get('alpha');
-      const alpha = alphaKey === undefined ? rank : await file.readScalar(alphaKey);
+      const alpha = alphaKey === undefined
+        ? alphaFromMetadata(metadataAlphas, target.module) ?? rank
+        : await file.readScalar(alphaKey);
       if (!Number.isFinite(alpha)) {
         skipGroup(`alpha is ${alpha}`);
         continue;
