@@ -7,8 +7,7 @@ import { SafetensorsFile } from '../src/gpu/lora/safetensors.js';
 import { runCli, type CliResult } from './support/cli.js';
 import { fixturePath } from './support/fixtures.js';
 import { maxPixelDifference } from './support/pixels.js';
-import { BASE_REFERENCE_CASES, REFERENCE_CASES, generateArgs } from './support/reference-cases.js';
-import { REFINER_REFERENCE_CASES } from './support/reference-refiner-cases.js';
+import { BASE_REFERENCE_CASES, REFERENCE_CASES, REFINER_REFERENCE_CASES, generateArgs } from './support/reference-cases.js';
 import { writeSafetensors, type TensorToWrite } from './support/safetensors-writer.js';
 
 // The acceptance bar: `wrongbot generate` gives diffusers' image within one 8-bit level, on both export styles,

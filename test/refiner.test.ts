@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { SdxlPipeline, type UnetCall } from '../src/gpu/sdxl-pipeline.js';
 import { fixturePath, readFloat32Fixture } from './support/fixtures.js';
-import { REFINER_REFERENCE_CASES, type RefinerReferenceCase } from './support/reference-refiner-cases.js';
+import { REFINER_REFERENCE_CASES, type RefinerReferenceCase } from './support/reference-cases.js';
 
 // The base → refiner hand-off against diffusers' own arrays. The refiner only runs the last, low-noise steps and
 // the tiny VAE hides most latent differences, so its inputs are checked directly and its latents tightly.

@@ -15,6 +15,15 @@ export interface ReferenceCase {
 
 export const REFERENCE_CASES = readFixtureJson<{ cases: ReferenceCase[] }>('reference', 'index.json').cases;
 
+/** diffusers' base → refiner hand-off cases: the base runs `base_steps`, the refiner the rest. */
+export interface RefinerReferenceCase extends ReferenceCase {
+  high_noise_frac: number;
+  base_steps: number;
+  refiner_steps: number;
+}
+
+export const REFINER_REFERENCE_CASES = readFixtureJson<{ cases: RefinerReferenceCase[] }>('reference-refiner', 'index.json').cases;
+
 /** The cases the base pipeline alone reproduces (the others need a LoRA). */
 export const BASE_REFERENCE_CASES = REFERENCE_CASES.filter((c) => c.lora === null);
 
