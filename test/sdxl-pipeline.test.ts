@@ -1,7 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { SdxlPipeline } from '../src/gpu/sdxl-pipeline.js';
-import { InvalidRequestError, type GenerationRequest } from '../src/gpu/request.js';
+import { InvalidRequestError } from '../src/common/validation.js';
+import type { GenerationRequest } from '../src/gpu/request.js';
 import { fixturePath, readFloat32Fixture, readFixtureJson } from './support/fixtures.js';
 import { BASE_REFERENCE_CASES, type ReferenceCase } from './support/reference-cases.js';
 

@@ -1,5 +1,7 @@
 import path from 'node:path';
+import { compareFooter, comparePanels } from '../common/triptych.js';
 import { composePanels } from '../gpu/compose.js';
+import { loraVersionOf } from '../worker/gpu-worker.js';
 import { GENERATION_USAGE, parseGenerationJob, runGenerationJob, writeOutput } from './generation-options.js';
 import { UsageError } from './options.js';
 
@@ -9,32 +11,21 @@ import { UsageError } from './options.js';
 export const COMPARE_USAGE = `wrongbot compare [--model DIR] --lora FILE [--strength S] --prompt TEXT ${GENERATION_USAGE} `
   + '--out FILE.png [--panels-dir DIR]';
 
-/** The LoRA's trigger word, used as the negative prompt in panels 2 and 3. */
-export const WRONG_NEGATIVE_PROMPT = 'wrong';
-
 export async function runCompare(argv: string[]): Promise<void> {
   const { job, values } = parseGenerationJob(argv, { 'panels-dir': { type: 'string' } }, (parsed, shared) => {
     if (parsed.lora === undefined) throw new UsageError('--lora is required: panel 3 applies it');
-    const base = { prompt: parsed.prompt!, guidanceScale: shared.guidanceScale, guidanceRescale: shared.guidanceRescale };
-    return [
-      { ...base, negativePrompt: null, loraStrength: 0 },
-      { ...base, negativePrompt: WRONG_NEGATIVE_PROMPT, loraStrength: 0 },
-      { ...base, negativePrompt: WRONG_NEGATIVE_PROMPT, loraStrength: shared.loraStrength },
-    ];
+    return comparePanels(shared.loraStrength).map(({ negativePrompt, loraStrength }) => ({
+      prompt: parsed.prompt!, guidanceScale: shared.guidanceScale, guidanceRescale: shared.guidanceRescale, negativePrompt, loraStrength,
+    }));
   });
   const result = await runGenerationJob(job);
   const { request } = job;
-  const captions = [
-    '1 · base, no negative prompt',
-    `2 · base, negative "${WRONG_NEGATIVE_PROMPT}"`,
-    `3 · LoRA ×${job.loraStrength}, negative "${WRONG_NEGATIVE_PROMPT}"`,
-  ];
-  const footer = [
-    `seed ${request.seed}`, `${request.steps} steps`, `guidance ${job.guidanceScale}`, `${request.width}x${request.height}`,
-    `LoRA ${path.basename(job.pipeline.loraPath!)}`,
-    ...(request.denoisingEnd ? [`refiner from ${request.denoisingEnd}`] : []),
-    `"${request.panels[0]!.prompt}"`,
-  ].join(' · ');
+  const captions = comparePanels(job.loraStrength).map((panel) => panel.caption);
+  // The same footer as the queue's compare jobs, so a triptych looks alike whichever way it was made.
+  const footer = compareFooter({
+    ...request, guidanceScale: job.guidanceScale, prompt: request.panels[0]!.prompt,
+    lora: `${loraVersionOf(job.pipeline.loraPath!)} ×${job.loraStrength}`,
+  });
   const composite = await composePanels(result.panels.map((panel, i) => ({ png: panel.png, caption: captions[i]! })), footer);
   await writeOutput(job.out, composite.data);
   console.log(`wrote ${job.out} (${composite.width}x${composite.height}, ${composite.encoding}, ${composite.data.length} bytes)`);

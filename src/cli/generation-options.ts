@@ -5,11 +5,10 @@ import { randomInt } from 'node:crypto';
 import { ImageGenerator } from '../gpu/image-generator.js';
 import { openSdxlModelFolder, openSdxlRefinerFolder } from '../gpu/model-folder.js';
 import type { Device } from '../gpu/providers.js';
-import type { WeightingSyntax } from '../gpu/prompt-weighting.js';
-import {
-  DEFAULT_DENOISING_END, DEFAULT_GUIDANCE_SCALE, DEFAULT_STEPS, InvalidRequestError, validateGenerationRequest,
-  type GenerationRequest, type PanelSettings,
-} from '../gpu/request.js';
+import type { WeightingSyntax } from '../common/generation-limits.js';
+import { DEFAULT_DENOISING_END, DEFAULT_GUIDANCE_SCALE, DEFAULT_STEPS } from '../common/generation-limits.js';
+import { InvalidRequestError } from '../common/validation.js';
+import { validateGenerationRequest, type GenerationRequest, type PanelSettings } from '../gpu/request.js';
 import type { PipelineOptions } from '../gpu/sdxl-pipeline.js';
 import type { EncodedResult } from '../gpu/thread-protocol.js';
 import {
@@ -64,7 +63,7 @@ export interface GenerationJob {
   guidanceRescale: number;
 }
 
-type ParsedValues<Extra extends OptionSpec> = OptionValues<typeof GENERATION_OPTIONS & Extra>;
+type ParsedValues<Extra extends OptionSpec> = OptionValues<typeof GENERATION_OPTIONS> & OptionValues<Extra>;
 
 /**
  * Parses the shared options plus a command's own; `panels` turns the shared per-panel settings into the command's

@@ -1,9 +1,11 @@
 #!/usr/bin/env node
 import dotenv from 'dotenv';
 import { COMPARE_USAGE, runCompare } from './compare.js';
+import { ENQUEUE_USAGE, runEnqueue } from './enqueue.js';
 import { GENERATE_USAGE, runGenerate } from './generate.js';
 import { NOISE_USAGE, runNoise } from './noise.js';
 import { TOKENIZE_USAGE, runTokenize } from './tokenize.js';
+import { WORKER_USAGE, runWorker } from './worker.js';
 import { UsageError } from './options.js';
 
 // The wrongbot command: one entry point, one error handler. Bad input exits 2 with one line; any other failure 1.
@@ -13,6 +15,8 @@ const COMMANDS: Readonly<Record<string, { run: (argv: string[]) => Promise<void>
   compare: { run: runCompare, usage: COMPARE_USAGE },
   noise: { run: runNoise, usage: NOISE_USAGE },
   tokenize: { run: runTokenize, usage: TOKENIZE_USAGE },
+  worker: { run: runWorker, usage: WORKER_USAGE },
+  enqueue: { run: runEnqueue, usage: ENQUEUE_USAGE },
 });
 
 const EXIT_FAILURE = 1;

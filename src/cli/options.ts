@@ -7,9 +7,9 @@ export class UsageError extends Error {
   override name = 'UsageError';
 }
 
-/** Every wrongbot option takes a value; numbers are parsed by the helpers below so errors can name them. */
-export type OptionSpec = Readonly<Record<string, { readonly type: 'string' }>>;
-export type OptionValues<T extends OptionSpec> = { [K in keyof T]?: string };
+/** Options take a value, or are flags; numbers are parsed by the helpers below so errors can name them. */
+export type OptionSpec = Readonly<Record<string, { readonly type: 'string' | 'boolean' }>>;
+export type OptionValues<T extends OptionSpec> = { [K in keyof T]?: T[K]['type'] extends 'boolean' ? boolean : string };
 
 /** `--steps -5` reaches the range check (and its message) instead of parseArgs' "ambiguous argument" error. */
 function joinNegativeNumbers(argv: string[]): string[] {

@@ -5,7 +5,9 @@
 // text, except that where the original would crash or hang (unparseable weight, runaway nesting) the text stays
 // literal instead: user prompts must never make generation fail.
 
-export type WeightingSyntax = 'auto' | 'compel' | 'a1111' | 'none';
+import type { WeightingSyntax } from '../common/generation-limits.js';
+
+export type { WeightingSyntax };
 export interface PromptFragment {
   text: string;
   weight: number;

@@ -1,4 +1,8 @@
-import type { WeightingSyntax } from './prompt-weighting.js';
+import {
+  MAX_IMAGE_SIDE_PX, MAX_LORA_STRENGTH, MAX_PANELS, MAX_PROMPT_CHARS, MAX_SEED, MAX_STEPS, WEIGHTING_SYNTAXES,
+  type WeightingSyntax,
+} from '../common/generation-limits.js';
+import { checkChoice, checkInteger, checkNumber, checkText, fail } from '../common/validation.js';
 
 // What a generation asks for, and the checks that turn bad input into an error naming the field and its value
 // rather than a confusing onnxruntime failure or a silently "corrected" value.
@@ -40,52 +44,8 @@ export interface PipelineCapabilities {
   hasRefiner: boolean;
 }
 
-export const DEFAULT_STEPS = 30;
-export const DEFAULT_GUIDANCE_SCALE = 5;
-export const MAX_STEPS = 500;
-export const MAX_IMAGE_SIDE_PX = 4096;
-export const MAX_PROMPT_CHARS = 4000;
-export const MAX_PANELS = 8;
-export const MAX_LORA_STRENGTH = 4;
-export const DEFAULT_DENOISING_END = 0.8;
-const WEIGHTING_SYNTAXES: readonly WeightingSyntax[] = ['auto', 'compel', 'a1111', 'none'];
-
-export class InvalidRequestError extends Error {
-  override name = 'InvalidRequestError';
-
-  constructor(readonly field: string, readonly shownValue: string, readonly rule: string) {
-    super(`${field} = ${shownValue} ${rule}`);
-  }
-}
-
-function fail(field: string, value: unknown, rule: string): never {
-  // String() keeps NaN and Infinity readable; JSON.stringify would print them as null.
-  const shown = typeof value === 'number' ? String(value) : JSON.stringify(value) ?? String(value);
-  throw new InvalidRequestError(field, shown, rule);
-}
-
-function checkInteger(field: string, value: unknown, min: number, max: number): number {
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
-    fail(field, value, `must be an integer from ${min} to ${max}`);
-  }
-  return value;
-}
-
-function checkNumber(field: string, value: unknown, min: number, max: number): number {
-  if (typeof value !== 'number' || !Number.isFinite(value) || value < min || value > max) {
-    fail(field, value, `must be a number from ${min} to ${max}`);
-  }
-  return value;
-}
-
-function checkText(field: string, value: unknown): string {
-  if (typeof value !== 'string') fail(field, value, 'must be text');
-  if (value.length > MAX_PROMPT_CHARS) fail(field, `${value.slice(0, 40)}…`, `is ${value.length} characters; the limit is ${MAX_PROMPT_CHARS}`);
-  return value;
-}
-
 export function validateSeed(value: unknown, field = 'seed'): number {
-  return checkInteger(field, value, 0, Number.MAX_SAFE_INTEGER);
+  return checkInteger(field, value, 0, MAX_SEED);
 }
 
 const NO_EXTRAS: PipelineCapabilities = { multipleOf: 8, hasLora: false, hasRefiner: false };
@@ -101,8 +61,7 @@ export function validateGenerationRequest(request: GenerationRequest, capabiliti
     fail('panels', request.panels?.length, `must hold 1 to ${MAX_PANELS} panels`);
   }
   const panelLabel = (index: number) => (request.panels.length > 1 ? `panels[${index}].` : '');
-  const weighting = request.weighting ?? 'auto';
-  if (!WEIGHTING_SYNTAXES.includes(weighting)) fail('weighting', weighting, `must be one of ${WEIGHTING_SYNTAXES.join(', ')}`);
+  const weighting = checkChoice('weighting', request.weighting ?? 'auto', WEIGHTING_SYNTAXES);
   const denoisingEnd = request.denoisingEnd ?? null;
   if (denoisingEnd !== null) {
     if (typeof denoisingEnd !== 'number' || !(denoisingEnd > 0 && denoisingEnd < 1)) fail('denoisingEnd', denoisingEnd, 'must be a number between 0 and 1');
@@ -121,8 +80,8 @@ export function validateGenerationRequest(request: GenerationRequest, capabiliti
     weighting,
     denoisingEnd,
     panels: request.panels.map((panel, index) => ({
-      prompt: checkText(`${panelLabel(index)}prompt`, panel.prompt),
-      negativePrompt: panel.negativePrompt === null ? null : checkText(`${panelLabel(index)}negativePrompt`, panel.negativePrompt),
+      prompt: checkText(`${panelLabel(index)}prompt`, panel.prompt, MAX_PROMPT_CHARS),
+      negativePrompt: panel.negativePrompt === null ? null : checkText(`${panelLabel(index)}negativePrompt`, panel.negativePrompt, MAX_PROMPT_CHARS),
       guidanceScale: checkNumber(`${panelLabel(index)}guidanceScale`, panel.guidanceScale, 0, 100),
       guidanceRescale: checkNumber(`${panelLabel(index)}guidanceRescale`, panel.guidanceRescale, 0, 1),
       loraStrength: loraStrength(`${panelLabel(index)}loraStrength`, panel.loraStrength),

@@ -1,0 +1,149 @@
+import path from 'node:path';
+import { QueueEvents } from 'bullmq';
+import { DEFAULT_GUIDANCE_SCALE, DEFAULT_STEPS, WEIGHTING_SYNTAXES, type WeightingSyntax } from '../common/generation-limits.js';
+import { optionalString, queuePrefix } from '../common/environment.js';
+import { InvalidRequestError } from '../common/validation.js';
+import {
+  GENERATION_JOB_NAMES, QUEUE_NAMES, type GenerationJobName, type GenerationJobResult, type JobProgress,
+} from '../queue/contracts.js';
+import { JobProducer, QueueLimitError, type GenerationSubmission } from '../queue/producer.js';
+import { producerConnection, resolveRedis, workerConnection } from '../queue/redis.js';
+import { ResultsStore } from '../queue/results-store.js';
+import { loraVersionOf } from '../worker/gpu-worker.js';
+import { writeOutput } from './generation-options.js';
+import { integerOption, numberOption, parseOptions, UsageError } from './options.js';
+
+// Submits a job to the queue as the bot would, for scripts, smoke tests and admins; with --wait it follows the job
+// and writes its images.
+
+export const ENQUEUE_USAGE = 'wrongbot enqueue imagine|wrong|compare --prompt TEXT [--negative TEXT] [--seed N] [--steps N] '
+  + '[--guidance G] [--width W] [--height H] [--weighting auto|compel|a1111|none] [--strength S] [--lora-version V] '
+  + '[--user ID] [--wait --out FILE.png [--panels-dir DIR]]';
+
+const SDXL_SIZE_PX = 1024;
+const DEFAULT_USER_ID = 'cli';
+
+function submissionFrom(name: GenerationJobName, values: ReturnType<typeof parseEnqueueOptions>): GenerationSubmission<GenerationJobName> {
+  if (values.prompt === undefined) throw new UsageError('--prompt is required');
+  if (name !== 'imagine' && values.negative !== undefined) throw new UsageError(`--negative is fixed to "wrong" for ${name}`);
+  if (name === 'imagine' && (values.strength !== undefined || values['lora-version'] !== undefined)) {
+    throw new UsageError('imagine uses the base model: --strength and --lora-version are for wrong and compare');
+  }
+  const weighting = values.weighting ?? 'auto';
+  if (!(WEIGHTING_SYNTAXES as readonly string[]).includes(weighting)) {
+    throw new UsageError(`--weighting ${JSON.stringify(weighting)} must be one of ${WEIGHTING_SYNTAXES.join(', ')}`);
+  }
+  const settings = {
+    prompt: values.prompt,
+    seed: values.seed === undefined ? null : integerOption('seed', values.seed),
+    steps: integerOption('steps', values.steps, DEFAULT_STEPS),
+    guidanceScale: numberOption('guidance', values.guidance, DEFAULT_GUIDANCE_SCALE),
+    width: integerOption('width', values.width, SDXL_SIZE_PX),
+    height: integerOption('height', values.height, SDXL_SIZE_PX),
+    weighting: weighting as WeightingSyntax,
+  };
+  const envelope = {
+    requester: { userId: values.user ?? DEFAULT_USER_ID, displayName: values.user ?? DEFAULT_USER_ID, guildId: null },
+    replyTo: { channelId: null, interactionToken: null, tokenExpiresAt: null },
+  };
+  if (name === 'imagine') return { ...envelope, settings: { ...settings, negativePrompt: values.negative ?? null } };
+  const loraPath = optionalString(process.env, 'LORA_PATH');
+  const version = values['lora-version'] ?? (loraPath === null ? undefined : loraVersionOf(loraPath));
+  if (version === undefined) throw new UsageError(`${name} needs --lora-version (or LORA_PATH, whose file name is the version)`);
+  return { ...envelope, settings, lora: { version, strength: numberOption('strength', values.strength, 1) } };
+}
+
+function parseEnqueueOptions(argv: string[]) {
+  return parseOptions(argv, {
+    prompt: { type: 'string' }, negative: { type: 'string' }, seed: { type: 'string' }, steps: { type: 'string' },
+    guidance: { type: 'string' }, width: { type: 'string' }, height: { type: 'string' }, weighting: { type: 'string' },
+    strength: { type: 'string' }, 'lora-version': { type: 'string' }, user: { type: 'string' },
+    wait: { type: 'boolean' }, out: { type: 'string' }, 'panels-dir': { type: 'string' },
+  });
+}
+
+export async function runEnqueue(argv: string[]): Promise<void> {
+  const [name, ...rest] = argv;
+  if (name === undefined || !(GENERATION_JOB_NAMES as readonly string[]).includes(name)) {
+    throw new UsageError(`enqueue needs a job name, one of ${GENERATION_JOB_NAMES.join(', ')}; got ${JSON.stringify(name ?? '')}`);
+  }
+  const jobName = name as GenerationJobName;
+  const values = parseEnqueueOptions(rest);
+  if (values.wait && values.out === undefined) throw new UsageError('--wait needs --out FILE.png');
+  if (!values.wait && (values.out !== undefined || values['panels-dir'] !== undefined)) throw new UsageError('--out and --panels-dir need --wait');
+  const submission = submissionFrom(jobName, values);
+  const prefix = queuePrefix(process.env);
+  const redis = await resolveRedis(process.env);
+  for (const warning of redis.warnings) console.error(`warning: ${warning}`);
+  const connection = producerConnection(redis.url);
+  const producer = new JobProducer(connection, prefix);
+  // BullMQ leaves connections it is given open: each is closed below, or the process would never exit.
+  const eventsConnection = values.wait ? workerConnection(redis.url) : null;
+  const events = eventsConnection ? new QueueEvents(QUEUE_NAMES.generation, { connection: eventsConnection, prefix }) : null;
+  try {
+    await events?.waitUntilReady();
+    let submitted;
+    try {
+      submitted = await producer.submit(jobName, submission);
+    } catch (error) {
+      if (error instanceof InvalidRequestError || error instanceof QueueLimitError) throw new UsageError(error.message);
+      throw error;
+    }
+    const place = submitted.position > 0 ? `position ${submitted.position}` : 'starting now';
+    console.log(`job ${submitted.jobId} queued (seed ${submitted.seed}, ${place})`);
+    if (!events) return;
+    const result = await followJob(events, submitted.jobId);
+    const store = new ResultsStore(connection, producer.keys);
+    const main = result.composite ?? result.panels[0]!.image;
+    await writeOutput(values.out!, await fetchImage(store, main.key));
+    console.log(`wrote ${values.out} (${main.width}x${main.height}) from worker ${result.workerId} in ${(result.durationMs / 1000).toFixed(2)} s`);
+    for (const notice of result.notices) console.error(`note: ${notice}`);
+    const panelsDir = values['panels-dir'];
+    if (panelsDir !== undefined) {
+      for (const [index, panel] of result.panels.entries()) {
+        await writeOutput(path.join(panelsDir, `panel-${index + 1}.png`), await fetchImage(store, panel.image.key));
+      }
+    }
+  } finally {
+    await events?.close();
+    eventsConnection?.disconnect();
+    await producer.close();
+    connection.disconnect();
+    await redis.privateServer?.stop();
+  }
+}
+
+async function fetchImage(store: ResultsStore, key: string): Promise<Buffer> {
+  const image = await store.get({ key });
+  if (!image) throw new Error(`image ${key} has expired from the results store`);
+  return image;
+}
+
+/** Prints progress until the job completes (its result) or fails (an Error with the worker's reason). */
+function followJob(events: QueueEvents, jobId: string): Promise<GenerationJobResult> {
+  return new Promise((resolve, reject) => {
+    const onProgress = ({ jobId: id, data }: { jobId: string; data: unknown }) => {
+      if (id !== jobId || typeof data !== 'object' || data === null) return;
+      const { step, totalSteps, etaMs } = data as JobProgress;
+      console.error(`step ${step}/${totalSteps}, ${(etaMs / 1000).toFixed(1)} s left`);
+    };
+    const onCompleted = ({ jobId: id, returnvalue }: { jobId: string; returnvalue: unknown }) => {
+      if (id !== jobId) return;
+      cleanup();
+      resolve((typeof returnvalue === 'string' ? JSON.parse(returnvalue) : returnvalue) as GenerationJobResult);
+    };
+    const onFailed = ({ jobId: id, failedReason }: { jobId: string; failedReason: string }) => {
+      if (id !== jobId) return;
+      cleanup();
+      reject(new Error(`job ${jobId} failed: ${failedReason}`));
+    };
+    const cleanup = () => {
+      events.off('progress', onProgress);
+      events.off('completed', onCompleted);
+      events.off('failed', onFailed);
+    };
+    events.on('progress', onProgress);
+    events.on('completed', onCompleted);
+    events.on('failed', onFailed);
+  });
+}

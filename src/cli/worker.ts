@@ -1,0 +1,63 @@
+import { integerSetting, optionalString, queuePrefix, requiredString } from '../common/environment.js';
+import { DEFAULT_RESULT_TTL_SECONDS } from '../queue/results-store.js';
+import { resolveRedis, workerConnection } from '../queue/redis.js';
+import {
+  DEFAULT_LOCK_DURATION_MS, DEFAULT_SHUTDOWN_GRACE_MS, DEFAULT_STALLED_INTERVAL_MS, GpuWorker,
+} from '../worker/gpu-worker.js';
+import { deviceOption, parseOptions } from './options.js';
+
+export const WORKER_USAGE = 'wrongbot worker   (settings from the environment: MODEL_DIR, LORA_PATH, WORKER_DEVICE, REDIS_URL, QUEUE_PREFIX, …)';
+
+function timestamped(line: string): void {
+  console.log(`${new Date().toISOString()} ${line}`);
+}
+
+/** Runs until SIGTERM or SIGINT; a running job gets the grace period to finish, then goes back to the queue. */
+export async function runWorker(argv: string[]): Promise<void> {
+  parseOptions(argv, {});
+  const env = process.env;
+  const modelDir = requiredString(env, 'MODEL_DIR', 'point it at an SDXL model folder (optimum ONNX layout)');
+  const device = deviceOption(undefined);
+  const prefix = queuePrefix(env);
+  const settings = {
+    loraPath: optionalString(env, 'LORA_PATH'),
+    resultTtlSeconds: integerSetting(env, 'RESULT_TTL_SECONDS', DEFAULT_RESULT_TTL_SECONDS, 60),
+    lockDurationMs: integerSetting(env, 'WORKER_LOCK_DURATION_MS', DEFAULT_LOCK_DURATION_MS, 1000),
+    stalledIntervalMs: integerSetting(env, 'WORKER_STALLED_INTERVAL_MS', DEFAULT_STALLED_INTERVAL_MS, 500),
+    shutdownGraceMs: integerSetting(env, 'WORKER_SHUTDOWN_GRACE_MS', DEFAULT_SHUTDOWN_GRACE_MS, 0),
+    trainerCommand: optionalString(env, 'TRAINER_COMMAND'),
+  };
+  const redis = await resolveRedis(env);
+  for (const warning of redis.warnings) timestamped(`warning: ${warning}`);
+  const connections = {
+    generation: workerConnection(redis.url),
+    training: workerConnection(redis.url),
+    subscriber: workerConnection(redis.url),
+    commands: workerConnection(redis.url),
+  };
+  // BullMQ leaves connections it is given open: closing them is what lets the process end.
+  const closeConnections = async () => {
+    for (const connection of Object.values(connections)) connection.disconnect();
+    await redis.privateServer?.stop();
+  };
+  let worker: GpuWorker;
+  try {
+    worker = await GpuWorker.start({ modelDir, device, prefix, connections, ...settings, log: timestamped });
+  } catch (error) {
+    await closeConnections();
+    throw error;
+  }
+  await new Promise<void>((resolve) => {
+    const stop = (signal: NodeJS.Signals) => {
+      timestamped(`${signal}: finishing the current job, then stopping`);
+      worker.close().then(resolve, (error: Error) => {
+        timestamped(`error while stopping: ${error.message}`);
+        resolve();
+      });
+    };
+    process.once('SIGTERM', stop);
+    process.once('SIGINT', stop);
+  });
+  await closeConnections();
+  timestamped('worker stopped');
+}

@@ -1,0 +1,44 @@
+// The "wrong" experiment as panels: what /wrong and /compare generate, and how the triptych is captioned. The
+// command line, the worker and the bot all describe it from here.
+
+/** The LoRA's trigger word: the negative prompt of /wrong and of panels 2 and 3 of /compare. */
+export const WRONG_NEGATIVE_PROMPT = 'wrong';
+
+export interface ExperimentPanel {
+  negativePrompt: string | null;
+  loraStrength: number;
+  caption: string;
+}
+
+/** (1) base, no negative prompt · (2) base, negative "wrong" · (3) LoRA, negative "wrong". Same prompt and seed. */
+export function comparePanels(loraStrength: number): ExperimentPanel[] {
+  return [
+    { negativePrompt: null, loraStrength: 0, caption: '1 · base, no negative prompt' },
+    { negativePrompt: WRONG_NEGATIVE_PROMPT, loraStrength: 0, caption: `2 · base, negative "${WRONG_NEGATIVE_PROMPT}"` },
+    { negativePrompt: WRONG_NEGATIVE_PROMPT, loraStrength, caption: `3 · LoRA ×${loraStrength}, negative "${WRONG_NEGATIVE_PROMPT}"` },
+  ];
+}
+
+export function wrongPanel(loraStrength: number): ExperimentPanel {
+  return { negativePrompt: WRONG_NEGATIVE_PROMPT, loraStrength, caption: `LoRA ×${loraStrength}, negative "${WRONG_NEGATIVE_PROMPT}"` };
+}
+
+export interface FooterFacts {
+  seed: number;
+  steps: number;
+  guidanceScale: number;
+  width: number;
+  height: number;
+  lora: string;
+  prompt: string;
+  denoisingEnd?: number | null;
+}
+
+export function compareFooter(facts: FooterFacts): string {
+  return [
+    `seed ${facts.seed}`, `${facts.steps} steps`, `guidance ${facts.guidanceScale}`, `${facts.width}x${facts.height}`,
+    `LoRA ${facts.lora}`,
+    ...(facts.denoisingEnd ? [`refiner from ${facts.denoisingEnd}`] : []),
+    `"${facts.prompt}"`,
+  ].join(' · ');
+}

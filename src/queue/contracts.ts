@@ -1,0 +1,248 @@
+import type { JobsOptions } from 'bullmq';
+import {
+  MAX_IMAGE_SIDE_PX, MAX_LORA_STRENGTH, MAX_PROMPT_CHARS, MAX_SEED, MAX_STEPS, WEIGHTING_SYNTAXES,
+  type WeightingSyntax,
+} from '../common/generation-limits.js';
+import { checkChoice, checkInteger, checkNumber, checkObject, checkText, fail } from '../common/validation.js';
+
+// The jobs the bot and the GPU workers exchange through Redis: one contract per job name, checked on both sides.
+// Job data is small JSON: settings and where to answer. Images never travel inside job data or results; results
+// name keys in the results store.
+
+export const QUEUE_NAMES = Object.freeze({ generation: 'generation', training: 'training' });
+
+export const GENERATION_JOB_NAMES = ['imagine', 'wrong', 'compare'] as const;
+export type GenerationJobName = (typeof GENERATION_JOB_NAMES)[number];
+export const TRAIN_JOB_NAME = 'train';
+export type TrainJobName = typeof TRAIN_JOB_NAME;
+export type JobName = GenerationJobName | TrainJobName;
+
+export interface Requester {
+  userId: string;
+  displayName: string;
+  guildId: string | null;
+}
+
+/** Where the bot answers: the interaction while its token lives (15 minutes), the channel after that. */
+export interface ReplyTarget {
+  channelId: string | null;
+  interactionToken: string | null;
+  /** Epoch milliseconds. */
+  tokenExpiresAt: number | null;
+}
+
+export interface ImageSettings {
+  prompt: string;
+  /** null: no negative prompt at all (all-zero conditioning); "" is an empty prompt. */
+  negativePrompt: string | null;
+  seed: number;
+  steps: number;
+  guidanceScale: number;
+  width: number;
+  height: number;
+  weighting: WeightingSyntax;
+}
+
+/** /wrong and /compare fix the negative prompt to the trigger word, so their settings carry none. */
+export type LoraImageSettings = Omit<ImageSettings, 'negativePrompt'>;
+
+export interface LoraChoice {
+  version: string;
+  strength: number;
+}
+
+interface JobEnvelope {
+  requester: Requester;
+  replyTo: ReplyTarget;
+}
+
+export interface ImagineJobData extends JobEnvelope {
+  settings: ImageSettings;
+}
+
+export interface WrongJobData extends JobEnvelope {
+  settings: LoraImageSettings;
+  lora: LoraChoice;
+}
+
+export type CompareJobData = WrongJobData;
+
+export interface TrainJobData extends JobEnvelope {
+  /** The LoRA version to start from; null trains from the base model. */
+  baseVersion: string | null;
+  steps: number;
+}
+
+export interface StoredImage {
+  /** Key in the results store; it expires (see GenerationJobResult.expiresAt). */
+  key: string;
+  contentType: 'image/png';
+  width: number;
+  height: number;
+  bytes: number;
+}
+
+export interface PanelResult {
+  image: StoredImage;
+  caption: string;
+  negativePrompt: string | null;
+  loraStrength: number;
+}
+
+export interface GenerationJobResult {
+  panels: PanelResult[];
+  /** The captioned side-by-side image for multi-panel jobs. */
+  composite: StoredImage | null;
+  seed: number;
+  model: string;
+  lora: LoraChoice | null;
+  notices: string[];
+  workerId: string;
+  durationMs: number;
+  /** Epoch milliseconds after which the stored images are gone. */
+  expiresAt: number;
+}
+
+export interface TrainJobResult {
+  loraVersion: string;
+  workerId: string;
+  durationMs: number;
+}
+
+export interface JobProgress {
+  step: number;
+  totalSteps: number;
+  etaMs: number;
+}
+
+export interface JobContracts {
+  imagine: { data: ImagineJobData; result: GenerationJobResult };
+  wrong: { data: WrongJobData; result: GenerationJobResult };
+  compare: { data: CompareJobData; result: GenerationJobResult };
+  train: { data: TrainJobData; result: TrainJobResult };
+}
+
+export type GenerationJobData = JobContracts[GenerationJobName]['data'];
+
+// Retry policy as data. A generation that fails for a passing reason (a driver hiccup, memory pressure from a
+// neighbour) gets two more tries with growing pauses; input that can never work fails at once (UnrecoverableError).
+export const GENERATION_JOB_OPTIONS = Object.freeze({
+  attempts: 3,
+  backoff: { type: 'exponential', delay: 5_000 },
+  removeOnComplete: { age: 24 * 3600, count: 1000 },
+  removeOnFail: { age: 7 * 24 * 3600, count: 1000 },
+} as const satisfies JobsOptions);
+
+// Training runs for hours and writes a new LoRA version: a failure is reported to the admin, not retried blindly.
+export const TRAIN_JOB_OPTIONS = Object.freeze({
+  attempts: 1,
+  removeOnComplete: { age: 30 * 24 * 3600 },
+  removeOnFail: { age: 30 * 24 * 3600 },
+} as const satisfies JobsOptions);
+
+export const MAX_TRAIN_STEPS = 100_000;
+const MAX_ID_CHARS = 100;
+const MAX_NAME_CHARS = 200;
+const LORA_VERSION_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+function checkKeys(field: string, object: Record<string, unknown>, allowed: readonly string[]): void {
+  for (const key of Object.keys(object)) {
+    if (!allowed.includes(key)) fail(`${field}.${key}`, object[key], 'is not part of this job');
+  }
+}
+
+function checkId(field: string, value: unknown, nullable: boolean): string | null {
+  if (value === null && nullable) return null;
+  const id = checkText(field, value, MAX_ID_CHARS);
+  if (id.length === 0) fail(field, id, 'must not be empty');
+  return id;
+}
+
+export function validateLoraVersion(field: string, value: unknown): string {
+  const version = checkText(field, value, MAX_NAME_CHARS);
+  if (!LORA_VERSION_PATTERN.test(version)) fail(field, version, 'must be 1–64 letters, digits, dots, dashes or underscores');
+  return version;
+}
+
+function validateEnvelope(data: Record<string, unknown>): JobEnvelope {
+  const requester = checkObject('requester', data['requester']);
+  checkKeys('requester', requester, ['userId', 'displayName', 'guildId']);
+  const replyTo = checkObject('replyTo', data['replyTo']);
+  checkKeys('replyTo', replyTo, ['channelId', 'interactionToken', 'tokenExpiresAt']);
+  const expiry = replyTo['tokenExpiresAt'];
+  return {
+    requester: {
+      userId: checkId('requester.userId', requester['userId'], false)!,
+      displayName: checkText('requester.displayName', requester['displayName'], MAX_NAME_CHARS),
+      guildId: checkId('requester.guildId', requester['guildId'] ?? null, true),
+    },
+    replyTo: {
+      channelId: checkId('replyTo.channelId', replyTo['channelId'] ?? null, true),
+      interactionToken: replyTo['interactionToken'] == null ? null : checkText('replyTo.interactionToken', replyTo['interactionToken'], 500),
+      tokenExpiresAt: expiry == null ? null : checkInteger('replyTo.tokenExpiresAt', expiry, 0, Number.MAX_SAFE_INTEGER),
+    },
+  };
+}
+
+function validateSettings(value: unknown, withNegative: boolean): ImageSettings | LoraImageSettings {
+  const settings = checkObject('settings', value);
+  const keys = ['prompt', 'seed', 'steps', 'guidanceScale', 'width', 'height', 'weighting'];
+  checkKeys('settings', settings, withNegative ? [...keys, 'negativePrompt'] : keys);
+  const side = (field: string): number => {
+    const size = checkInteger(`settings.${field}`, settings[field], 8, MAX_IMAGE_SIDE_PX);
+    if (size % 8 !== 0) fail(`settings.${field}`, size, 'must be a multiple of 8');
+    return size;
+  };
+  const common: LoraImageSettings = {
+    prompt: checkText('settings.prompt', settings['prompt'], MAX_PROMPT_CHARS),
+    seed: checkInteger('settings.seed', settings['seed'], 0, MAX_SEED),
+    steps: checkInteger('settings.steps', settings['steps'], 1, MAX_STEPS),
+    guidanceScale: checkNumber('settings.guidanceScale', settings['guidanceScale'], 0, 100),
+    width: side('width'),
+    height: side('height'),
+    weighting: checkChoice('settings.weighting', settings['weighting'] ?? 'auto', WEIGHTING_SYNTAXES),
+  };
+  if (!withNegative) return common;
+  const negative = settings['negativePrompt'] ?? null;
+  return { ...common, negativePrompt: negative === null ? null : checkText('settings.negativePrompt', negative, MAX_PROMPT_CHARS) };
+}
+
+function validateLora(value: unknown): LoraChoice {
+  const lora = checkObject('lora', value);
+  checkKeys('lora', lora, ['version', 'strength']);
+  return {
+    version: validateLoraVersion('lora.version', lora['version']),
+    strength: checkNumber('lora.strength', lora['strength'], -MAX_LORA_STRENGTH, MAX_LORA_STRENGTH),
+  };
+}
+
+/**
+ * The job's data if it follows its contract; otherwise an InvalidRequestError naming the field and value. The
+ * producer calls it before enqueueing and the worker again before running, because Redis is shared and anything
+ * can write to it.
+ */
+export function validateJobData<N extends JobName>(name: N, raw: unknown): JobContracts[N]['data'] {
+  const data = checkObject('data', raw);
+  switch (name) {
+    case 'imagine':
+      checkKeys('data', data, ['requester', 'replyTo', 'settings']);
+      return { ...validateEnvelope(data), settings: validateSettings(data['settings'], true) } as JobContracts[N]['data'];
+    case 'wrong':
+    case 'compare':
+      checkKeys('data', data, ['requester', 'replyTo', 'settings', 'lora']);
+      return { ...validateEnvelope(data), settings: validateSettings(data['settings'], false), lora: validateLora(data['lora']) } as JobContracts[N]['data'];
+    case 'train':
+      checkKeys('data', data, ['requester', 'replyTo', 'baseVersion', 'steps']);
+      return {
+        ...validateEnvelope(data),
+        baseVersion: data['baseVersion'] == null ? null : validateLoraVersion('baseVersion', data['baseVersion']),
+        steps: checkInteger('steps', data['steps'], 1, MAX_TRAIN_STEPS),
+      } as JobContracts[N]['data'];
+    default:
+      return fail('name', name, `is not a job; use one of ${[...GENERATION_JOB_NAMES, TRAIN_JOB_NAME].join(', ')}`);
+  }
+}
+
+export function isGenerationJobName(name: string): name is GenerationJobName {
+  return (GENERATION_JOB_NAMES as readonly string[]).includes(name);
+}

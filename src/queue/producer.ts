@@ -1,0 +1,209 @@
+import { randomInt, randomUUID } from 'node:crypto';
+import { Queue, type Job } from 'bullmq';
+import type { Redis } from 'ioredis';
+import { InvalidRequestError } from '../common/validation.js';
+import {
+  GENERATION_JOB_OPTIONS, QUEUE_NAMES, TRAIN_JOB_NAME, TRAIN_JOB_OPTIONS, validateJobData,
+  type GenerationJobData, type GenerationJobName, type GenerationJobResult, type JobContracts, type TrainJobData,
+  type TrainJobResult,
+} from './contracts.js';
+import { requestCancel } from './control.js';
+import { QueueKeys } from './keys.js';
+import { averageDurationMs } from './durations.js';
+import { RedisUnavailableError } from './redis.js';
+
+// The bot's (and the enqueue command's) side of the queue: check a job, give it a seed, hold each user to their
+// share of the queue, enqueue it, and answer where it stands. Nothing here loads a model.
+
+export const DEFAULT_MAX_QUEUED_PER_USER = 2;
+
+type WithOptionalSeed<Data> = Data extends { settings: infer Settings }
+  ? Omit<Data, 'settings'> & { settings: Omit<Settings, 'seed'> & { seed?: number | null } }
+  : never;
+
+/** Job data as a caller submits it: the seed may be left for the producer to choose. */
+export type GenerationSubmission<N extends GenerationJobName> = WithOptionalSeed<JobContracts[N]['data']>;
+
+export class QueueLimitError extends Error {
+  override name = 'QueueLimitError';
+}
+
+// What ioredis says when a fail-fast connection has no server behind it.
+const CONNECTION_LOST = /Stream isn't writeable|Connection is closed|max retries per request|ECONNREFUSED|ETIMEDOUT/;
+
+export interface Submitted {
+  jobId: string;
+  seed: number | null;
+  /** 1 = next to run. */
+  position: number;
+}
+
+export type JobStanding =
+  | { state: 'waiting'; position: number; etaMs: number | null }
+  | { state: 'running'; etaMs: number | null }
+  | { state: 'completed' | 'failed' | 'unknown' };
+
+export interface CancelOutcome {
+  /** `removed`: it had not started; `stopping`: the worker was told to stop it; `finished`: too late. */
+  outcome: 'removed' | 'stopping' | 'finished' | 'unknown';
+}
+
+// Reserves a place in the user's share of the queue atomically, so two quick submissions cannot both pass.
+const RESERVE_SCRIPT = `
+if redis.call('SCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('SADD', KEYS[1], ARGV[1])
+return redis.call('SCARD', KEYS[1])`;
+
+/** Seeds users pick by hand fit in 32 bits, and torch only uses the low 32 bits of larger ones anyway. */
+export function randomSeed(): number {
+  return randomInt(0, 2 ** 32);
+}
+
+export class JobProducer {
+  readonly keys: QueueKeys;
+  readonly generation: Queue<GenerationJobData, GenerationJobResult, GenerationJobName>;
+  readonly training: Queue<TrainJobData, TrainJobResult, typeof TRAIN_JOB_NAME>;
+
+  constructor(
+    private readonly redis: Redis,
+    prefix: string,
+    private readonly maxQueuedPerUser = DEFAULT_MAX_QUEUED_PER_USER,
+  ) {
+    this.keys = new QueueKeys(prefix);
+    this.generation = new Queue(QUEUE_NAMES.generation, { connection: redis, prefix });
+    this.training = new Queue(QUEUE_NAMES.training, { connection: redis, prefix });
+  }
+
+  /**
+   * Validates and enqueues a generation. Throws InvalidRequestError for input that can never succeed and
+   * QueueLimitError when the user already has their share of jobs waiting.
+   */
+  async submit<N extends GenerationJobName>(name: N, submission: GenerationSubmission<N>): Promise<Submitted> {
+    return this.reachingRedis('the job was not queued', () => this.enqueue(name, submission));
+  }
+
+  /** Turns ioredis's words for a missing server into one error a user (or the bot) can act on. */
+  private async reachingRedis<T>(consequence: string, action: () => Promise<T>): Promise<T> {
+    try {
+      return await action();
+    } catch (error) {
+      if (error instanceof Error && CONNECTION_LOST.test(error.message)) {
+        const { host, port } = this.redis.options;
+        throw new RedisUnavailableError(`Redis is unreachable at ${host}:${port} (${error.message}); ${consequence}`);
+      }
+      throw error;
+    }
+  }
+
+  private async enqueue<N extends GenerationJobName>(name: N, submission: GenerationSubmission<N>): Promise<Submitted> {
+    // The seed is fixed here, not in the worker, so that a retry of the job makes the same image.
+    const seed = submission.settings.seed ?? randomSeed();
+    const data = validateJobData(name, { ...submission, settings: { ...submission.settings, seed } }) as JobContracts[N]['data'];
+    const userId = data.requester.userId;
+    const jobId = randomUUID();
+    const waitingKey = this.keys.waitingJobsOf(userId);
+    await this.forgetJobsNoLongerWaiting(waitingKey);
+    const place = Number(await this.redis.eval(RESERVE_SCRIPT, 1, waitingKey, jobId, String(this.maxQueuedPerUser)));
+    if (place === 0) {
+      throw new QueueLimitError(
+        `you already have ${this.maxQueuedPerUser} jobs waiting; wait for one to start or cancel one`,
+      );
+    }
+    try {
+      // A user's n-th waiting job gets priority n: everyone's first job runs before anyone's second.
+      await this.generation.add(name, data, { ...GENERATION_JOB_OPTIONS, jobId, priority: place });
+    } catch (error) {
+      await this.redis.srem(waitingKey, jobId);
+      throw error;
+    }
+    const standing = await this.standing(jobId);
+    return { jobId, seed, position: standing.state === 'waiting' ? standing.position : 0 };
+  }
+
+  async submitTraining(data: TrainJobData): Promise<string> {
+    const validated = validateJobData(TRAIN_JOB_NAME, data);
+    const jobId = randomUUID();
+    await this.reachingRedis('the training job was not queued', () => this.training.add(TRAIN_JOB_NAME, validated, { ...TRAIN_JOB_OPTIONS, jobId }));
+    return jobId;
+  }
+
+  private async forgetJobsNoLongerWaiting(waitingKey: string): Promise<void> {
+    for (const jobId of await this.redis.smembers(waitingKey)) {
+      const state = await this.generation.getJobState(jobId);
+      if (state !== 'waiting' && state !== 'prioritized' && state !== 'delayed') await this.redis.srem(waitingKey, jobId);
+    }
+  }
+
+  /**
+   * Where a job stands. BullMQ has no position API: the position counts the waiting jobs that run first (lower
+   * priority number, or the same and enqueued earlier), and the estimate is the recent mean duration per job name
+   * of those jobs and the running ones, shared among the workers.
+   */
+  async standing(jobId: string): Promise<JobStanding> {
+    const job = await this.generation.getJob(jobId);
+    if (!job) return { state: 'unknown' };
+    const state = await job.getState();
+    if (state === 'completed' || state === 'failed') return { state };
+    if (state === 'active') {
+      const progress = job.progress as { etaMs?: number } | number;
+      return { state: 'running', etaMs: typeof progress === 'object' && progress.etaMs !== undefined ? progress.etaMs : null };
+    }
+    if (state !== 'waiting' && state !== 'prioritized' && state !== 'delayed') return { state: 'unknown' };
+    const waiting = await this.generation.getJobs(['prioritized', 'waiting', 'delayed']);
+    const order = (candidate: Job) => [candidate.priority || 0, candidate.timestamp] as const;
+    const [priority, timestamp] = order(job);
+    const ahead = waiting.filter((other) => {
+      const [p, t] = order(other);
+      return other.id !== jobId && (p < priority || (p === priority && t < timestamp));
+    });
+    const active = await this.generation.getActive();
+    const workers = Math.max(1, await this.workerCount());
+    let workMs = 0;
+    let known = true;
+    for (const queued of [...ahead, ...active, job]) {
+      const average = await averageDurationMs(this.redis, this.keys, queued.name);
+      if (average === null) known = false;
+      else workMs += queued === job ? average : average / workers;
+    }
+    return { state: 'waiting', position: ahead.length + 1, etaMs: known ? workMs : null };
+  }
+
+  private async workerCount(): Promise<number> {
+    try {
+      return await this.generation.getWorkersCount();
+    } catch {
+      // Managed Redis may refuse CLIENT LIST; one worker is the cautious estimate.
+      return 1;
+    }
+  }
+
+  /**
+   * Cancels a job: removed if it has not started, otherwise the worker running it is told to stop between two
+   * steps. `userId`, when given, must be the job's owner.
+   */
+  async cancel(jobId: string, userId?: string): Promise<CancelOutcome> {
+    const job = await this.generation.getJob(jobId);
+    if (!job) return { outcome: 'unknown' };
+    if (userId !== undefined && job.data.requester.userId !== userId) {
+      throw new InvalidRequestError('jobId', jobId, 'belongs to another user');
+    }
+    const state = await job.getState();
+    if (state === 'completed' || state === 'failed') return { outcome: 'finished' };
+    if (state !== 'active') {
+      try {
+        await job.remove();
+        await this.redis.srem(this.keys.waitingJobsOf(job.data.requester.userId), jobId);
+        return { outcome: 'removed' };
+      } catch {
+        // It was picked up between the state check and the removal: stop it where it runs.
+      }
+    }
+    await requestCancel(this.redis, this.keys, jobId);
+    return { outcome: 'stopping' };
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([this.generation.close(), this.training.close()]);
+  }
+}
+

@@ -1,0 +1,92 @@
+import { UnrecoverableError } from 'bullmq';
+import { compareFooter, comparePanels, wrongPanel, type ExperimentPanel } from '../common/triptych.js';
+import { InvalidRequestError } from '../common/validation.js';
+import { composePanels } from '../gpu/compose.js';
+import type { GenerationRequest } from '../gpu/request.js';
+import {
+  validateJobData, type GenerationJobData, type GenerationJobName, type GenerationJobResult, type ImageSettings,
+  type LoraImageSettings, type PanelResult,
+} from '../queue/contracts.js';
+
+// What a generation job means in images: its panels, its captions, and the request the pipeline runs. Kept apart
+// from the queue plumbing so that the job names' semantics can be read (and tested) in one place.
+
+export interface LoadedLora {
+  version: string;
+}
+
+export interface GenerationPlan {
+  request: GenerationRequest;
+  panels: ExperimentPanel[];
+  /** The footer of the captioned composite, for multi-panel jobs. */
+  compositeFooter: string | null;
+  lora: { version: string; strength: number } | null;
+}
+
+function requestFrom(settings: ImageSettings | LoraImageSettings, panels: ExperimentPanel[]): GenerationRequest {
+  return {
+    seed: settings.seed,
+    steps: settings.steps,
+    width: settings.width,
+    height: settings.height,
+    weighting: settings.weighting,
+    panels: panels.map((panel) => ({
+      prompt: settings.prompt,
+      negativePrompt: panel.negativePrompt,
+      guidanceScale: settings.guidanceScale,
+      guidanceRescale: 0,
+      loraStrength: panel.loraStrength,
+    })),
+  };
+}
+
+/**
+ * Checks the job again (anything can write to Redis) and turns it into a pipeline request. Input that can never
+ * run, including a LoRA version this worker does not have, is an UnrecoverableError: retrying cannot help.
+ */
+export function planGeneration(name: GenerationJobName, rawData: unknown, lora: LoadedLora | null): GenerationPlan {
+  let data: GenerationJobData;
+  try {
+    data = validateJobData(name, rawData);
+  } catch (error) {
+    if (error instanceof InvalidRequestError) throw new UnrecoverableError(`invalid ${name} job: ${error.message}`);
+    throw error;
+  }
+  if (!('lora' in data)) {
+    const panel: ExperimentPanel = { negativePrompt: data.settings.negativePrompt, loraStrength: 0, caption: '' };
+    return { request: requestFrom(data.settings, [panel]), panels: [panel], compositeFooter: null, lora: null };
+  }
+  if (lora === null) throw new UnrecoverableError(`${name} needs the "wrong" LoRA, and this worker has none loaded (set LORA_PATH)`);
+  if (data.lora.version !== lora.version) {
+    throw new UnrecoverableError(`LoRA version "${data.lora.version}" is unknown here; this worker has "${lora.version}"`);
+  }
+  const { strength } = data.lora;
+  const panels = name === 'compare' ? comparePanels(strength) : [wrongPanel(strength)];
+  const compositeFooter = name === 'compare'
+    ? compareFooter({ ...data.settings, lora: `${lora.version} ×${strength}`, prompt: data.settings.prompt })
+    : null;
+  return { request: requestFrom(data.settings, panels), panels, compositeFooter, lora: data.lora };
+}
+
+export interface StoreImage {
+  (name: string, png: Uint8Array, size: { width: number; height: number }): Promise<PanelResult['image']>;
+}
+
+/** Stores each panel losslessly and, for several panels, the captioned composite; returns what the result names. */
+export async function storeImages(
+  plan: GenerationPlan,
+  panels: ReadonlyArray<{ png: Uint8Array; width: number; height: number }>,
+  store: StoreImage,
+): Promise<Pick<GenerationJobResult, 'panels' | 'composite'>> {
+  const stored: PanelResult[] = [];
+  for (const [index, panel] of panels.entries()) {
+    const { negativePrompt, loraStrength, caption } = plan.panels[index]!;
+    stored.push({ image: await store(`panel-${index + 1}`, panel.png, panel), caption, negativePrompt, loraStrength });
+  }
+  if (plan.compositeFooter === null) return { panels: stored, composite: null };
+  const composite = await composePanels(
+    panels.map((panel, index) => ({ png: panel.png, caption: plan.panels[index]!.caption })),
+    plan.compositeFooter,
+  );
+  return { panels: stored, composite: await store('composite', new Uint8Array(composite.data), composite) };
+}

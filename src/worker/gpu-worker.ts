@@ -1,0 +1,217 @@
+import os from 'node:os';
+import path from 'node:path';
+import { UnrecoverableError, WaitingError, Worker, type Job } from 'bullmq';
+import type { Redis } from 'ioredis';
+import { InvalidRequestError } from '../common/validation.js';
+import { ImageGenerator } from '../gpu/image-generator.js';
+import { formatDevice, type Device } from '../gpu/providers.js';
+import {
+  QUEUE_NAMES, TRAIN_JOB_NAME, validateJobData, validateLoraVersion, type GenerationJobData, type GenerationJobName,
+  type GenerationJobResult, type JobProgress, type TrainJobData, type TrainJobResult,
+} from '../queue/contracts.js';
+import { isCancelRequested, listenForCancels } from '../queue/control.js';
+import { recordDuration } from '../queue/durations.js';
+import { QueueKeys } from '../queue/keys.js';
+import { ResultsStore } from '../queue/results-store.js';
+import { planGeneration, storeImages, type LoadedLora } from './generation-job.js';
+import { runTrainer } from './trainer.js';
+
+// A process that owns one GPU: it loads the pipeline once and takes jobs one at a time. Several of them, on one
+// host or many, share a Redis and split the work through BullMQ alone. Inference runs in the pipeline's own
+// thread, so this event loop stays free for BullMQ's lock renewals and the cancel channel.
+
+export const PROGRESS_INTERVAL_MS = 500;
+export const DEFAULT_LOCK_DURATION_MS = 30_000;
+export const DEFAULT_STALLED_INTERVAL_MS = 30_000;
+export const DEFAULT_SHUTDOWN_GRACE_MS = 60_000;
+
+const CANCELLED = 'cancelled';
+const SHUTTING_DOWN = 'shutting-down';
+
+export interface GpuWorkerOptions {
+  modelDir: string;
+  device: Device;
+  loraPath: string | null;
+  prefix: string;
+  /**
+   * Redis connections this worker uses and its owner closes: BullMQ's two workers each block on their own
+   * (`generation`, `training`), `subscriber` is given over to the cancel channel, `commands` serves the rest.
+   */
+  connections: { generation: Redis; training: Redis; subscriber: Redis; commands: Redis };
+  resultTtlSeconds: number;
+  lockDurationMs?: number;
+  stalledIntervalMs?: number;
+  /** How long SIGTERM lets a running job finish before handing it back to the queue. */
+  shutdownGraceMs?: number;
+  trainerCommand?: string | null;
+  log?: (line: string) => void;
+}
+
+/** A LoRA file's version is its name: `wrong-v3.safetensors` is version `wrong-v3`. */
+export function loraVersionOf(loraPath: string): string {
+  return validateLoraVersion('LORA_PATH', path.basename(loraPath).replace(/\.safetensors$/i, ''));
+}
+
+function throttledProgress(job: Job, intervalMs: number): (progress: JobProgress) => void {
+  let lastSentAt = 0;
+  return (progress) => {
+    const now = performance.now();
+    // The last step always goes out, so a client never sees a job stall at 95 %.
+    if (now - lastSentAt < intervalMs && progress.step < progress.totalSteps) return;
+    lastSentAt = now;
+    void job.updateProgress(progress).catch(() => {});
+  };
+}
+
+export class GpuWorker {
+  readonly id: string;
+  private readonly keys: QueueKeys;
+  private readonly results: ResultsStore;
+  private readonly lora: LoadedLora | null;
+  private generationWorker: Worker<GenerationJobData, GenerationJobResult, GenerationJobName> | null = null;
+  private trainingWorker: Worker<TrainJobData, TrainJobResult, typeof TRAIN_JOB_NAME> | null = null;
+  private readonly log: (line: string) => void;
+
+  private constructor(private readonly options: GpuWorkerOptions, private readonly generator: ImageGenerator) {
+    this.id = `${os.hostname()}:${process.pid}:${formatDevice(options.device)}`;
+    this.keys = new QueueKeys(options.prefix);
+    this.results = new ResultsStore(options.connections.commands, this.keys, options.resultTtlSeconds);
+    this.lora = options.loraPath === null ? null : { version: loraVersionOf(options.loraPath) };
+    this.log = options.log ?? (() => {});
+  }
+
+  /** Loads the models, then starts taking jobs. */
+  static async start(options: GpuWorkerOptions): Promise<GpuWorker> {
+    if (options.loraPath !== null) loraVersionOf(options.loraPath);
+    const generator = await ImageGenerator.start(options.modelDir, options.device, { loraPath: options.loraPath });
+    const worker = new GpuWorker(options, generator);
+    for (const notice of generator.loaded.notices) worker.log(`note: ${notice}`);
+    await worker.listen();
+    return worker;
+  }
+
+  private async listen(): Promise<void> {
+    const { connections, prefix } = this.options;
+    const common = {
+      prefix,
+      concurrency: 1,
+      lockDuration: this.options.lockDurationMs ?? DEFAULT_LOCK_DURATION_MS,
+      stalledInterval: this.options.stalledIntervalMs ?? DEFAULT_STALLED_INTERVAL_MS,
+    };
+    this.generationWorker = new Worker(QUEUE_NAMES.generation, (job, token, signal) => this.generate(job, token, signal), {
+      ...common,
+      connection: connections.generation,
+    });
+    this.trainingWorker = new Worker(QUEUE_NAMES.training, (job, _token, signal) => this.train(job, signal), {
+      ...common,
+      connection: connections.training,
+    });
+    for (const worker of [this.generationWorker, this.trainingWorker]) {
+      worker.on('failed', (job, error) => this.log(`job ${job?.id} (${job?.name}) failed: ${error.message}`));
+      worker.on('completed', (job) => this.log(`job ${job.id} (${job.name}) done`));
+      worker.on('error', (error) => this.log(`queue error: ${error.message}`));
+    }
+    await listenForCancels(connections.subscriber, this.keys, (jobId) => {
+      if (this.generationWorker?.cancelJob(jobId, CANCELLED) || this.trainingWorker?.cancelJob(jobId, CANCELLED)) {
+        this.log(`job ${jobId}: cancelling`);
+      }
+    });
+    await Promise.all([this.generationWorker.waitUntilReady(), this.trainingWorker.waitUntilReady()]);
+    this.log(`worker ${this.id} ready: ${this.options.modelDir}${this.lora ? `, LoRA ${this.lora.version}` : ''}`);
+  }
+
+  private async generate(
+    job: Job<GenerationJobData, GenerationJobResult, GenerationJobName>,
+    token: string | undefined,
+    signal: AbortSignal | undefined,
+  ): Promise<GenerationJobResult> {
+    const started = performance.now();
+    const jobId = job.id!;
+    const { commands } = this.options.connections;
+    const userId = (job.data as Partial<GenerationJobData>).requester?.userId;
+    if (typeof userId === 'string') await commands.srem(this.keys.waitingJobsOf(userId), jobId);
+    if (await isCancelRequested(commands, this.keys, jobId)) throw new UnrecoverableError(CANCELLED);
+    const plan = planGeneration(job.name, job.data, this.lora);
+    this.log(`job ${jobId} (${job.name}) started, attempt ${job.attemptsMade + 1}`);
+
+    let output;
+    try {
+      output = await this.generator.generate(plan.request, { signal, onProgress: throttledProgress(job, PROGRESS_INTERVAL_MS) });
+    } catch (error) {
+      if (signal?.aborted) return this.stopped(job, token, signal.reason);
+      // The pipeline's own checks (e.g. a size this model's VAE cannot take) will fail every attempt alike.
+      if (error instanceof Error && error.name === InvalidRequestError.name) throw new UnrecoverableError(error.message);
+      throw error;
+    }
+    const images = await storeImages(plan, output.panels, (name, png, size) => this.results.put(jobId, name, png, size));
+    const durationMs = performance.now() - started;
+    await recordDuration(commands, this.keys, job.name, durationMs);
+    return {
+      ...images,
+      seed: plan.request.seed,
+      model: path.basename(this.options.modelDir),
+      lora: plan.lora,
+      notices: output.notices,
+      workerId: this.id,
+      durationMs,
+      expiresAt: Date.now() + this.results.ttlSeconds * 1000,
+    };
+  }
+
+  /** A cancelled job fails for good; one interrupted by shutdown goes back to the queue for another worker. */
+  private async stopped(job: Job, token: string | undefined, reason: unknown): Promise<never> {
+    if (reason === SHUTTING_DOWN) {
+      await job.moveToWait(token);
+      this.log(`job ${job.id} handed back to the queue`);
+      throw new WaitingError();
+    }
+    throw new UnrecoverableError(CANCELLED);
+  }
+
+  /** Training waits until no generation runs here, then holds the GPU until it is done. */
+  private async train(job: Job<TrainJobData, TrainJobResult, typeof TRAIN_JOB_NAME>, signal: AbortSignal | undefined): Promise<TrainJobResult> {
+    const command = this.options.trainerCommand;
+    if (!command) throw new UnrecoverableError('this worker cannot train: set TRAINER_COMMAND');
+    let data: TrainJobData;
+    try {
+      data = validateJobData(TRAIN_JOB_NAME, job.data);
+    } catch (error) {
+      if (error instanceof InvalidRequestError) throw new UnrecoverableError(`invalid train job: ${error.message}`);
+      throw error;
+    }
+    const started = performance.now();
+    await this.generationWorker!.pause();
+    try {
+      this.log(`job ${job.id} (train) holds the GPU`);
+      const outcome = await runTrainer(command, data, {
+        signal: signal ?? new AbortController().signal,
+        onProgress: throttledProgress(job, PROGRESS_INTERVAL_MS),
+        log: (line) => this.log(`trainer: ${line}`),
+      });
+      return { loraVersion: outcome.loraVersion, workerId: this.id, durationMs: performance.now() - started };
+    } catch (error) {
+      if (signal?.aborted) throw new UnrecoverableError(CANCELLED);
+      throw error;
+    } finally {
+      this.generationWorker!.resume();
+    }
+  }
+
+  /**
+   * Stops taking jobs; a running job may finish within the grace period, after which it is stopped between two
+   * steps and handed back to the queue. Resolves once every connection this worker made is closed.
+   */
+  async close(): Promise<void> {
+    const workers = [this.generationWorker, this.trainingWorker].filter((worker): worker is NonNullable<typeof worker> => worker !== null);
+    const closing = Promise.all(workers.map((worker) => worker.close()));
+    const graceMs = this.options.shutdownGraceMs ?? DEFAULT_SHUTDOWN_GRACE_MS;
+    let timer: NodeJS.Timeout | undefined;
+    const graceOver = new Promise<'grace-over'>((resolve) => { timer = setTimeout(() => resolve('grace-over'), graceMs); });
+    if (await Promise.race([closing, graceOver]) === 'grace-over') {
+      for (const worker of workers) worker.cancelAllJobs(SHUTTING_DOWN);
+      await closing;
+    }
+    clearTimeout(timer);
+    await this.generator.close();
+  }
+}

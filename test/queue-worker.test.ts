@@ -1,0 +1,326 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { Queue, QueueEvents } from 'bullmq';
+import { Redis } from 'ioredis';
+import {
+  GENERATION_JOB_OPTIONS, QUEUE_NAMES, type GenerationJobName, type GenerationJobResult, type ImagineJobData,
+} from '../src/queue/contracts.js';
+import { JobProducer, type GenerationSubmission } from '../src/queue/producer.js';
+import { producerConnection } from '../src/queue/redis.js';
+import { ResultsStore } from '../src/queue/results-store.js';
+import { runCli } from './support/cli.js';
+import { fixturePath, REPO_ROOT_DIR } from './support/fixtures.js';
+import { startTestRedis } from './support/redis-server.js';
+import {
+  deletePrefix, killAllWorkers, startWorker, testPrefix, TEST_REDIS_URL, TINY_LORA, TINY_LORA_VERSION, type WorkerProcess,
+} from './support/worker-process.js';
+
+// The queue and the GPU worker end to end: real Redis, real `wrongbot worker` processes on the tiny model.
+
+const work = mkdtempSync(path.join(tmpdir(), 'wrongbot-queue-'));
+const prefixes: string[] = [];
+const closers: Array<() => Promise<unknown> | unknown> = [];
+test.after(async () => {
+  killAllWorkers();
+  for (const close of closers.reverse()) await close();
+  for (const prefix of prefixes) await deletePrefix(prefix);
+  rmSync(work, { recursive: true, force: true });
+});
+
+interface Harness {
+  close(): Promise<void>;
+  prefix: string;
+  redis: Redis;
+  producer: JobProducer;
+  events: QueueEvents;
+  store: ResultsStore;
+}
+
+async function harness(label: string, url = TEST_REDIS_URL, maxQueuedPerUser?: number, prefix = testPrefix(label)): Promise<Harness> {
+  prefixes.push(prefix);
+  const redis = producerConnection(url);
+  const producer = new JobProducer(redis, prefix, maxQueuedPerUser);
+  const eventsConnection = new Redis(url, { maxRetriesPerRequest: null });
+  const events = new QueueEvents(QUEUE_NAMES.generation, { connection: eventsConnection, prefix });
+  await events.waitUntilReady();
+  let closed = false;
+  const close = async () => {
+    if (closed) return;
+    closed = true;
+    await events.close();
+    await producer.close();
+    // BullMQ leaves the connections it is given open; the test process only ends once they are closed.
+    eventsConnection.disconnect();
+    redis.disconnect();
+  };
+  closers.push(close);
+  return { close, prefix, redis, producer, events, store: new ResultsStore(redis, producer.keys) };
+}
+
+const requester = (userId: string) => ({ userId, displayName: userId, guildId: 'guild-1' });
+const noReply = { channelId: 'channel-1', interactionToken: null, tokenExpiresAt: null };
+const TINY = { steps: 4, guidanceScale: 7.5, width: 64, height: 64, weighting: 'auto' as const };
+
+function imagine(userId: string, prompt: string, overrides: Partial<GenerationSubmission<'imagine'>['settings']> = {}): GenerationSubmission<'imagine'> {
+  return { requester: requester(userId), replyTo: noReply, settings: { prompt, negativePrompt: null, seed: 5, ...TINY, ...overrides } };
+}
+
+function withLora(userId: string, prompt: string, strength: number): GenerationSubmission<'wrong'> {
+  return { requester: requester(userId), replyTo: noReply, settings: { prompt, seed: 9, ...TINY }, lora: { version: TINY_LORA_VERSION, strength } };
+}
+
+async function finished(h: Harness, jobId: string): Promise<GenerationJobResult> {
+  const job = await h.producer.generation.getJob(jobId);
+  assert.ok(job, `job ${jobId} exists`);
+  return job.waitUntilFinished(h.events, 120_000);
+}
+
+async function image(h: Harness, key: string): Promise<Buffer> {
+  const bytes = await h.store.get({ key });
+  assert.ok(bytes, `image ${key} in the results store`);
+  return bytes;
+}
+
+test('imagine, wrong and compare jobs run through a worker process and equal the generate and compare commands', async () => {
+  const h = await harness('e2e');
+  await startWorker(h.prefix);
+  const prompt = 'a lighthouse at dusk';
+  const [imagineJob, wrongJob, compareJob] = [
+    await h.producer.submit('imagine', imagine('alice', prompt, { negativePrompt: 'blurry' })),
+    await h.producer.submit('wrong', withLora('bob', prompt, 0.8)),
+    await h.producer.submit('compare', withLora('carol', prompt, 0.8)),
+  ];
+  const shared = ['--model', fixturePath('tiny-sdxl'), '--prompt', prompt, '--steps', '4', '--guidance', '7.5', '--width', '64', '--height', '64'];
+
+  const imagined = await finished(h, imagineJob.jobId);
+  assert.equal(imagined.seed, 5);
+  assert.equal(imagined.panels.length, 1);
+  assert.equal(imagined.composite, null);
+  const generated = path.join(work, 'imagine.png');
+  assert.equal((await runCli(['generate', ...shared, '--seed', '5', '--negative', 'blurry', '--out', generated])).code, 0);
+  assert.deepEqual(await image(h, imagined.panels[0]!.image.key), readFileSync(generated));
+
+  const wrong = await finished(h, wrongJob.jobId);
+  assert.deepEqual(wrong.lora, { version: TINY_LORA_VERSION, strength: 0.8 });
+  const wrongFile = path.join(work, 'wrong.png');
+  const lora = ['--lora', TINY_LORA, '--strength', '0.8'];
+  assert.equal((await runCli(['generate', ...shared, '--seed', '9', '--negative', 'wrong', ...lora, '--out', wrongFile])).code, 0);
+  assert.deepEqual(await image(h, wrong.panels[0]!.image.key), readFileSync(wrongFile));
+
+  const compared = await finished(h, compareJob.jobId);
+  assert.equal(compared.panels.length, 3);
+  const compareFile = path.join(work, 'compare.png');
+  const panelsDir = path.join(work, 'compare-panels');
+  assert.equal((await runCli(['compare', ...shared, '--seed', '9', ...lora, '--out', compareFile, '--panels-dir', panelsDir])).code, 0);
+  assert.deepEqual(await image(h, compared.composite!.key), readFileSync(compareFile));
+  for (const [index, panel] of compared.panels.entries()) {
+    assert.deepEqual(await image(h, panel.image.key), readFileSync(path.join(panelsDir, `panel-${index + 1}.png`)), `panel ${index + 1}`);
+  }
+  assert.deepEqual(compared.panels.map((panel) => [panel.negativePrompt, panel.loraStrength]), [[null, 0], ['wrong', 0], ['wrong', 0.8]]);
+  const ttl = await h.redis.ttl(compared.composite!.key);
+  assert.ok(ttl > 0 && ttl <= h.store.ttlSeconds, `results expire (ttl ${ttl})`);
+});
+
+test('wrongbot enqueue --wait submits, follows and writes the image', async () => {
+  const h = await harness('enqueue');
+  await startWorker(h.prefix);
+  const out = path.join(work, 'enqueued.png');
+  const result = await runCli(
+    ['enqueue', 'imagine', '--prompt', 'a red cube', '--seed', '3', '--steps', '3', '--width', '64', '--height', '64', '--wait', '--out', out],
+    { QUEUE_PREFIX: h.prefix, REDIS_URL: TEST_REDIS_URL },
+  );
+  assert.equal(result.code, 0, result.stderr);
+  assert.match(result.stdout, /^job \S+ queued \(seed 3, (position \d+|starting now)\)$/m);
+  assert.match(result.stderr, /step 3\/3/);
+  const direct = path.join(work, 'direct.png');
+  assert.equal((await runCli(['generate', '--model', fixturePath('tiny-sdxl'), '--prompt', 'a red cube', '--seed', '3', '--steps', '3', '--width', '64', '--height', '64', '--out', direct])).code, 0);
+  assert.deepEqual(readFileSync(out), readFileSync(direct));
+});
+
+test('two worker processes split 20 jobs and each job runs exactly once', async () => {
+  const h = await harness('split');
+  const workers = await Promise.all([startWorker(h.prefix), startWorker(h.prefix)]);
+  const starts = new Map<string, number>();
+  h.events.on('active', ({ jobId }) => starts.set(jobId, (starts.get(jobId) ?? 0) + 1));
+  const jobs = [];
+  for (let i = 0; i < 20; i++) jobs.push(await h.producer.submit('imagine', imagine(`user-${i}`, `job ${i}`, { steps: 1, seed: i })));
+  const results = [];
+  for (const { jobId } of jobs) results.push(await finished(h, jobId));
+  assert.equal(results.length, 20);
+  const byWorker = new Map<string, number>();
+  for (const result of results) byWorker.set(result.workerId, (byWorker.get(result.workerId) ?? 0) + 1);
+  assert.deepEqual([...byWorker.keys()].sort(), workers.map((w) => w.id).sort(), 'both workers took jobs');
+  for (const { jobId } of jobs) {
+    assert.equal(starts.get(jobId), 1, `job ${jobId} started once`);
+    assert.equal((await h.producer.generation.getJob(jobId))!.attemptsMade, 1, `job ${jobId} ran once`);
+  }
+});
+
+test('a worker killed mid-job: the job completes once on a new worker after the stall interval', async () => {
+  const h = await harness('sigkill');
+  const fastStall = { WORKER_LOCK_DURATION_MS: '2000', WORKER_STALLED_INTERVAL_MS: '1000' };
+  const first = await startWorker(h.prefix, fastStall);
+  let completions = 0;
+  h.events.on('completed', () => completions++);
+  const { jobId } = await h.producer.submit('imagine', imagine('dave', 'a slow job', { steps: 60, width: 128, height: 128 }));
+  await first.waitForLine(new RegExp(`job ${jobId} \\(imagine\\) started`));
+  first.child.kill('SIGKILL');
+  await first.exited;
+  const second = await startWorker(h.prefix, fastStall);
+  const result = await finished(h, jobId);
+  assert.equal(result.workerId, second.id);
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  assert.equal(completions, 1, 'one completion');
+  assert.equal(await h.producer.generation.getCompletedCount(), 1);
+});
+
+test('cancelling: a waiting job is removed, a running one stops between steps', async (t) => {
+  const h = await harness('cancel');
+  const worker = await startWorker(h.prefix);
+  const running = await h.producer.submit('imagine', imagine('erin', 'a very long job', { steps: 400, width: 128, height: 128 }));
+  const waiting = await h.producer.submit('imagine', imagine('frank', 'a job that never starts'));
+  await worker.waitForLine(new RegExp(`job ${running.jobId} \\(imagine\\) started`));
+
+  assert.deepEqual(await h.producer.cancel(waiting.jobId), { outcome: 'removed' });
+  assert.equal(await h.producer.generation.getJob(waiting.jobId), undefined);
+
+  let lastStep = 0;
+  h.events.on('progress', ({ jobId, data }) => {
+    if (jobId === running.jobId) lastStep = (data as { step: number }).step;
+  });
+  await new Promise((resolve) => setTimeout(resolve, 1000));
+  const failed = new Promise<{ failedReason: string; at: number }>((resolve) => {
+    h.events.on('failed', ({ jobId, failedReason }) => {
+      if (jobId === running.jobId) resolve({ failedReason, at: performance.now() });
+    });
+  });
+  const cancelledAt = performance.now();
+  assert.deepEqual(await h.producer.cancel(running.jobId), { outcome: 'stopping' });
+  const { failedReason, at } = await failed;
+  assert.equal(failedReason, 'cancelled');
+  assert.ok(lastStep < 400, `stopped at step ${lastStep} of 400`);
+  const job = await h.producer.generation.getJob(running.jobId);
+  assert.equal(job!.attemptsMade, 1, 'a cancelled job is not retried');
+  t.diagnostic(`the running job stopped ${(at - cancelledAt).toFixed(0)} ms after the cancel`);
+});
+
+test('malformed job data fails at once, without retries, with a readable reason; the worker keeps serving', async () => {
+  const h = await harness('malformed');
+  await startWorker(h.prefix);
+  const raw = new Queue(QUEUE_NAMES.generation, { connection: h.redis, prefix: h.prefix });
+  closers.push(() => raw.close());
+  const valid: ImagineJobData = { requester: requester('gina'), replyTo: noReply, settings: { prompt: 'ok', negativePrompt: null, seed: 1, ...TINY } };
+  const bad: Array<[string, GenerationJobName, unknown, RegExp]> = [
+    ['wrong types', 'imagine', { ...valid, settings: { ...valid.settings, steps: 'many' } }, /settings\.steps = "many" must be an integer/],
+    ['a 10 000-character prompt', 'imagine', { ...valid, settings: { ...valid.settings, prompt: 'x'.repeat(10_000) } }, /settings\.prompt = .* is 10000 characters/],
+    ['10 000 steps', 'imagine', { ...valid, settings: { ...valid.settings, steps: 10_000 } }, /settings\.steps = 10000 must be an integer from 1 to 500/],
+    ['NaN guidance', 'imagine', { ...valid, settings: { ...valid.settings, guidanceScale: Number.NaN } }, /settings\.guidanceScale = null must be a number/],
+    ['an unknown LoRA version', 'wrong', { requester: requester('gina'), replyTo: noReply, settings: { prompt: 'ok', seed: 1, ...TINY }, lora: { version: 'wrong-v99', strength: 1 } }, /LoRA version "wrong-v99" is unknown here/],
+  ];
+  for (const [what, name, data, reason] of bad) {
+    const job = await raw.add(name, data as ImagineJobData, { ...GENERATION_JOB_OPTIONS });
+    await assert.rejects(job.waitUntilFinished(h.events, 60_000), reason, what);
+    const after = await raw.getJob(job.id!);
+    assert.equal(after!.attemptsMade, 1, `${what}: no retries`);
+  }
+  const ok = await h.producer.submit('imagine', imagine('gina', 'still serving', { steps: 1 }));
+  assert.equal((await finished(h, ok.jobId)).panels.length, 1);
+});
+
+test('each user gets a fair share: at most MAX_QUEUED_PER_USER waiting, and their n-th job priority n', async () => {
+  const h = await harness('fairness', TEST_REDIS_URL, 2);
+  const first = await h.producer.submit('imagine', imagine('hana', 'one'));
+  const second = await h.producer.submit('imagine', imagine('hana', 'two'));
+  await assert.rejects(h.producer.submit('imagine', imagine('hana', 'three')), { name: 'QueueLimitError', message: /already have 2 jobs waiting/ });
+  const other = await h.producer.submit('imagine', imagine('ivan', 'first of another user'));
+  const priorities = await Promise.all([first, second, other].map(async ({ jobId }) => (await h.producer.generation.getJob(jobId))!.priority));
+  assert.deepEqual(priorities, [1, 2, 1]);
+  assert.deepEqual([first.position, second.position, other.position], [1, 2, 2], 'the other user\'s first job goes before hana\'s second');
+  const standing = await h.producer.standing(second.jobId);
+  assert.deepEqual(standing, { state: 'waiting', position: 3, etaMs: null });
+  assert.deepEqual(await h.producer.cancel(first.jobId), { outcome: 'removed' });
+  await h.producer.submit('imagine', imagine('hana', 'three, after a cancel'));
+  await assert.rejects(h.producer.submit('imagine', { ...imagine('hana', 'x'), settings: { ...imagine('hana', 'x').settings, width: 100 } }), /settings\.width = 100 must be a multiple of 8/);
+});
+
+test('SIGTERM lets the running job finish and the worker exits cleanly', async () => {
+  const h = await harness('sigterm-finish');
+  const worker = await startWorker(h.prefix);
+  const { jobId } = await h.producer.submit('imagine', imagine('jack', 'finish me', { steps: 20, width: 128, height: 128 }));
+  await worker.waitForLine(new RegExp(`job ${jobId} \\(imagine\\) started`));
+  worker.child.kill('SIGTERM');
+  assert.equal((await finished(h, jobId)).workerId, worker.id);
+  assert.deepEqual(await worker.exited, { code: 0, signal: null });
+});
+
+test('SIGTERM past the grace period hands the running job back, and another worker completes it', async () => {
+  const h = await harness('sigterm-handback');
+  const worker = await startWorker(h.prefix, { WORKER_SHUTDOWN_GRACE_MS: '300' });
+  const { jobId } = await h.producer.submit('imagine', imagine('kim', 'hand me back', { steps: 400, width: 128, height: 128 }));
+  await worker.waitForLine(new RegExp(`job ${jobId} \\(imagine\\) started`));
+  worker.child.kill('SIGTERM');
+  assert.deepEqual(await worker.exited, { code: 0, signal: null });
+  assert.match(worker.output(), new RegExp(`job ${jobId} handed back to the queue`));
+  assert.ok(['waiting', 'prioritized'].includes(await h.producer.generation.getJobState(jobId)), 'back in the queue');
+  await h.producer.cancel(jobId);
+  const shorter = await h.producer.submit('imagine', imagine('kim', 'after the hand-back', { steps: 2 }));
+  const next = await startWorker(h.prefix);
+  assert.equal((await finished(h, shorter.jobId)).workerId, next.id);
+});
+
+test('a training job takes the GPU only when no generation runs, and holds it until done', async () => {
+  const h = await harness('training');
+  const log = path.join(work, 'trainer.log');
+  const trainer = `"${process.execPath}" "${path.join(REPO_ROOT_DIR, 'dist', 'test', 'support', 'fake-trainer.js')}"`;
+  await startWorker(h.prefix, { TRAINER_COMMAND: trainer, FAKE_TRAINER_LOG: log });
+  const trainConnection = new Redis(TEST_REDIS_URL, { maxRetriesPerRequest: null });
+  const trainEvents = new QueueEvents(QUEUE_NAMES.training, { connection: trainConnection, prefix: h.prefix });
+  closers.push(async () => {
+    await trainEvents.close();
+    trainConnection.disconnect();
+  });
+  await trainEvents.waitUntilReady();
+  const before = await h.producer.submit('imagine', imagine('lee', 'before training', { steps: 40, width: 128, height: 128 }));
+  const trainId = await h.producer.submitTraining({ requester: requester('admin'), replyTo: noReply, baseVersion: null, steps: 7 });
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  const during = await h.producer.submit('imagine', imagine('mia', 'submitted while training waits', { steps: 1 }));
+  const trainJob = (await h.producer.training.getJob(trainId))!;
+  const trained = await trainJob.waitUntilFinished(trainEvents, 60_000);
+  assert.equal(trained.loraVersion, 'wrong-trained-7');
+  await finished(h, during.jobId);
+  const times = Object.fromEntries(readFileSync(log, 'utf8').trim().split('\n').map((line) => line.split(' ')).map(([event, at]) => [event!, Number(at)]));
+  const beforeJob = (await h.producer.generation.getJob(before.jobId))!;
+  const duringJob = (await h.producer.generation.getJob(during.jobId))!;
+  assert.ok(beforeJob.finishedOn! <= times['start']!, 'the trainer started after the running generation finished');
+  assert.ok(duringJob.processedOn! >= times['end']!, 'generation waited until training was done');
+});
+
+test('a producer whose Redis is gone fails fast with a clear error', async () => {
+  const server = await startTestRedis();
+  const h = await harness('gone', server.url);
+  await server.stop();
+  const started = performance.now();
+  await assert.rejects(h.producer.submit('imagine', imagine('ned', 'nobody listens')), { name: 'RedisUnavailableError', message: /Redis is unreachable.*not queued/ });
+  assert.ok(performance.now() - started < 10_000, 'did not hang');
+});
+
+test('jobs waiting in Redis survive a Redis restart with AOF and all run', async () => {
+  const server = await startTestRedis({ args: ['--appendonly', 'yes', '--appendfsync', 'always', '--maxmemory-policy', 'noeviction'] });
+  closers.push(() => server.stop());
+  const h = await harness('restart', server.url);
+  const jobs = [];
+  for (let i = 0; i < 3; i++) jobs.push(await h.producer.submit('imagine', imagine(`restart-${i}`, `job ${i}`, { steps: 1 })));
+  await h.close();
+  await server.stop();
+  const restarted = await startTestRedis({ port: server.port, dir: server.dir, args: ['--appendonly', 'yes', '--maxmemory-policy', 'noeviction'] });
+  closers.push(() => restarted.stop());
+  const after = await harness('restart', restarted.url, undefined, h.prefix);
+  const worker: WorkerProcess = await startWorker(h.prefix, { REDIS_URL: restarted.url });
+  for (const { jobId } of jobs) {
+    assert.ok(await after.producer.generation.getJob(jobId), `job ${jobId} survived the restart`);
+    assert.equal((await finished(after, jobId)).workerId, worker.id);
+  }
+});
