@@ -6,6 +6,8 @@ import ort from 'onnxruntime-node';
 import { decodeToRgb } from '../src/gpu/image.js';
 import { formatDevice, parseDevice } from '../src/gpu/providers.js';
 import { benchLoraMemory, benchPipeline, benchTriptych, type PipelineFigures } from './pipeline.js';
+import { benchQueue } from './queue.js';
+import { resolveRedis } from '../src/queue/redis.js';
 
 // `npm run bench`: prints the figures and rewrites BENCHMARKS.md with them, the machine and the date.
 // BENCH_DEVICES=cpu,webgpu,cuda on a GPU host also checks each device's image against the CPU's.
@@ -69,6 +71,17 @@ const loraRows: Array<[string, string]> = [
 console.log('[triptych and LoRA, cpu]');
 for (const [name, value] of loraRows) console.log(`  ${name}: ${value}`);
 
+const redis = await resolveRedis(process.env);
+const queue = await benchQueue(redis.url);
+await redis.privateServer?.stop();
+const queueRows: Array<[string, string]> = [
+  [`enqueue → pick-up latency, idle worker, p50 (${queue.latencySamples} jobs, ms)`, queue.pickupP50Ms.toFixed(2)],
+  ['enqueue → pick-up latency, idle worker, p99 (ms)', queue.pickupP99Ms.toFixed(2)],
+  [`jobs per second, one worker, no-op processor (${queue.throughputJobs} jobs)`, queue.jobsPerSecond.toFixed(0)],
+];
+console.log('[queue, no-op processor]');
+for (const [name, value] of queueRows) console.log(`  ${name}: ${value}`);
+
 const markdown = [
   '# Benchmarks',
   '',
@@ -87,6 +100,14 @@ const markdown = [
   '| figure | value |',
   '| --- | --- |',
   ...loraRows.map(([name, value]) => `| ${name} | ${value} |`),
+  '',
+  '## Job queue',
+  '',
+  'BullMQ on the Redis the benchmark finds (REDIS_URL, else 127.0.0.1:6379, else a private server), with a processor that does nothing: the queue\'s own share of a job\'s time.',
+  '',
+  '| figure | value |',
+  '| --- | --- |',
+  ...queueRows.map(([name, value]) => `| ${name} | ${value} |`),
   '',
 ].join('\n');
 await writeFile(path.join(REPO_ROOT, 'BENCHMARKS.md'), markdown);

@@ -1,12 +1,12 @@
 import path from 'node:path';
 import { QueueEvents } from 'bullmq';
 import { DEFAULT_GUIDANCE_SCALE, DEFAULT_STEPS, WEIGHTING_SYNTAXES, type WeightingSyntax } from '../common/generation-limits.js';
-import { optionalString, queuePrefix } from '../common/environment.js';
+import { integerSetting, optionalString, queuePrefix } from '../common/environment.js';
 import { InvalidRequestError } from '../common/validation.js';
 import {
   GENERATION_JOB_NAMES, QUEUE_NAMES, type GenerationJobName, type GenerationJobResult, type JobProgress,
 } from '../queue/contracts.js';
-import { JobProducer, QueueLimitError, type GenerationSubmission } from '../queue/producer.js';
+import { DEFAULT_MAX_QUEUED_PER_USER, JobProducer, QueueLimitError, type GenerationSubmission } from '../queue/producer.js';
 import { producerConnection, resolveRedis, workerConnection } from '../queue/redis.js';
 import { ResultsStore } from '../queue/results-store.js';
 import { loraVersionOf } from '../worker/gpu-worker.js';
@@ -73,10 +73,11 @@ export async function runEnqueue(argv: string[]): Promise<void> {
   if (!values.wait && (values.out !== undefined || values['panels-dir'] !== undefined)) throw new UsageError('--out and --panels-dir need --wait');
   const submission = submissionFrom(jobName, values);
   const prefix = queuePrefix(process.env);
+  const maxQueuedPerUser = integerSetting(process.env, 'MAX_QUEUED_PER_USER', DEFAULT_MAX_QUEUED_PER_USER, 1);
   const redis = await resolveRedis(process.env);
   for (const warning of redis.warnings) console.error(`warning: ${warning}`);
   const connection = producerConnection(redis.url);
-  const producer = new JobProducer(connection, prefix);
+  const producer = new JobProducer(connection, prefix, maxQueuedPerUser);
   // BullMQ leaves connections it is given open: each is closed below, or the process would never exit.
   const eventsConnection = values.wait ? workerConnection(redis.url) : null;
   const events = eventsConnection ? new QueueEvents(QUEUE_NAMES.generation, { connection: eventsConnection, prefix }) : null;

@@ -102,11 +102,16 @@ export class GpuWorker {
       ...common,
       connection: connections.generation,
     });
-    this.trainingWorker = new Worker(QUEUE_NAMES.training, (job, _token, signal) => this.train(job, signal), {
-      ...common,
-      connection: connections.training,
-    });
-    for (const worker of [this.generationWorker, this.trainingWorker]) {
+    // Only a worker that can train takes training jobs; the others leave them to it.
+    const trainerCommand = this.options.trainerCommand;
+    this.trainingWorker = trainerCommand
+      ? new Worker(QUEUE_NAMES.training, (job, _token, signal) => this.train(job, trainerCommand, signal), {
+        ...common,
+        connection: connections.training,
+      })
+      : null;
+    const workers = [this.generationWorker, ...(this.trainingWorker ? [this.trainingWorker] : [])];
+    for (const worker of workers) {
       worker.on('failed', (job, error) => this.log(`job ${job?.id} (${job?.name}) failed: ${error.message}`));
       worker.on('completed', (job) => this.log(`job ${job.id} (${job.name}) done`));
       worker.on('error', (error) => this.log(`queue error: ${error.message}`));
@@ -116,8 +121,9 @@ export class GpuWorker {
         this.log(`job ${jobId}: cancelling`);
       }
     });
-    await Promise.all([this.generationWorker.waitUntilReady(), this.trainingWorker.waitUntilReady()]);
-    this.log(`worker ${this.id} ready: ${this.options.modelDir}${this.lora ? `, LoRA ${this.lora.version}` : ''}`);
+    await Promise.all(workers.map((worker) => worker.waitUntilReady()));
+    const abilities = [this.lora ? `LoRA ${this.lora.version}` : 'no LoRA', this.trainingWorker ? 'trains' : 'does not train'];
+    this.log(`worker ${this.id} ready: ${this.options.modelDir}, ${abilities.join(', ')}`);
   }
 
   private async generate(
@@ -169,9 +175,11 @@ export class GpuWorker {
   }
 
   /** Training waits until no generation runs here, then holds the GPU until it is done. */
-  private async train(job: Job<TrainJobData, TrainJobResult, typeof TRAIN_JOB_NAME>, signal: AbortSignal | undefined): Promise<TrainJobResult> {
-    const command = this.options.trainerCommand;
-    if (!command) throw new UnrecoverableError('this worker cannot train: set TRAINER_COMMAND');
+  private async train(
+    job: Job<TrainJobData, TrainJobResult, typeof TRAIN_JOB_NAME>,
+    command: string,
+    signal: AbortSignal | undefined,
+  ): Promise<TrainJobResult> {
     let data: TrainJobData;
     try {
       data = validateJobData(TRAIN_JOB_NAME, job.data);
