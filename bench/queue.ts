@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { Queue, Worker } from 'bullmq';
-import { Redis } from 'ioredis';
 import { GENERATION_JOB_OPTIONS, QUEUE_NAMES, type ImagineJobData } from '../src/queue/contracts.js';
+import { deleteQueueKeys } from '../src/queue/keys.js';
 import { JobProducer } from '../src/queue/producer.js';
 import { producerConnection, workerConnection } from '../src/queue/redis.js';
 
@@ -29,15 +29,6 @@ function job(i: number): ImagineJobData {
     replyTo: { channelId: null, interactionToken: null, tokenExpiresAt: null },
     settings: { prompt: 'a cat', negativePrompt: null, seed: i, steps: 1, guidanceScale: 5, width: 64, height: 64, weighting: 'auto' },
   };
-}
-
-async function deletePrefix(redis: Redis, prefix: string): Promise<void> {
-  let cursor = '0';
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
-    cursor = next;
-    if (keys.length > 0) await redis.del(...keys);
-  } while (cursor !== '0');
 }
 
 export async function benchQueue(redisUrl: string): Promise<QueueFigures> {
@@ -89,7 +80,7 @@ export async function benchQueue(redisUrl: string): Promise<QueueFigures> {
   } finally {
     await worker.close();
     await producer.close();
-    await deletePrefix(producerRedis, prefix);
+    await deleteQueueKeys(producerRedis, prefix);
     producerRedis.disconnect();
     workerRedis.disconnect();
   }

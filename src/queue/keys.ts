@@ -1,3 +1,5 @@
+import type { Redis } from 'ioredis';
+
 // Names of wrongbot's own Redis keys, beside BullMQ's under the same prefix, so that one QUEUE_PREFIX separates
 // one deployment (or one test) from another entirely.
 
@@ -23,4 +25,14 @@ export class QueueKeys {
   get controlChannel(): string {
     return `${this.prefix}:wrongbot:control`;
   }
+}
+
+/** Deletes every key under `prefix`: BullMQ's and wrongbot's. For tests, benchmarks and tearing a deployment down. */
+export async function deleteQueueKeys(redis: Redis, prefix: string): Promise<void> {
+  let cursor = '0';
+  do {
+    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
+    cursor = next;
+    if (keys.length > 0) await redis.del(...keys);
+  } while (cursor !== '0');
 }

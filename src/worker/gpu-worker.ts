@@ -67,24 +67,27 @@ export class GpuWorker {
   readonly id: string;
   private readonly keys: QueueKeys;
   private readonly results: ResultsStore;
-  private readonly lora: LoadedLora | null;
   private generationWorker: Worker<GenerationJobData, GenerationJobResult, GenerationJobName> | null = null;
   private trainingWorker: Worker<TrainJobData, TrainJobResult, typeof TRAIN_JOB_NAME> | null = null;
   private readonly log: (line: string) => void;
 
-  private constructor(private readonly options: GpuWorkerOptions, private readonly generator: ImageGenerator) {
+  private constructor(
+    private readonly options: GpuWorkerOptions,
+    private readonly generator: ImageGenerator,
+    private readonly lora: LoadedLora | null,
+  ) {
     this.id = `${os.hostname()}:${process.pid}:${formatDevice(options.device)}`;
     this.keys = new QueueKeys(options.prefix);
     this.results = new ResultsStore(options.connections.commands, this.keys, options.resultTtlSeconds);
-    this.lora = options.loraPath === null ? null : { version: loraVersionOf(options.loraPath) };
     this.log = options.log ?? (() => {});
   }
 
   /** Loads the models, then starts taking jobs. */
   static async start(options: GpuWorkerOptions): Promise<GpuWorker> {
-    if (options.loraPath !== null) loraVersionOf(options.loraPath);
+    // Named before the models load, so a badly named LoRA file fails in a second rather than after a minute.
+    const lora = options.loraPath === null ? null : { version: loraVersionOf(options.loraPath) };
     const generator = await ImageGenerator.start(options.modelDir, options.device, { loraPath: options.loraPath });
-    const worker = new GpuWorker(options, generator);
+    const worker = new GpuWorker(options, generator, lora);
     for (const notice of generator.loaded.notices) worker.log(`note: ${notice}`);
     await worker.listen();
     return worker;
