@@ -242,7 +242,3 @@ export function validateJobData<N extends JobName>(name: N, raw: unknown): JobCo
       return fail('name', name, `is not a job; use one of ${[...GENERATION_JOB_NAMES, TRAIN_JOB_NAME].join(', ')}`);
   }
 }
-
-export function isGenerationJobName(name: string): name is GenerationJobName {
-  return (GENERATION_JOB_NAMES as readonly string[]).includes(name);
-}
