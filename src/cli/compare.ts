@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { compareFooter, comparePanels } from '../common/triptych.js';
 import { composePanels } from '../gpu/compose.js';
-import { loraVersionOf } from '../worker/gpu-worker.js';
+import { loraVersionOf } from '../queue/contracts.js';
 import { GENERATION_USAGE, parseGenerationJob, runGenerationJob, writeOutput } from './generation-options.js';
 import { UsageError } from './options.js';
 

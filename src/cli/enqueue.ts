@@ -9,7 +9,7 @@ import {
 import { DEFAULT_MAX_QUEUED_PER_USER, JobProducer, QueueLimitError, type GenerationSubmission } from '../queue/producer.js';
 import { producerConnection, resolveRedis, workerConnection } from '../queue/redis.js';
 import { ResultsStore } from '../queue/results-store.js';
-import { loraVersionOf } from '../worker/gpu-worker.js';
+import { loraVersionOf } from '../queue/contracts.js';
 import { writeOutput } from './generation-options.js';
 import { integerOption, numberOption, parseOptions, UsageError } from './options.js';
 

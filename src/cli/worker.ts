@@ -4,13 +4,10 @@ import { resolveRedis, workerConnection } from '../queue/redis.js';
 import {
   DEFAULT_LOCK_DURATION_MS, DEFAULT_SHUTDOWN_GRACE_MS, DEFAULT_STALLED_INTERVAL_MS, GpuWorker,
 } from '../worker/gpu-worker.js';
+import { timestamped } from './log.js';
 import { deviceOption, parseOptions } from './options.js';
 
 export const WORKER_USAGE = 'wrongbot worker   (settings from the environment: MODEL_DIR, LORA_PATH, WORKER_DEVICE, REDIS_URL, QUEUE_PREFIX, …)';
-
-function timestamped(line: string): void {
-  console.log(`${new Date().toISOString()} ${line}`);
-}
 
 /** Runs until SIGTERM or SIGINT; a running job gets the grace period to finish, then goes back to the queue. */
 export async function runWorker(argv: string[]): Promise<void> {

@@ -5,7 +5,7 @@ export class ConfigError extends Error {
   override name = 'ConfigError';
 }
 
-type Env = Readonly<Record<string, string | undefined>>;
+export type Env = Readonly<Record<string, string | undefined>>;
 
 function present(env: Env, key: string): string | undefined {
   const value = env[key]?.trim();

@@ -31,6 +31,11 @@ export class QueueLimitError extends Error {
 // What ioredis says when a fail-fast connection has no server behind it.
 const CONNECTION_LOST = /Stream isn't writeable|Connection is closed|max retries per request|ECONNREFUSED|ETIMEDOUT/;
 
+export interface SubmitOptions {
+  /** The bot records a job under its id before enqueueing it, so that no event can arrive for an unknown job. */
+  jobId?: string;
+}
+
 export interface Submitted {
   jobId: string;
   seed: number | null;
@@ -78,8 +83,8 @@ export class JobProducer {
    * Validates and enqueues a generation. Throws InvalidRequestError for input that can never succeed and
    * QueueLimitError when the user already has their share of jobs waiting.
    */
-  async submit<N extends GenerationJobName>(name: N, submission: GenerationSubmission<N>): Promise<Submitted> {
-    return this.reachingRedis('the job was not queued', () => this.enqueue(name, submission));
+  async submit<N extends GenerationJobName>(name: N, submission: GenerationSubmission<N>, options: SubmitOptions = {}): Promise<Submitted> {
+    return this.reachingRedis('the job was not queued', () => this.enqueue(name, submission, options.jobId ?? randomUUID()));
   }
 
   /** Turns ioredis's words for a missing server into one error a user (or the bot) can act on. */
@@ -95,12 +100,11 @@ export class JobProducer {
     }
   }
 
-  private async enqueue<N extends GenerationJobName>(name: N, submission: GenerationSubmission<N>): Promise<Submitted> {
+  private async enqueue<N extends GenerationJobName>(name: N, submission: GenerationSubmission<N>, jobId: string): Promise<Submitted> {
     // The seed is fixed here, not in the worker, so that a retry of the job makes the same image.
     const seed = submission.settings.seed ?? randomSeed();
     const data = validateJobData(name, { ...submission, settings: { ...submission.settings, seed } }) as JobContracts[N]['data'];
     const userId = data.requester.userId;
-    const jobId = randomUUID();
     const waitingKey = this.keys.waitingJobsOf(userId);
     await this.forgetJobsNoLongerWaiting(waitingKey);
     const place = Number(await this.redis.eval(RESERVE_SCRIPT, 1, waitingKey, jobId, String(this.maxQueuedPerUser)));
@@ -120,9 +124,9 @@ export class JobProducer {
     return { jobId, seed, position: standing.state === 'waiting' ? standing.position : 0 };
   }
 
-  async submitTraining(data: TrainJobData): Promise<string> {
+  async submitTraining(data: TrainJobData, options: SubmitOptions = {}): Promise<string> {
     const validated = validateJobData(TRAIN_JOB_NAME, data);
-    const jobId = randomUUID();
+    const jobId = options.jobId ?? randomUUID();
     await this.reachingRedis('the training job was not queued', () => this.training.add(TRAIN_JOB_NAME, validated, { ...TRAIN_JOB_OPTIONS, jobId }));
     return jobId;
   }

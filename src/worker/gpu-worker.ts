@@ -6,7 +6,7 @@ import { InvalidRequestError } from '../common/validation.js';
 import { ImageGenerator } from '../gpu/image-generator.js';
 import { formatDevice, type Device } from '../gpu/providers.js';
 import {
-  QUEUE_NAMES, TRAIN_JOB_NAME, validateJobData, validateLoraVersion, type GenerationJobData, type GenerationJobName,
+  QUEUE_NAMES, TRAIN_JOB_NAME, validateJobData, loraVersionOf, type GenerationJobData, type GenerationJobName,
   type GenerationJobResult, type JobProgress, type TrainJobData, type TrainJobResult,
 } from '../queue/contracts.js';
 import { isCancelRequested, listenForCancels } from '../queue/control.js';
@@ -45,11 +45,6 @@ export interface GpuWorkerOptions {
   shutdownGraceMs?: number;
   trainerCommand?: string | null;
   log?: (line: string) => void;
-}
-
-/** A LoRA file's version is its name: `wrong-v3.safetensors` is version `wrong-v3`. */
-export function loraVersionOf(loraPath: string): string {
-  return validateLoraVersion('LORA_PATH', path.basename(loraPath).replace(/\.safetensors$/i, ''));
 }
 
 function throttledProgress(job: Job, intervalMs: number): (progress: JobProgress) => void {

@@ -1,0 +1,97 @@
+import { once } from 'node:events';
+import { Client, Events, GatewayIntentBits, Partials } from 'discord.js';
+import type { Redis } from 'ioredis';
+import { JobProducer } from '../queue/producer.js';
+import { producerConnection, workerConnection } from '../queue/redis.js';
+import { ResultsStore } from '../queue/results-store.js';
+import { BotStore } from '../store/database.js';
+import { commandDefinitions } from '../commands/index.js';
+import type { BotConfig } from './config.js';
+import type { BotContext } from './context.js';
+import { Curation } from './curation.js';
+import { Delivery } from './delivery.js';
+import { deployCommands } from './deploy.js';
+import { handleInteraction } from './interactions.js';
+import { JobMessages } from './job-messages.js';
+import { JobSubmitter } from './job-submitter.js';
+import { listenForVotes } from './reactions.js';
+
+// The bot process: Discord on one side, the job queue on the other, the database in between. It never loads a model:
+// images arrive as PNG bytes through Redis.
+
+const DAY_MS = 24 * 3600_000;
+export const RETENTION_SWEEP_INTERVAL_MS = 3600_000;
+
+export interface RunningBot {
+  readonly client: Client<true>;
+  close(): Promise<void>;
+}
+
+export async function startBot(config: BotConfig, redisUrl: string, log: (line: string) => void): Promise<RunningBot> {
+  const store = BotStore.open(config.dataDir);
+  const commands = producerConnection(redisUrl);
+  // QueueEvents block on their connection, so each gets its own.
+  const eventConnections = { generation: workerConnection(redisUrl), training: workerConnection(redisUrl) };
+  const connections: Redis[] = [commands, eventConnections.generation, eventConnections.training];
+  const producer = new JobProducer(commands, config.queuePrefix, config.maxQueuedPerUser);
+  const client = new Client({
+    intents: [GatewayIntentBits.Guilds, GatewayIntentBits.GuildMessageReactions],
+    // Votes come days later on messages long gone from the cache.
+    partials: [Partials.Message, Partials.Channel, Partials.Reaction, Partials.User, Partials.GuildMember],
+    ...(config.apiUrl === null ? {} : { rest: { api: config.apiUrl } }),
+  });
+  client.on(Events.Error, (error) => log(`discord: ${error.message}`));
+  client.on(Events.Warn, (message) => log(`discord warning: ${message}`));
+
+  let delivery: Delivery | null = null;
+  let sweepTimer: NodeJS.Timeout | null = null;
+  const close = async () => {
+    if (sweepTimer) clearInterval(sweepTimer);
+    await delivery?.close();
+    await client.destroy();
+    await producer.close();
+    for (const connection of connections) connection.disconnect();
+    store.close();
+  };
+
+  try {
+    // The producer's connection fails commands while disconnected instead of queueing them; let it connect first.
+    if (commands.status !== 'ready') await once(commands, 'ready');
+    const ready = once(client, Events.ClientReady);
+    await client.login(config.token);
+    await ready;
+    const readyClient = client as Client<true>;
+    const applicationId = readyClient.application.id;
+    const messages = new JobMessages(client.rest, applicationId, log);
+    delivery = new Delivery({
+      store, producer, messages, log,
+      results: new ResultsStore(commands, producer.keys),
+      imageRetentionMs: config.imageRetentionDays * DAY_MS,
+    });
+    const context: BotContext = {
+      config, store, producer, delivery, log,
+      submitter: new JobSubmitter(store, producer, delivery),
+      curation: new Curation(store, config.votesToCurate, log),
+    };
+    // Wired before anything is awaited, so no interaction that arrives after READY goes unanswered.
+    client.on(Events.InteractionCreate, (interaction) => void handleInteraction(interaction, context));
+    listenForVotes(readyClient, context);
+    if (config.guildId !== null) {
+      const count = await deployCommands(client.rest, applicationId, config.guildId, commandDefinitions(config.imageSizes));
+      log(`registered ${count} commands for guild ${config.guildId}`);
+    }
+    await delivery.start(config.queuePrefix, eventConnections);
+    const sweep = () => {
+      const removed = store.images.sweep();
+      if (removed > 0) log(`removed ${removed} kept image(s) older than ${config.imageRetentionDays} days`);
+      store.jobs.pruneFinishedBefore(Date.now() - config.imageRetentionDays * DAY_MS);
+    };
+    sweep();
+    sweepTimer = setInterval(sweep, RETENTION_SWEEP_INTERVAL_MS).unref();
+    log(`bot ready as ${readyClient.user.tag} in ${readyClient.guilds.cache.size} server(s)`);
+    return { client: readyClient, close };
+  } catch (error) {
+    await close().catch(() => {});
+    throw error;
+  }
+}

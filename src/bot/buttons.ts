@@ -1,0 +1,65 @@
+import { MessageFlags, type ButtonInteraction } from 'discord.js';
+import type { JobRecord } from '../store/jobs.js';
+import { cancelJob } from './cancelling.js';
+import type { BotContext } from './context.js';
+import { decodeButton } from './custom-ids.js';
+import { UserFacingError } from './errors.js';
+import { interactionIsFromAdmin, originOf } from './members.js';
+import type { GenerationRequestRecord } from './views.js';
+import { serverDefaults } from '../commands/generation-options.js';
+
+// The buttons on job messages. Each reads its job from the database by the id in its custom_id, so buttons on
+// messages from before a restart work the same.
+
+function jobOf(context: BotContext, jobId: string): JobRecord {
+  const job = context.store.jobs.get(jobId);
+  if (job === null) throw new UserFacingError('This job is no longer known to the bot (its record was cleaned up).');
+  return job;
+}
+
+export async function handleButton(interaction: ButtonInteraction, context: BotContext): Promise<void> {
+  const action = decodeButton(interaction.customId);
+  const job = jobOf(context, action.jobId);
+  switch (action.kind) {
+    case 'rerun':
+    case 'compare': {
+      if (job.kind === 'train') throw new UserFacingError('Training jobs cannot be re-run from a button.');
+      const { settings, lora } = job.request as unknown as GenerationRequestRecord;
+      await interaction.deferReply();
+      const kind = action.kind === 'compare' ? 'compare' : job.kind;
+      const seed = action.kind === 'compare' ? settings.seed : null;
+      let loraChoice = lora ?? null;
+      if (kind !== 'imagine' && loraChoice === null) {
+        if (context.config.loraVersion === null) throw new UserFacingError('No "wrong" LoRA is deployed on this bot, so there is nothing to compare with.');
+        loraChoice = { version: context.config.loraVersion, strength: serverDefaults(interaction, context).loraStrength };
+      }
+      await context.submitter.submitGeneration(originOf(interaction), kind, { ...settings, weighting: 'auto', seed }, loraChoice);
+      return;
+    }
+    case 'cancel': {
+      await interaction.deferReply({ flags: MessageFlags.Ephemeral });
+      const outcome = await cancelJob(context, job, { userId: interaction.user.id, isAdmin: interactionIsFromAdmin(interaction, context.config) });
+      await interaction.editReply(outcome);
+      return;
+    }
+    case 'vote': {
+      await interaction.deferReply({ flags: MessageFlags.Ephemeral });
+      const panel = context.store.images.get(job.jobId, action.panelIndex);
+      if (panel === null) {
+        throw new UserFacingError(`This image is no longer kept (results are kept ${context.config.imageRetentionDays} days), so it cannot be voted on.`);
+      }
+      if (interaction.user.bot) throw new UserFacingError('Votes by bots do not count.');
+      const voter = { id: interaction.user.id, isBot: interaction.user.bot, isAdmin: interactionIsFromAdmin(interaction, context.config) };
+      const already = context.store.votes.of(job.jobId, action.panelIndex).some((vote) => vote.userId === voter.id);
+      // The button toggles: a second press takes the vote back, like removing a reaction.
+      const outcome = already ? context.curation.retract(panel, voter.id) : context.curation.vote(panel, voter);
+      const panelName = `panel ${action.panelIndex + 1}`;
+      let reply = already ? `Your 👎 on ${panelName} is taken back.` : `Your 👎 on ${panelName} counts.`;
+      reply += outcome.entry
+        ? ` It is in the training set as entry #${outcome.entry.id}.`
+        : ` ${outcome.votes} of ${outcome.needed} vote(s) needed for the training set.`;
+      await interaction.editReply(reply);
+      return;
+    }
+  }
+}

@@ -1,0 +1,108 @@
+import {
+  ConfigError, integerSetting, optionalString, queuePrefix, type Env,
+} from '../common/environment.js';
+import { DEFAULT_STEPS, MAX_IMAGE_SIDE_PX, MAX_LORA_STRENGTH, MAX_STEPS } from '../common/generation-limits.js';
+import { InvalidRequestError } from '../common/validation.js';
+import { loraVersionOf } from '../queue/contracts.js';
+import { DEFAULT_MAX_QUEUED_PER_USER } from '../queue/producer.js';
+import { parseImageSizes, SDXL_IMAGE_SIZES, type ImageSize } from './image-sizes.js';
+
+// Everything the bot process reads from the environment, checked at start so that a bad value names its variable
+// before the bot logs in.
+
+/** Woolf's comparisons ran at guidance 13; it is the server default until an admin changes it. */
+export const DEFAULT_BOT_GUIDANCE_SCALE = 13;
+export const DEFAULT_LORA_STRENGTH = 1;
+export const DEFAULT_VOTES_TO_CURATE = 1;
+export const DEFAULT_IMAGE_RETENTION_DAYS = 14;
+const MAX_RETENTION_DAYS = 3650;
+const SNOWFLAKE = /^\d{15,21}$/;
+
+export interface BotConfig {
+  /** null: the bot talks to a local Discord (DISCORD_API_URL) with the token it was given there. */
+  token: string;
+  /** Discord's REST base (`https://discord.com/api` unless a local Discord is used). */
+  apiUrl: string | null;
+  /** Commands are registered for this guild at start when set (development); otherwise by `wrongbot deploy-commands`. */
+  guildId: string | null;
+  adminRoleIds: readonly string[];
+  votesToCurate: number;
+  imageRetentionDays: number;
+  dataDir: string;
+  queuePrefix: string;
+  maxQueuedPerUser: number;
+  imageSizes: readonly ImageSize[];
+  defaults: { size: ImageSize; steps: number; guidanceScale: number; loraStrength: number };
+  /** The LoRA version /wrong and /compare ask the workers for; null when no LoRA is deployed. */
+  loraVersion: string | null;
+}
+
+function snowflakes(env: Env, key: string): string[] {
+  const text = optionalString(env, key);
+  if (text === null) return [];
+  return text.split(',').map((part) => part.trim()).filter((part) => part !== '').map((id) => {
+    if (!SNOWFLAKE.test(id)) throw new ConfigError(`${key} = ${JSON.stringify(text)}: ${JSON.stringify(id)} is not a Discord id (15–21 digits)`);
+    return id;
+  });
+}
+
+function numberSetting(env: Env, key: string, fallback: number, min: number, max: number): number {
+  const text = optionalString(env, key);
+  if (text === null) return fallback;
+  const value = Number(text);
+  if (!Number.isFinite(value) || value < min || value > max) {
+    throw new ConfigError(`${key} = ${JSON.stringify(text)} must be a number from ${min} to ${max}`);
+  }
+  return value;
+}
+
+function loraVersion(env: Env): string | null {
+  const explicit = optionalString(env, 'LORA_VERSION');
+  const loraPath = optionalString(env, 'LORA_PATH');
+  try {
+    if (explicit !== null) return loraVersionOf(explicit);
+    return loraPath === null ? null : loraVersionOf(loraPath);
+  } catch (error) {
+    if (error instanceof InvalidRequestError) throw new ConfigError(`${explicit !== null ? 'LORA_VERSION' : 'LORA_PATH'}: ${error.message}`);
+    throw error;
+  }
+}
+
+export function readBotConfig(env: Env, token: string): BotConfig {
+  const apiUrl = optionalString(env, 'DISCORD_API_URL');
+  if (apiUrl !== null && !/^https?:\/\/[^/]+/.test(apiUrl)) {
+    throw new ConfigError(`DISCORD_API_URL = ${JSON.stringify(apiUrl)} must be an http(s) URL such as http://127.0.0.1:8787/api`);
+  }
+  const guildIds = snowflakes(env, 'DISCORD_GUILD_ID');
+  if (guildIds.length > 1) throw new ConfigError(`DISCORD_GUILD_ID = ${JSON.stringify(env['DISCORD_GUILD_ID'])} must be one guild id`);
+  let imageSizes: ImageSize[];
+  try {
+    imageSizes = parseImageSizes(optionalString(env, 'IMAGE_SIZES') ?? SDXL_IMAGE_SIZES.map((size) => size.value).join(','), MAX_IMAGE_SIDE_PX);
+  } catch (error) {
+    throw new ConfigError(`IMAGE_SIZES: ${(error as Error).message}`);
+  }
+  const defaultSizeText = optionalString(env, 'DEFAULT_SIZE') ?? imageSizes[0]!.value;
+  const defaultSize = imageSizes.find((size) => size.value === defaultSizeText);
+  if (!defaultSize) {
+    throw new ConfigError(`DEFAULT_SIZE = ${JSON.stringify(defaultSizeText)} must be one of IMAGE_SIZES: ${imageSizes.map((size) => size.value).join(', ')}`);
+  }
+  return {
+    token,
+    apiUrl,
+    guildId: guildIds[0] ?? null,
+    adminRoleIds: snowflakes(env, 'ADMIN_ROLE_IDS'),
+    votesToCurate: integerSetting(env, 'VOTES_TO_CURATE', DEFAULT_VOTES_TO_CURATE, 1, 1000),
+    imageRetentionDays: integerSetting(env, 'IMAGE_RETENTION_DAYS', DEFAULT_IMAGE_RETENTION_DAYS, 1, MAX_RETENTION_DAYS),
+    dataDir: optionalString(env, 'DATA_DIR') ?? 'data',
+    queuePrefix: queuePrefix(env),
+    maxQueuedPerUser: integerSetting(env, 'MAX_QUEUED_PER_USER', DEFAULT_MAX_QUEUED_PER_USER, 1, 100),
+    imageSizes,
+    defaults: {
+      size: defaultSize,
+      steps: integerSetting(env, 'DEFAULT_STEPS', DEFAULT_STEPS, 1, MAX_STEPS),
+      guidanceScale: numberSetting(env, 'DEFAULT_GUIDANCE', DEFAULT_BOT_GUIDANCE_SCALE, 0, 100),
+      loraStrength: numberSetting(env, 'DEFAULT_LORA_STRENGTH', DEFAULT_LORA_STRENGTH, -MAX_LORA_STRENGTH, MAX_LORA_STRENGTH),
+    },
+    loraVersion: loraVersion(env),
+  };
+}

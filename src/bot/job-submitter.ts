@@ -1,0 +1,88 @@
+import { randomUUID } from 'node:crypto';
+import type { GenerationJobName, LoraChoice, LoraImageSettings, ImageSettings } from '../queue/contracts.js';
+import { randomSeed, type JobProducer } from '../queue/producer.js';
+import type { BotStore } from '../store/database.js';
+import type { JobRecord } from '../store/jobs.js';
+import type { Delivery } from './delivery.js';
+
+// Turns a member's request into a recorded, queued job: the record is written first (so no queue event can arrive for
+// a job the bot does not know), then the job is enqueued, then its message shows where it stands.
+
+/** Discord lets an application edit an interaction's reply for 15 minutes after the interaction was created. */
+export const INTERACTION_TOKEN_LIFETIME_MS = 15 * 60_000;
+
+/** Who asked, and where the answer goes. */
+export interface JobOrigin {
+  userId: string;
+  userName: string;
+  guildId: string | null;
+  channelId: string | null;
+  applicationId: string;
+  interactionToken: string;
+  /** When Discord created the interaction (epoch ms): its token lives 15 minutes from then. */
+  interactionCreatedAt: number;
+}
+
+export type GenerationSettings = Omit<ImageSettings, 'seed' | 'negativePrompt'> & { seed: number | null; negativePrompt?: string | null };
+
+export class JobSubmitter {
+  constructor(
+    private readonly store: BotStore,
+    private readonly producer: JobProducer,
+    private readonly delivery: Delivery,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  async submitGeneration(origin: JobOrigin, kind: GenerationJobName, settings: GenerationSettings, lora: LoraChoice | null): Promise<JobRecord> {
+    // The seed is chosen here so that the record, the job and the buttons that re-use it all agree.
+    const seed = settings.seed ?? randomSeed();
+    const { negativePrompt, ...common } = { ...settings, seed };
+    // /wrong and /compare fix their negative prompt to the trigger word; their jobs carry none.
+    const fullSettings: ImageSettings | LoraImageSettings = kind === 'imagine' ? { ...common, negativePrompt: negativePrompt ?? null } : common;
+    const request = lora === null ? { settings: fullSettings } : { settings: fullSettings, lora };
+    const record = this.record(origin, kind, request);
+    await this.enqueueing(record, () => this.producer.submit(kind, { ...this.envelope(record), ...request } as never, { jobId: record.jobId }));
+    await this.delivery.showQueued(record);
+    return record;
+  }
+
+  async submitTraining(origin: JobOrigin, request: { baseVersion: string | null; steps: number }): Promise<JobRecord> {
+    const record = this.record(origin, 'train', request);
+    await this.enqueueing(record, () => this.producer.submitTraining({ ...this.envelope(record), ...request }, { jobId: record.jobId }));
+    await this.delivery.showQueued(record);
+    return record;
+  }
+
+  private record(origin: JobOrigin, kind: JobRecord['kind'], request: object): JobRecord {
+    const createdAt = Math.min(origin.interactionCreatedAt, this.now());
+    return this.store.jobs.insert({
+      jobId: randomUUID(),
+      kind,
+      userId: origin.userId,
+      userName: origin.userName,
+      guildId: origin.guildId,
+      channelId: origin.channelId,
+      applicationId: origin.applicationId,
+      interactionToken: origin.interactionToken,
+      tokenExpiresAt: createdAt + INTERACTION_TOKEN_LIFETIME_MS,
+      request: request as Record<string, unknown>,
+    });
+  }
+
+  private envelope(record: JobRecord) {
+    return {
+      requester: { userId: record.userId, displayName: record.userName, guildId: record.guildId },
+      replyTo: { channelId: record.channelId, interactionToken: record.interactionToken, tokenExpiresAt: record.tokenExpiresAt },
+    };
+  }
+
+  /** A job the queue refused is closed in the database at once, so it never shows up as owed. */
+  private async enqueueing(record: JobRecord, enqueue: () => Promise<unknown>): Promise<void> {
+    try {
+      await enqueue();
+    } catch (error) {
+      this.store.jobs.finish(record.jobId, 'failed', (error as Error).message);
+      throw error;
+    }
+  }
+}

@@ -1,0 +1,41 @@
+import type { Client, MessageReaction, PartialMessageReaction, PartialUser, User } from 'discord.js';
+import type { BotContext } from './context.js';
+import { whyNotAVote } from './curation.js';
+import { memberIsAdmin } from './members.js';
+import { THUMBS_DOWN } from './views.js';
+
+// 👎 reactions on the bot's single-image messages are votes; removing the reaction takes the vote back. A
+// triptych's panels are voted on with its buttons, since a reaction cannot say which panel it means.
+
+export function listenForVotes(client: Client<true>, context: BotContext): void {
+  const handle = (added: boolean) => (reaction: MessageReaction | PartialMessageReaction, user: User | PartialUser) => {
+    onReaction(client, context, reaction, user, added).catch((error: Error) => context.log(`reaction on ${reaction.message.id}: ${error.message}`));
+  };
+  client.on('messageReactionAdd', handle(true));
+  client.on('messageReactionRemove', handle(false));
+}
+
+async function onReaction(
+  client: Client<true>,
+  context: BotContext,
+  reaction: MessageReaction | PartialMessageReaction,
+  user: User | PartialUser,
+  added: boolean,
+): Promise<void> {
+  if (reaction.emoji.name !== THUMBS_DOWN) return;
+  const panels = context.curation.panelsOf(reaction.message.id);
+  if (panels.length !== 1) return;
+  const panel = panels[0]!;
+  if (!added) {
+    context.curation.retract(panel, user.id);
+    return;
+  }
+  const voter = user.partial ? await user.fetch() : user;
+  const guildId = reaction.message.guildId;
+  const member = guildId === null ? null : await client.guilds.cache.get(guildId)?.members.fetch(voter.id).catch(() => null);
+  const isAdmin = member ? memberIsAdmin(member, context.config) : false;
+  const authorId = reaction.message.author?.id ?? null;
+  const refusal = whyNotAVote({ id: voter.id, isBot: voter.bot, isAdmin }, client.user.id, authorId);
+  if (refusal !== null) return;
+  context.curation.vote(panel, { id: voter.id, isBot: voter.bot, isAdmin });
+}

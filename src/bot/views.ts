@@ -1,0 +1,177 @@
+import {
+  ButtonStyle, ComponentType, type APIActionRowComponent, type APIButtonComponent, type APIEmbed,
+} from 'discord.js';
+import type { GenerationJobResult, JobProgress, LoraChoice } from '../queue/contracts.js';
+import type { JobStanding } from '../queue/producer.js';
+import type { JobRecord } from '../store/jobs.js';
+import { encodeButton } from './custom-ids.js';
+
+// What a job's message says at each stage, as plain API payloads. Pure functions of the job's record and its state,
+// so a view can be rebuilt after a restart from the database alone.
+
+export const THUMBS_DOWN = '👎';
+/** Discord's limits on what one message may carry. */
+export const MAX_CONTENT_CHARS = 2000;
+const MAX_EMBED_DESCRIPTION_CHARS = 4096;
+const MAX_FIELD_VALUE_CHARS = 1024;
+const PROGRESS_BAR_CELLS = 12;
+
+export interface MessageView {
+  content: string;
+  embeds: APIEmbed[];
+  components: APIActionRowComponent<APIButtonComponent>[];
+  /** Only these user ids may be pinged by the message. */
+  mentionUserIds: string[];
+}
+
+export interface GenerationRequestRecord {
+  settings: {
+    prompt: string;
+    negativePrompt?: string | null;
+    seed: number;
+    steps: number;
+    guidanceScale: number;
+    width: number;
+    height: number;
+  };
+  lora?: LoraChoice;
+}
+
+export interface TrainRequestRecord {
+  baseVersion: string | null;
+  steps: number;
+}
+
+export function clip(text: string, maxChars: number): string {
+  return text.length <= maxChars ? text : `${text.slice(0, maxChars - 1)}…`;
+}
+
+export function formatDuration(ms: number): string {
+  if (ms < 1000) return 'under a second';
+  const seconds = Math.round(ms / 1000);
+  if (seconds < 90) return `${seconds} s`;
+  const minutes = Math.round(seconds / 60);
+  return minutes < 90 ? `${minutes} min` : `${Math.round(minutes / 60)} h`;
+}
+
+function progressBar(step: number, total: number): string {
+  const filled = total === 0 ? 0 : Math.round((step / total) * PROGRESS_BAR_CELLS);
+  return '▰'.repeat(filled) + '▱'.repeat(PROGRESS_BAR_CELLS - filled);
+}
+
+function negativeText(job: JobRecord, request: GenerationRequestRecord): string {
+  if (job.kind === 'compare') return 'none · "wrong" · "wrong"';
+  if (job.kind === 'wrong') return '"wrong"';
+  const negative = request.settings.negativePrompt;
+  return negative === null || negative === undefined ? 'none' : negative === '' ? '(empty)' : clip(negative, MAX_FIELD_VALUE_CHARS);
+}
+
+function loraText(lora: LoraChoice | null | undefined): string {
+  return lora ? `${lora.version} ×${lora.strength}` : 'none';
+}
+
+export function generationEmbed(job: JobRecord, model: string | null = null): APIEmbed {
+  const request = job.request as unknown as GenerationRequestRecord;
+  const { settings } = request;
+  const fields = [
+    { name: 'Negative prompt', value: negativeText(job, request), inline: false },
+    { name: 'Seed', value: String(settings.seed), inline: true },
+    { name: 'Steps', value: String(settings.steps), inline: true },
+    { name: 'Guidance', value: String(settings.guidanceScale), inline: true },
+    { name: 'Size', value: `${settings.width}×${settings.height}`, inline: true },
+    { name: 'LoRA', value: loraText(request.lora), inline: true },
+    ...(model === null ? [] : [{ name: 'Model', value: clip(model, MAX_FIELD_VALUE_CHARS), inline: true }]),
+  ];
+  return {
+    title: `/${job.kind}`,
+    description: clip(settings.prompt === '' ? '(empty prompt)' : settings.prompt, MAX_EMBED_DESCRIPTION_CHARS),
+    fields,
+    footer: { text: `job ${job.jobId} · for ${clip(job.userName, 80)}` },
+  };
+}
+
+function trainEmbed(job: JobRecord): APIEmbed {
+  const request = job.request as unknown as TrainRequestRecord;
+  return {
+    title: '/train',
+    description: `A new "wrong" LoRA version from the curated set, ${request.steps} steps, starting from ${request.baseVersion ?? 'the base model'}.`,
+    footer: { text: `job ${job.jobId} · for ${clip(job.userName, 80)}` },
+  };
+}
+
+function embedFor(job: JobRecord): APIEmbed {
+  return job.kind === 'train' ? trainEmbed(job) : generationEmbed(job);
+}
+
+type CustomIdButtonStyle = ButtonStyle.Primary | ButtonStyle.Secondary | ButtonStyle.Success | ButtonStyle.Danger;
+
+function button(customId: string, label: string, style: CustomIdButtonStyle, emoji?: string): APIButtonComponent {
+  return { type: ComponentType.Button, custom_id: customId, label, style, ...(emoji ? { emoji: { name: emoji } } : {}) };
+}
+
+function row(...buttons: APIButtonComponent[]): APIActionRowComponent<APIButtonComponent> {
+  return { type: ComponentType.ActionRow, components: buttons };
+}
+
+function cancelRow(job: JobRecord): APIActionRowComponent<APIButtonComponent> {
+  return row(button(encodeButton({ kind: 'cancel', jobId: job.jobId }), 'Cancel', ButtonStyle.Danger, '❌'));
+}
+
+export function queuedView(job: JobRecord, standing: JobStanding): MessageView {
+  let status = '⏳ Queued';
+  if (standing.state === 'waiting') {
+    status += ` · position ${standing.position}`;
+    if (standing.etaMs !== null) status += ` · about ${formatDuration(standing.etaMs)}`;
+  } else if (standing.state === 'running') {
+    status = '🎨 Starting…';
+  }
+  return { content: status, embeds: [embedFor(job)], components: [cancelRow(job)], mentionUserIds: [] };
+}
+
+export function progressView(job: JobRecord, progress: JobProgress): MessageView {
+  const verb = job.kind === 'train' ? '🧪 Training' : '🎨 Generating';
+  const content = `${verb} · ${progressBar(progress.step, progress.totalSteps)} step ${progress.step}/${progress.totalSteps}`
+    + (progress.step < progress.totalSteps ? ` · about ${formatDuration(progress.etaMs)} left` : ' · finishing');
+  return { content, embeds: [embedFor(job)], components: [cancelRow(job)], mentionUserIds: [] };
+}
+
+export interface DeliveredImage {
+  /** The attachment's file name, which `attachment://` in the embed refers to. */
+  filename: string;
+}
+
+/**
+ * The finished job: its image(s) are attached by the caller; the embed shows `shown`. `inChannel` when it is posted
+ * as a channel message because the interaction expired: it then mentions the member, who is no longer looking at it.
+ */
+export function resultView(job: JobRecord, result: GenerationJobResult, shown: DeliveredImage, inChannel: boolean): MessageView {
+  const embed: APIEmbed = {
+    ...generationEmbed(job, result.model),
+    image: { url: `attachment://${shown.filename}` },
+  };
+  if (result.notices.length > 0) {
+    embed.fields = [...(embed.fields ?? []), { name: 'Notes', value: clip(result.notices.join('\n'), MAX_FIELD_VALUE_CHARS), inline: false }];
+  }
+  const actions = [button(encodeButton({ kind: 'rerun', jobId: job.jobId }), 'New seed', ButtonStyle.Secondary, '🔁')];
+  if (job.kind !== 'compare') actions.push(button(encodeButton({ kind: 'compare', jobId: job.jobId }), 'Compare this seed', ButtonStyle.Secondary, '🆚'));
+  const components = [row(...actions)];
+  if (result.panels.length > 1) {
+    components.push(row(...result.panels.map((_, panelIndex) =>
+      button(encodeButton({ kind: 'vote', jobId: job.jobId, panelIndex }), `Panel ${panelIndex + 1} is wrong`, ButtonStyle.Secondary, THUMBS_DOWN))));
+  }
+  const content = inChannel ? `<@${job.userId}> your /${job.kind} is ready (the command had expired, so it is posted here).` : '';
+  return { content, embeds: [embed], components, mentionUserIds: inChannel ? [job.userId] : [] };
+}
+
+export function trainedView(job: JobRecord, loraVersion: string, inChannel: boolean): MessageView {
+  const content = `${inChannel ? `<@${job.userId}> ` : ''}✅ Trained LoRA version \`${loraVersion}\`.`;
+  return { content, embeds: [embedFor(job)], components: [], mentionUserIds: inChannel ? [job.userId] : [] };
+}
+
+export function endedView(job: JobRecord, outcome: 'failed' | 'cancelled', reason: string | null, inChannel: boolean): MessageView {
+  const mention = inChannel ? `<@${job.userId}> ` : '';
+  const content = outcome === 'cancelled'
+    ? `${mention}❌ Cancelled.`
+    : `${mention}⚠️ This job failed${reason ? `: ${clip(reason, 1500)}` : '.'}`;
+  return { content: clip(content, MAX_CONTENT_CHARS), embeds: [embedFor(job)], components: [], mentionUserIds: inChannel ? [job.userId] : [] };
+}

@@ -1,0 +1,79 @@
+import {
+  ApplicationCommandOptionType, InteractionContextType, MessageFlags, type ChatInputCommandInteraction,
+  type RESTPostAPIChatInputApplicationCommandsJSONBody,
+} from 'discord.js';
+import type { BotContext } from '../bot/context.js';
+import { UserFacingError } from '../bot/errors.js';
+import { requireAdmin } from '../bot/members.js';
+import { clip } from '../bot/views.js';
+import type { DatasetEntry } from '../store/dataset.js';
+
+const PAGE_SIZE = 10;
+const MAX_ENTRY_ID = 2 ** 31 - 1;
+
+export const definition = {
+  name: 'dataset',
+  description: 'The images curated by 👎 votes for training the "wrong" LoRA',
+  contexts: [InteractionContextType.Guild],
+  options: [
+    { type: ApplicationCommandOptionType.Subcommand, name: 'stats', description: 'How many images are curated and how many have votes' },
+    {
+      type: ApplicationCommandOptionType.Subcommand, name: 'list', description: 'The most recently curated images',
+      options: [{ type: ApplicationCommandOptionType.Integer, name: 'page', description: 'Page number (default 1)', min_value: 1, max_value: 10_000 }],
+    },
+    {
+      type: ApplicationCommandOptionType.Subcommand, name: 'show', description: 'One curated image with its provenance',
+      options: [{ type: ApplicationCommandOptionType.Integer, name: 'entry', description: 'Entry number', required: true, min_value: 1, max_value: MAX_ENTRY_ID }],
+    },
+    {
+      type: ApplicationCommandOptionType.Subcommand, name: 'remove', description: 'Admins: take an image out of the training set',
+      options: [{ type: ApplicationCommandOptionType.Integer, name: 'entry', description: 'Entry number', required: true, min_value: 1, max_value: MAX_ENTRY_ID }],
+    },
+  ],
+} as const satisfies RESTPostAPIChatInputApplicationCommandsJSONBody;
+
+function summary(entry: DatasetEntry): string {
+  const { provenance } = entry;
+  return `#${entry.id} · /${provenance.kind} panel ${provenance.panelIndex + 1} · “${clip(provenance.prompt, 60)}” · seed ${provenance.seed} · ${entry.voters.length} vote(s)`;
+}
+
+export async function execute(interaction: ChatInputCommandInteraction, context: BotContext): Promise<void> {
+  const { dataset } = context.store;
+  const subcommand = interaction.options.getSubcommand(true);
+  if (subcommand === 'remove') requireAdmin(interaction, context.config, 'remove images from the training set');
+  await interaction.deferReply({ flags: MessageFlags.Ephemeral });
+  switch (subcommand) {
+    case 'stats': {
+      const counts = dataset.counts();
+      await interaction.editReply(`${counts.entries} image(s) in the training set; ${counts.panelsWithVotes} image(s) have ${counts.votes} 👎 vote(s) in all. An image joins the set at ${context.config.votesToCurate} vote(s), or one from an admin.`);
+      return;
+    }
+    case 'list': {
+      const page = interaction.options.getInteger('page') ?? 1;
+      const entries = dataset.list({ limit: PAGE_SIZE, offset: (page - 1) * PAGE_SIZE });
+      await interaction.editReply(entries.length === 0 ? `Page ${page} is empty.` : entries.map(summary).join('\n'));
+      return;
+    }
+    case 'show': {
+      const entry = dataset.get(interaction.options.getInteger('entry', true));
+      if (entry === null) throw new UserFacingError('There is no such entry; /dataset list shows them.');
+      const { provenance } = entry;
+      const facts = [
+        summary(entry),
+        `negative: ${provenance.negativePrompt ?? 'none'} · ${provenance.steps} steps · guidance ${provenance.guidanceScale} · ${provenance.width}×${provenance.height}`,
+        `model ${provenance.model} · LoRA ${provenance.loraVersion ?? 'none'} ×${provenance.loraStrength} · job ${provenance.jobId}`,
+      ];
+      await interaction.editReply({ content: clip(facts.join('\n'), 2000), files: [{ attachment: entry.imagePath, name: `dataset-${entry.id}.png` }] });
+      return;
+    }
+    case 'remove': {
+      const removed = dataset.remove(interaction.options.getInteger('entry', true));
+      if (removed === null) throw new UserFacingError('There is no such entry; /dataset list shows them.');
+      context.log(`dataset entry ${removed.id} removed by ${interaction.user.id}`);
+      await interaction.editReply(`Removed ${summary(removed)}.`);
+      return;
+    }
+    default:
+      throw new UserFacingError(`/dataset ${subcommand} is not a subcommand of this bot.`);
+  }
+}

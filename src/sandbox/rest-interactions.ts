@@ -1,0 +1,155 @@
+import { alreadyAcknowledged, DiscordApiError, invalidFormBody, invalidWebhookToken, unknownInteraction, unknownMessage, unknownWebhook } from './discord-errors.js';
+import { ACKNOWLEDGE_DEADLINE_MS, LimitBreach, TOKEN_LIFETIME_MS } from './limits.js';
+import { applyMessageEdit, fieldsForNewMessage, isEphemeral, type UploadedFile } from './message-content.js';
+import { bodyObject, noContent, ok, type RestAnswer, type RestRequest, type RestRoute } from './rest-types.js';
+import type { SandboxServices } from './services.js';
+import type { InteractionRecord, StoredMessage } from './world.js';
+
+// Answering interactions: the callback (within 3 s, once) and the webhook routes an interaction token opens for
+// 15 minutes (@original, follow-ups).
+
+export const CallbackType = { Reply: 4, DeferredReply: 5, DeferredUpdate: 6, Update: 7 } as const;
+const EPHEMERAL_FLAG = 1 << 6;
+/** Discord shows a deferred reply as "thinking…" until it is edited. */
+const LOADING_FLAG = 1 << 7;
+const CHAT_INPUT_COMMAND_MESSAGE_TYPE = 20;
+
+function newInteractionMessage(services: SandboxServices, interaction: InteractionRecord, body: Record<string, unknown>, files: UploadedFile[], isOriginal: boolean): StoredMessage {
+  const { world } = services;
+  const fields = fieldsForNewMessage(world, interaction.channelId, body, files);
+  return world.addMessage({
+    ...fields, channelId: interaction.channelId, authorId: world.botUser.id,
+    type: isOriginal && interaction.type === 2 ? CHAT_INPUT_COMMAND_MESSAGE_TYPE : 0, interactionId: interaction.id,
+    ephemeralFor: isEphemeral(body) ? interaction.userId : null, webhookId: world.applicationId, referencedMessageId: null,
+  });
+}
+
+function deferredMessage(services: SandboxServices, interaction: InteractionRecord, data: Record<string, unknown>): StoredMessage {
+  const { world } = services;
+  const ephemeral = isEphemeral(data);
+  return world.addMessage({
+    content: '', embeds: [], components: [], attachments: [], mentions: [], flags: LOADING_FLAG | (ephemeral ? EPHEMERAL_FLAG : 0),
+    channelId: interaction.channelId, authorId: world.botUser.id, type: interaction.type === 2 ? CHAT_INPUT_COMMAND_MESSAGE_TYPE : 0,
+    interactionId: interaction.id, ephemeralFor: ephemeral ? interaction.userId : null, webhookId: world.applicationId, referencedMessageId: null,
+  });
+}
+
+function componentOnly(interaction: InteractionRecord, type: number): StoredMessage['id'] {
+  if (interaction.sourceMessageId === null) {
+    const problem = `type: callback type ${type} updates the message of a component interaction; interaction ${interaction.id} is a command`;
+    throw new LimitBreach(invalidFormBody([problem], 'INTERACTION_RESPONSE_TYPE_INVALID'), [problem]);
+  }
+  return interaction.sourceMessageId;
+}
+
+function callback(services: SandboxServices, request: RestRequest): RestAnswer {
+  const { world, clock } = services;
+  const interaction = world.interaction(request.params['interaction']!);
+  if (interaction === undefined || interaction.token !== request.params['token']) throw unknownInteraction();
+  if (interaction.acknowledgedAt !== null) throw alreadyAcknowledged();
+  const ageMs = clock.now() - interaction.createdAt;
+  if (ageMs > ACKNOWLEDGE_DEADLINE_MS) {
+    throw new LimitBreach(unknownInteraction(), [`interaction ${interaction.id}: first response ${ageMs} ms after it was created; the deadline is ${ACKNOWLEDGE_DEADLINE_MS} ms`]);
+  }
+  const body = bodyObject(request);
+  const type = Number(body['type']);
+  const data = (body['data'] ?? {}) as Record<string, unknown>;
+  let messageId: string;
+  switch (type) {
+    case CallbackType.Reply:
+      messageId = newInteractionMessage(services, interaction, data, request.files, true).id;
+      break;
+    case CallbackType.DeferredReply:
+      messageId = deferredMessage(services, interaction, data).id;
+      break;
+    case CallbackType.DeferredUpdate:
+      messageId = componentOnly(interaction, type);
+      break;
+    case CallbackType.Update: {
+      messageId = componentOnly(interaction, type);
+      const message = world.message(messageId, interaction.userId);
+      world.recordEdit(message, applyMessageEdit(world, message, data, request.files));
+      break;
+    }
+    default:
+      throw new DiscordApiError(400, 50035, `Interaction callback type ${type} is not supported by the sandbox`);
+  }
+  interaction.acknowledgedAt = clock.now();
+  interaction.callbackType = type;
+  interaction.messageId = messageId;
+  if (request.query.get('with_response') !== 'true') return noContent;
+  const message = world.message(messageId, interaction.userId);
+  return ok({
+    interaction: {
+      id: interaction.id, type: interaction.type, response_message_id: message.id,
+      response_message_loading: (message.flags & LOADING_FLAG) !== 0, response_message_ephemeral: message.ephemeralFor !== null,
+    },
+    resource: { type, message: world.messageJson(message) },
+  });
+}
+
+/** The interaction behind a webhook route's token, refusing tokens past their 15 minutes. */
+function tokenInteraction(services: SandboxServices, request: RestRequest): InteractionRecord {
+  const { world, clock } = services;
+  if (request.params['application'] !== world.applicationId) throw unknownWebhook();
+  const interaction = world.interactionByToken(request.params['token']!);
+  if (interaction === undefined) throw invalidWebhookToken();
+  const ageMs = clock.now() - interaction.createdAt;
+  if (ageMs > TOKEN_LIFETIME_MS) {
+    throw new LimitBreach(invalidWebhookToken(), [`interaction ${interaction.id}: token used ${ageMs} ms after the interaction; it is valid for ${TOKEN_LIFETIME_MS} ms`]);
+  }
+  return interaction;
+}
+
+/** The message a webhook route names: @original (once answered) or one of the interaction's follow-ups. */
+function webhookMessage(services: SandboxServices, request: RestRequest): { interaction: InteractionRecord; message: StoredMessage } {
+  const interaction = tokenInteraction(services, request);
+  const wanted = request.params['message'] ?? interaction.messageId;
+  const ownMessages = [interaction.messageId, ...interaction.followUpIds];
+  if (wanted === null || !ownMessages.includes(wanted)) throw unknownMessage();
+  return { interaction, message: services.world.message(wanted, interaction.userId) };
+}
+
+function getMessage(services: SandboxServices, request: RestRequest): RestAnswer {
+  return ok(services.world.messageJson(webhookMessage(services, request).message));
+}
+
+function editMessage(services: SandboxServices, request: RestRequest): RestAnswer {
+  const { world } = services;
+  const { message } = webhookMessage(services, request);
+  const changed = applyMessageEdit(world, message, bodyObject(request), request.files);
+  if ((message.flags & LOADING_FLAG) !== 0) {
+    message.flags &= ~LOADING_FLAG;
+    changed.push('flags');
+  }
+  world.recordEdit(message, changed);
+  return ok(world.messageJson(message));
+}
+
+function deleteMessage(services: SandboxServices, request: RestRequest): RestAnswer {
+  services.world.deleteMessage(webhookMessage(services, request).message.id);
+  return noContent;
+}
+
+function followUp(services: SandboxServices, request: RestRequest): RestAnswer {
+  const interaction = tokenInteraction(services, request);
+  // Discord opens the webhook only once the interaction has been answered.
+  if (interaction.acknowledgedAt === null) throw unknownWebhook();
+  const message = newInteractionMessage(services, interaction, bodyObject(request), request.files, false);
+  interaction.followUpIds.push(message.id);
+  return request.query.get('wait') === 'true' ? ok(services.world.messageJson(message)) : noContent;
+}
+
+const ORIGINAL = '/webhooks/:application/:token/messages/@original';
+const BY_ID = '/webhooks/:application/:token/messages/:message';
+
+export const interactionRoutes: RestRoute[] = [
+  { method: 'POST', pattern: '/interactions/:interaction/:token/callback', handler: { auth: false, rateLimited: false, handle: callback } },
+  { method: 'GET', pattern: ORIGINAL, handler: { auth: false, rateLimited: false, handle: getMessage } },
+  { method: 'PATCH', pattern: ORIGINAL, handler: { auth: false, rateLimited: true, handle: editMessage } },
+  { method: 'DELETE', pattern: ORIGINAL, handler: { auth: false, rateLimited: true, handle: deleteMessage } },
+  { method: 'GET', pattern: BY_ID, handler: { auth: false, rateLimited: false, handle: getMessage } },
+  { method: 'PATCH', pattern: BY_ID, handler: { auth: false, rateLimited: true, handle: editMessage } },
+  { method: 'DELETE', pattern: BY_ID, handler: { auth: false, rateLimited: true, handle: deleteMessage } },
+  { method: 'POST', pattern: '/webhooks/:application/:token', handler: { auth: false, rateLimited: true, handle: followUp } },
+];

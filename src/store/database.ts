@@ -1,0 +1,151 @@
+import Database from 'better-sqlite3';
+import { mkdirSync } from 'node:fs';
+import { SqliteTrainingSet, type TrainingSet } from './dataset.js';
+import { SqliteGuildDefaultsBook, type GuildDefaultsBook } from './guild-defaults.js';
+import { SqliteImageArchive, type ImageArchive } from './images.js';
+import { SqliteJobRecords, type JobRecords } from './jobs.js';
+import { StoreLayout } from './layout.js';
+import { SqliteVoteBook, type VoteBook } from './votes.js';
+
+// The bot's SQLite database and its schema. Each migration is one SQL step, applied in order and never edited once
+// released; PRAGMA user_version counts how many a database has had.
+
+export const MIGRATIONS: readonly string[] = [
+  `CREATE TABLE jobs (
+     job_id TEXT PRIMARY KEY,
+     kind TEXT NOT NULL CHECK (kind IN ('imagine', 'wrong', 'compare', 'train')),
+     user_id TEXT NOT NULL,
+     user_name TEXT NOT NULL,
+     guild_id TEXT,
+     channel_id TEXT,
+     application_id TEXT NOT NULL,
+     interaction_token TEXT,
+     token_expires_at INTEGER,
+     request TEXT NOT NULL,
+     status TEXT NOT NULL CHECK (status IN ('queued', 'running', 'delivered', 'failed', 'cancelled')),
+     message_id TEXT,
+     created_at INTEGER NOT NULL,
+     finished_at INTEGER,
+     error TEXT
+   ) STRICT;
+   CREATE INDEX jobs_unfinished ON jobs (created_at) WHERE status IN ('queued', 'running');
+   CREATE INDEX jobs_unfinished_by_user ON jobs (user_id, created_at) WHERE status IN ('queued', 'running');`,
+
+  `CREATE TABLE kept_panels (
+     job_id TEXT NOT NULL REFERENCES jobs (job_id),
+     panel_index INTEGER NOT NULL,
+     message_id TEXT,
+     sha256 TEXT NOT NULL,
+     bytes INTEGER NOT NULL,
+     provenance TEXT NOT NULL,
+     kept_until INTEGER NOT NULL,
+     PRIMARY KEY (job_id, panel_index)
+   ) STRICT;
+   CREATE INDEX kept_panels_by_message ON kept_panels (message_id);
+   CREATE INDEX kept_panels_by_expiry ON kept_panels (kept_until);
+   CREATE TABLE panel_votes (
+     job_id TEXT NOT NULL,
+     panel_index INTEGER NOT NULL,
+     user_id TEXT NOT NULL,
+     is_admin INTEGER NOT NULL CHECK (is_admin IN (0, 1)),
+     voted_at INTEGER NOT NULL,
+     PRIMARY KEY (job_id, panel_index, user_id),
+     FOREIGN KEY (job_id, panel_index) REFERENCES kept_panels (job_id, panel_index) ON DELETE CASCADE
+   ) STRICT;`,
+
+  // AUTOINCREMENT: a removed entry's id is never handed out again, so ids a trainer logged stay unambiguous.
+  `CREATE TABLE dataset_entries (
+     id INTEGER PRIMARY KEY AUTOINCREMENT,
+     job_id TEXT NOT NULL,
+     panel_index INTEGER NOT NULL,
+     sha256 TEXT NOT NULL,
+     provenance TEXT NOT NULL,
+     voters TEXT NOT NULL,
+     curated_at INTEGER NOT NULL,
+     UNIQUE (job_id, panel_index)
+   ) STRICT;
+   CREATE INDEX dataset_entries_newest ON dataset_entries (curated_at, id);`,
+
+  `CREATE TABLE guild_defaults (
+     guild_id TEXT PRIMARY KEY,
+     size TEXT,
+     steps INTEGER,
+     guidance_scale REAL,
+     lora_strength REAL,
+     updated_by TEXT NOT NULL,
+     updated_at INTEGER NOT NULL
+   ) STRICT;`,
+];
+
+const BUSY_TIMEOUT_MS = 5_000;
+
+/**
+ * Brings the database up to the given steps, one transaction per step. A database that has had more steps than
+ * this code knows is refused before anything is written to it.
+ */
+export function migrate(db: Database.Database, steps: readonly string[] = MIGRATIONS): void {
+  // Immediate, and the version read inside: two processes opening one database at once apply each step once.
+  const applyNextStep = db.transaction((): boolean => {
+    const version = db.pragma('user_version', { simple: true }) as number;
+    if (version > steps.length) {
+      throw new Error(`${db.name} was written by a newer wrongbot (schema ${version}, this one knows ${steps.length}); `
+        + 'upgrade wrongbot to open it');
+    }
+    if (version === steps.length) return false;
+    db.exec(steps[version]!);
+    db.pragma(`user_version = ${version + 1}`);
+    return true;
+  });
+  while (applyNextStep.immediate());
+}
+
+export interface BotStoreOptions {
+  /** Epoch milliseconds; every timestamp the store writes, and sweep's default, come from it. */
+  now?: () => number;
+}
+
+export class BotStore {
+  private constructor(
+    private readonly db: Database.Database,
+    readonly jobs: JobRecords,
+    readonly images: ImageArchive,
+    readonly votes: VoteBook,
+    readonly dataset: TrainingSet,
+    readonly guilds: GuildDefaultsBook,
+  ) {}
+
+  /** Creates the data dir's folders and brings its database up to date. */
+  static open(dataDir: string, options: BotStoreOptions = {}): BotStore {
+    const layout = new StoreLayout(dataDir);
+    const now = options.now ?? Date.now;
+    mkdirSync(layout.dataDir, { recursive: true });
+    const db = new Database(layout.databaseFile, { timeout: BUSY_TIMEOUT_MS });
+    try {
+      db.pragma('foreign_keys = ON');
+      // FULL, not WAL's usual NORMAL: a finish() that told one caller "deliver" must still be there after a power cut.
+      db.pragma('synchronous = FULL');
+      migrate(db);
+      // After migrate, which refuses a newer database without writing to it; switching to WAL writes the header.
+      db.pragma('journal_mode = WAL');
+    } catch (error) {
+      db.close();
+      throw error;
+    }
+    mkdirSync(layout.imagesDir, { recursive: true });
+    mkdirSync(layout.datasetDir, { recursive: true });
+    const images = new SqliteImageArchive(db, layout, now);
+    return new BotStore(
+      db,
+      new SqliteJobRecords(db, now),
+      images,
+      new SqliteVoteBook(db, now),
+      new SqliteTrainingSet(db, layout, images, now),
+      new SqliteGuildDefaultsBook(db, now),
+    );
+  }
+
+  /** Closing again does nothing. */
+  close(): void {
+    this.db.close();
+  }
+}

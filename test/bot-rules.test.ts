@@ -1,0 +1,92 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readBotConfig } from '../src/bot/config.js';
+import { decodeButton, encodeButton, type ButtonAction } from '../src/bot/custom-ids.js';
+import { qualifies, whyNotAVote } from '../src/bot/curation.js';
+import { parseImageSizes, SDXL_IMAGE_SIZES } from '../src/bot/image-sizes.js';
+import { COMMANDS, commandDefinitions } from '../src/commands/index.js';
+import { ConfigError } from '../src/common/environment.js';
+import { InvalidRequestError } from '../src/common/validation.js';
+
+// The bot's rules that need no Discord: button ids, vote rules, sizes, settings and command definitions.
+
+const JOB_ID = '0f8fad5b-d9cb-469f-a165-70867728950e';
+const BOT_ID = '100000000000000001';
+
+test('every button action survives encoding and fits Discord’s 100-character custom_id', () => {
+  const actions: ButtonAction[] = [
+    { kind: 'rerun', jobId: JOB_ID }, { kind: 'compare', jobId: JOB_ID }, { kind: 'cancel', jobId: JOB_ID },
+    { kind: 'vote', jobId: JOB_ID, panelIndex: 0 }, { kind: 'vote', jobId: JOB_ID, panelIndex: 2 },
+  ];
+  for (const action of actions) {
+    const customId = encodeButton(action);
+    assert.ok(customId.length <= 100, customId);
+    assert.deepEqual(decodeButton(customId), action);
+  }
+});
+
+test('custom ids this bot never made are refused, naming the id', () => {
+  for (const customId of ['', 'wb1:zz:' + JOB_ID, 'wb1:rr:not-a-uuid', 'wb2:rr:' + JOB_ID, `wb1:v:${JOB_ID}:99`, `wb1:v:${JOB_ID}`, `wb1:rr:${JOB_ID}:1`]) {
+    assert.throws(() => decodeButton(customId), (error: unknown) => error instanceof InvalidRequestError && error.field === 'custom_id', customId);
+  }
+});
+
+test('votes by the bot itself, by other bots and on others’ messages do not count', () => {
+  const member = { id: '200000000000000002', isBot: false, isAdmin: false };
+  assert.equal(whyNotAVote(member, BOT_ID, BOT_ID), null);
+  assert.equal(whyNotAVote(member, BOT_ID, null), null);
+  assert.match(whyNotAVote({ ...member, id: BOT_ID, isBot: true }, BOT_ID, BOT_ID)!, /own/);
+  assert.match(whyNotAVote({ ...member, isBot: true }, BOT_ID, BOT_ID)!, /bot/);
+  assert.match(whyNotAVote(member, BOT_ID, '300000000000000003')!, /did not write/);
+});
+
+test('an image qualifies at VOTES_TO_CURATE distinct votes, or at once with an admin’s vote', () => {
+  const vote = (userId: string, isAdmin = false) => ({ userId, isAdmin, votedAt: 0 });
+  assert.equal(qualifies([vote('a')], 2), false);
+  assert.equal(qualifies([vote('a'), vote('b')], 2), true);
+  assert.equal(qualifies([vote('a', true)], 5), true);
+  assert.equal(qualifies([], 1), false);
+});
+
+test('IMAGE_SIZES: bad entries are named', () => {
+  assert.deepEqual(parseImageSizes('128x96, 64x64', 4096).map((size) => [size.width, size.height]), [[128, 96], [64, 64]]);
+  assert.throws(() => parseImageSizes('1024x1000x3', 4096), /"1024x1000x3" is not WIDTHxHEIGHT/);
+  assert.throws(() => parseImageSizes('1020x1024', 4096), /"1020x1024": each side must be a multiple of 8/);
+  assert.throws(() => parseImageSizes('64x64,64x64', 4096), /listed twice/);
+  assert.equal(SDXL_IMAGE_SIZES.length, 7);
+});
+
+test('bot settings: each bad value stops the start with its variable named', () => {
+  const base = { DATA_DIR: '/tmp/x' };
+  const cases: Array<[Record<string, string>, RegExp]> = [
+    [{ VOTES_TO_CURATE: '0' }, /^VOTES_TO_CURATE = "0"/],
+    [{ IMAGE_RETENTION_DAYS: 'two' }, /^IMAGE_RETENTION_DAYS = "two"/],
+    [{ ADMIN_ROLE_IDS: '123,abc' }, /^ADMIN_ROLE_IDS = .*"123" is not a Discord id/],
+    [{ DISCORD_API_URL: 'localhost:8787' }, /^DISCORD_API_URL = "localhost:8787"/],
+    [{ IMAGE_SIZES: '100x100' }, /^IMAGE_SIZES: "100x100"/],
+    [{ DEFAULT_SIZE: '512x512' }, /^DEFAULT_SIZE = "512x512" must be one of IMAGE_SIZES/],
+    [{ DEFAULT_GUIDANCE: 'NaN' }, /^DEFAULT_GUIDANCE = "NaN"/],
+    [{ LORA_PATH: '/models/bad name!.safetensors' }, /^LORA_PATH: /],
+    [{ QUEUE_PREFIX: 'a b' }, /^QUEUE_PREFIX = "a b"/],
+  ];
+  for (const [env, message] of cases) {
+    assert.throws(() => readBotConfig({ ...base, ...env }, 'token'), (error: unknown) => error instanceof ConfigError && message.test(error.message), JSON.stringify(env));
+  }
+  const config = readBotConfig({ ...base, LORA_PATH: 'models/wrong-v3.safetensors', ADMIN_ROLE_IDS: '123456789012345678' }, 'token');
+  assert.equal(config.loraVersion, 'wrong-v3');
+  assert.deepEqual(config.adminRoleIds, ['123456789012345678']);
+  assert.equal(config.defaults.size.value, '1024x1024');
+});
+
+test('command definitions: unique names, admin commands hidden from members, the server’s sizes as choices', () => {
+  const names = COMMANDS.map((command) => command.definition.name);
+  assert.equal(new Set(names).size, names.length);
+  for (const name of ['imagine', 'wrong', 'compare', 'queue', 'cancel', 'train', 'dataset']) assert.ok(names.includes(name), name);
+  const train = COMMANDS.find((command) => command.definition.name === 'train')!.definition;
+  assert.equal(train.default_member_permissions, '32');
+  const definitions = commandDefinitions(parseImageSizes('128x128,96x168', 4096));
+  const imagine = definitions.find((definition) => definition.name === 'imagine')!;
+  const size = imagine.options!.find((option) => option.name === 'size') as { choices: Array<{ value: string }> };
+  assert.deepEqual(size.choices.map((choice) => choice.value), ['128x128', '96x168']);
+  for (const definition of definitions) assert.ok((definition.options?.length ?? 0) <= 25, definition.name);
+});
