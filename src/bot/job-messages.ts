@@ -29,7 +29,8 @@ interface Pending {
   render: (inChannel: boolean) => MessageView;
   files: OutgoingFile[];
   final: boolean;
-  waiting: Array<{ resolve: (shown: Shown | null) => void; reject: (error: Error) => void }>;
+  resolve: (shown: Shown | null) => void;
+  reject: (error: Error) => void;
 }
 
 interface MessageState {
@@ -61,9 +62,9 @@ export class JobMessages {
     const final = options.final ?? false;
     if (final) state.ended = true;
     return new Promise((resolve, reject) => {
-      // A superseded view settles with the one that replaced it: its caller only waits for the message to be current.
-      const waiting = [{ resolve, reject }, ...(state.pending?.waiting ?? [])];
-      state.pending = { job, render, files: options.files ?? [], final, waiting };
+      // A view replaced before it was sent is done with: its caller only waited for the message to be current.
+      state.pending?.resolve(null);
+      state.pending = { job, render, files: options.files ?? [], final, resolve, reject };
       this.schedule(state);
     });
   }
@@ -115,10 +116,7 @@ export class JobMessages {
     if (!pending) return;
     state.pending = null;
     state.lastSentAt = this.now();
-    state.sending = this.send(pending).then(
-      (shown) => { for (const { resolve } of pending.waiting) resolve(shown); },
-      (error: Error) => { for (const { reject } of pending.waiting) reject(error); },
-    ).finally(() => {
+    state.sending = this.send(pending).then(pending.resolve, pending.reject).finally(() => {
       state.sending = null;
       state.lastSentAt = this.now();
       if (state.pending) this.schedule(state);
@@ -164,7 +162,7 @@ export class JobMessages {
       embeds: view.embeds,
       components: view.components,
       allowed_mentions: { parse: [], users: view.mentionUserIds },
-      ...(files.length > 0 ? { attachments: files.map((file, id) => ({ id, filename: file.name })) } : {}),
+      ...(files.length > 0 ? { attachments: files.map((file, index) => ({ id: String(index), filename: file.name })) } : {}),
     };
   }
 

@@ -3,7 +3,7 @@ import { ControlError, DiscordApiError } from './discord-errors.js';
 import { CloseCode } from './gateway.js';
 import { buildButtonInteraction, buildCommandInteraction, type BuiltInteraction } from './interaction-builder.js';
 import { TOKEN_LIFETIME_MS } from './limits.js';
-import { addReaction, removeReaction } from './reactions.js';
+import { addReaction, checkUnicodeEmoji, removeReaction } from './reactions.js';
 import { readBody } from './request-body.js';
 import { matchRoute, pathKnown, sendJson, type Route } from './router.js';
 import type { SandboxServices } from './services.js';
@@ -44,7 +44,7 @@ function flag(body: Record<string, unknown>, field: string): boolean | undefined
 /** Users named in control requests are created on first use, like people joining the server. */
 const userFrom = (services: SandboxServices, body: Record<string, unknown>): SandboxUser => services.world.ensureUser(text(body, 'user'));
 
-function userView(services: SandboxServices, user: SandboxUser) {
+function userView(user: SandboxUser) {
   return { id: user.id, name: user.name, admin: user.admin, bot: user.bot };
 }
 
@@ -102,7 +102,7 @@ function react(services: SandboxServices, { body }: ControlRequest, add: boolean
   const user = userFrom(services, body);
   const message = messageFrom(services, body, user);
   if (message.ephemeralFor !== null) throw new ControlError(400, `message ${message.id} is ephemeral; it cannot have reactions`);
-  const emoji = text(body, 'emoji');
+  const emoji = checkUnicodeEmoji(text(body, 'emoji'));
   const changed = add ? addReaction(services, message, user, emoji) : removeReaction(services, message, user, emoji);
   return { changed, message: messageView(services, message) };
 }
@@ -133,7 +133,7 @@ const routes: Route<ControlHandler>[] = [
       return {
         applicationId: world.applicationId, botUserId: world.botUser.id, guildId: world.guildId,
         channels: Object.fromEntries(world.channels.map((channel) => [channel.name, channel.id])),
-        users: world.users().map((user) => userView(services, user)),
+        users: world.users().map((user) => userView(user)),
         commands: [...world.guildCommands, ...world.globalCommands],
         gatewaySessions: services.gateway.connectedSessions(), rateLimitEveryNth: services.rateLimiter.everyNth,
       };
@@ -148,7 +148,7 @@ const routes: Route<ControlHandler>[] = [
       if (existing !== undefined && ((options.admin ?? existing.admin) !== existing.admin || (options.bot ?? existing.bot) !== existing.bot)) {
         throw new ControlError(409, `user ${name} already exists with admin ${existing.admin}, bot ${existing.bot}`);
       }
-      return userView(services, services.world.ensureUser(name, options));
+      return userView(services.world.ensureUser(name, options));
     },
   },
   { method: 'POST', pattern: '/commands', handler: runCommand },

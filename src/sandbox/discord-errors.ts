@@ -16,9 +16,7 @@ export class DiscordApiError extends Error {
 export const unauthorized = () => new DiscordApiError(401, 0, '401: Unauthorized');
 export const unknownChannel = () => new DiscordApiError(404, 10003, 'Unknown Channel');
 export const unknownGuild = () => new DiscordApiError(404, 10004, 'Unknown Guild');
-export const unknownMember = () => new DiscordApiError(404, 10007, 'Unknown Member');
 export const unknownMessage = () => new DiscordApiError(404, 10008, 'Unknown Message');
-export const unknownRole = () => new DiscordApiError(404, 10011, 'Unknown Role');
 export const unknownUser = () => new DiscordApiError(404, 10013, 'Unknown User');
 export const unknownEmoji = () => new DiscordApiError(400, 10014, 'Unknown Emoji');
 export const unknownWebhook = () => new DiscordApiError(404, 10015, 'Unknown Webhook');

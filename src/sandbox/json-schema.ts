@@ -11,6 +11,7 @@ export interface SchemaProblem {
   readonly expectedTypes?: readonly JsonType[];
   /** The value broke `const`/`enum`: the values this schema accepts. */
   readonly allowed?: readonly unknown[];
+  /** The value that broke `allowed`, so merged lists can be reported against it. */
   readonly got?: unknown;
 }
 
@@ -31,7 +32,7 @@ const DIGITS = /^[0-9]+$/;
 // using, say, `not` cannot silently validate less.
 const ANNOTATIONS = new Set([
   '$schema', '$id', '$comment', 'title', 'description', 'default', 'examples', 'deprecated', 'readOnly', 'writeOnly',
-  'contentEncoding', 'contentMediaType', 'discriminator', 'externalDocs', 'example', 'nullable',
+  'contentEncoding', 'contentMediaType', 'discriminator', 'externalDocs', 'example',
 ]);
 const VALIDATIONS = new Set([
   '$ref', 'type', 'const', 'enum', 'format', 'pattern', 'minLength', 'maxLength', 'minimum', 'maximum', 'items',
@@ -39,9 +40,8 @@ const VALIDATIONS = new Set([
   'maxProperties', 'allOf', 'anyOf', 'oneOf',
 ]);
 
-interface FormatCheck {
-  readonly appliesTo: 'number' | 'string';
-  readonly test: (value: never) => boolean;
+interface FormatCheck<T> {
+  readonly test: (value: T) => boolean;
   readonly rule: string;
 }
 
@@ -50,25 +50,24 @@ const INT32_MAX = 2 ** 31 - 1;
 const SNOWFLAKE_LIMIT = 2n ** 64n;
 const DATE_TIME = /^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$/;
 
-// int64 and double are left out: a JSON number already fits them, and the spec bounds every int64 with
-// minimum/maximum. `nonce` only restates maxLength. Formats not listed are ignored, as JSON Schema allows.
-const FORMATS: Record<string, FormatCheck> = {
+// Formats not listed are ignored, as JSON Schema allows. int64 and double add nothing a JSON number does not already
+// meet (the spec bounds each int64 with minimum/maximum), and `nonce` only restates maxLength.
+const NUMBER_FORMATS: Readonly<Record<string, FormatCheck<number>>> = {
   int32: {
-    appliesTo: 'number',
-    test: (value: number) => Number.isInteger(value) && value >= INT32_MIN && value <= INT32_MAX,
+    test: (value) => Number.isInteger(value) && value >= INT32_MIN && value <= INT32_MAX,
     rule: 'must be a 32-bit integer',
   },
+};
+const STRING_FORMATS: Readonly<Record<string, FormatCheck<string>>> = {
   snowflake: {
-    appliesTo: 'string',
-    test: (value: string) => DIGITS.test(value) && BigInt(value) < SNOWFLAKE_LIMIT,
+    test: (value) => DIGITS.test(value) && BigInt(value) < SNOWFLAKE_LIMIT,
     rule: 'must be a snowflake (decimal digits, below 2^64)',
   },
   'date-time': {
-    appliesTo: 'string',
-    test: (value: string) => DATE_TIME.test(value) && !Number.isNaN(Date.parse(value)),
+    test: (value) => DATE_TIME.test(value) && !Number.isNaN(Date.parse(value)),
     rule: 'must be an RFC 3339 date-time',
   },
-  uri: { appliesTo: 'string', test: (value: string) => URL.canParse(value), rule: 'must be an absolute URI' },
+  uri: { test: (value) => URL.canParse(value), rule: 'must be an absolute URI' },
 };
 
 export function childPath(at: string, key: string | number): string {
@@ -92,7 +91,7 @@ function joinAlternatives(parts: readonly string[]): string {
   return parts.length <= 1 ? (parts[0] ?? 'nothing') : `${parts.slice(0, -1).join(', ')} or ${parts.at(-1)}`;
 }
 
-export function describeAlternatives(types: readonly JsonType[], allowed: readonly unknown[]): string {
+function describeAlternatives(types: readonly JsonType[], allowed: readonly unknown[]): string {
   const parts = types.map((type) => TYPE_PHRASES[type]);
   if (allowed.length === 1) parts.push(showValue(allowed[0]));
   if (allowed.length > 1) parts.push(`one of ${allowed.map(showValue).join(', ')}`);
@@ -100,7 +99,7 @@ export function describeAlternatives(types: readonly JsonType[], allowed: readon
 }
 
 function typeProblem(at: string, types: readonly JsonType[], value: unknown): SchemaProblem {
-  return { at, rule: `must be ${describeAlternatives(types, [])} (got ${showValue(value)})`, expectedTypes: types, got: value };
+  return { at, rule: `must be ${describeAlternatives(types, [])} (got ${showValue(value)})`, expectedTypes: types };
 }
 
 function valueProblem(at: string, allowed: readonly unknown[], value: unknown): SchemaProblem {
@@ -113,13 +112,20 @@ function valueProblem(at: string, allowed: readonly unknown[], value: unknown): 
 function canonicalJson(value: unknown): string {
   if (value === null || typeof value !== 'object') return JSON.stringify(value);
   if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
-  const entries = Object.keys(value).sort().map((key) => `${JSON.stringify(key)}:${canonicalJson((value as Record<string, unknown>)[key])}`);
-  return `{${entries.join(',')}}`;
+  const record = value as Record<string, unknown>;
+  return `{${Object.keys(record).sort().map((key) => `${JSON.stringify(key)}:${canonicalJson(record[key])}`).join(',')}}`;
 }
 
 function sameJson(a: unknown, b: unknown): boolean {
   if (a === b) return true;
   return typeof a === 'object' && typeof b === 'object' && a !== null && b !== null && canonicalJson(a) === canonicalJson(b);
+}
+
+/** The number a digit string stands for, when a JS number holds it exactly; otherwise the string, to fail as one. */
+function digitsToNumber(text: string): number | string {
+  if (!DIGITS.test(text)) return text;
+  const number = Number(text);
+  return BigInt(number) === BigInt(text) ? number : text;
 }
 
 /** JSON Schema counts string length in Unicode code points, as Discord does for its character limits. */
@@ -197,7 +203,8 @@ export class SchemaCompiler {
 
   compile(schema: Schema): SchemaCheck {
     if (typeof schema === 'boolean') {
-      return schema ? () => {} : (value, at, problems) => problems.push({ at, rule: `is not allowed (got ${showValue(value)})` });
+      if (schema) return () => {};
+      return (value, at, problems) => problems.push({ at, rule: `is not allowed (got ${showValue(value)})` });
     }
     const cached = this.#compiled.get(schema);
     if (cached) return cached;
@@ -341,24 +348,24 @@ export class SchemaCompiler {
         // A code point takes one or two UTF-16 units, so the UTF-16 length settles most strings without counting.
         if (maxLength !== undefined && value.length > maxLength) {
           const length = codePointLength(value);
-          if (length > maxLength) problems.push({ at, rule: `must be at most ${maxLength} characters (got ${length})`, got: value });
+          if (length > maxLength) problems.push({ at, rule: `must be at most ${maxLength} characters (got ${length})` });
         }
         if (minLength !== undefined && value.length < 2 * minLength) {
           const length = codePointLength(value);
-          if (length < minLength) problems.push({ at, rule: `must be at least ${minLength} characters (got ${length})`, got: value });
+          if (length < minLength) problems.push({ at, rule: `must be at least ${minLength} characters (got ${length})` });
         }
       });
     }
-    const format = typeof schema.format === 'string' ? FORMATS[schema.format] : undefined;
+    const format = typeof schema.format === 'string' ? STRING_FORMATS[schema.format] : undefined;
     const pattern = typeof schema.pattern === 'string' ? new RegExp(schema.pattern, 'u') : null;
-    if (format?.appliesTo === 'string' || pattern) {
+    if (format || pattern) {
       checks.push((value, at, problems) => {
         if (typeof value !== 'string') return;
-        if (format?.appliesTo === 'string' && !(format.test as (text: string) => boolean)(value)) {
-          problems.push({ at, rule: `${format.rule} (got ${showValue(value)})`, got: value });
+        if (format && !format.test(value)) {
+          problems.push({ at, rule: `${format.rule} (got ${showValue(value)})` });
         } else if (pattern && !pattern.test(value)) {
           // A failed format already says what shape the value needs; the pattern would repeat it.
-          problems.push({ at, rule: `must match /${pattern.source}/ (got ${showValue(value)})`, got: value });
+          problems.push({ at, rule: `must match /${pattern.source}/ (got ${showValue(value)})` });
         }
       });
     }
@@ -372,15 +379,14 @@ export class SchemaCompiler {
     if (minimum !== undefined || maximum !== undefined) {
       checks.push((value, at, problems) => {
         if (typeof value !== 'number') return;
-        if (minimum !== undefined && value < minimum) problems.push({ at, rule: `must be at least ${minimum} (got ${value})`, got: value });
-        if (maximum !== undefined && value > maximum) problems.push({ at, rule: `must be at most ${maximum} (got ${value})`, got: value });
+        if (minimum !== undefined && value < minimum) problems.push({ at, rule: `must be at least ${minimum} (got ${value})` });
+        if (maximum !== undefined && value > maximum) problems.push({ at, rule: `must be at most ${maximum} (got ${value})` });
       });
     }
-    const format = typeof schema.format === 'string' ? FORMATS[schema.format] : undefined;
-    if (format?.appliesTo === 'number') {
-      const test = format.test as (number: number) => boolean;
+    const format = typeof schema.format === 'string' ? NUMBER_FORMATS[schema.format] : undefined;
+    if (format) {
       checks.push((value, at, problems) => {
-        if (typeof value === 'number' && !test(value)) problems.push({ at, rule: `${format.rule} (got ${value})`, got: value });
+        if (typeof value === 'number' && !format.test(value)) problems.push({ at, rule: `${format.rule} (got ${value})` });
       });
     }
     return checks;
@@ -399,8 +405,9 @@ export class SchemaCompiler {
     if (minItems !== undefined || maxItems !== undefined) {
       checks.push((value, at, problems) => {
         if (!Array.isArray(value)) return;
-        if (minItems !== undefined && value.length < minItems) problems.push({ at, rule: `must have at least ${minItems} items (got ${value.length})`, got: value });
-        if (maxItems !== undefined && value.length > maxItems) problems.push({ at, rule: `must have at most ${maxItems} items (got ${value.length})`, got: value });
+        const count = value.length;
+        if (minItems !== undefined && count < minItems) problems.push({ at, rule: `must have at least ${minItems} items (got ${count})` });
+        if (maxItems !== undefined && count > maxItems) problems.push({ at, rule: `must have at most ${maxItems} items (got ${count})` });
       });
     }
     if (schema.uniqueItems === true) {
@@ -411,7 +418,7 @@ export class SchemaCompiler {
           const key = canonicalJson(entry);
           const first = firstIndexOf.get(key);
           if (first === undefined) firstIndexOf.set(key, index);
-          else problems.push({ at: childPath(at, index), rule: `must not repeat item ${first} (got ${showValue(entry)})`, got: entry });
+          else problems.push({ at: childPath(at, index), rule: `must not repeat item ${first} (got ${showValue(entry)})` });
         });
       });
     }
@@ -422,7 +429,9 @@ export class SchemaCompiler {
     const checks: SchemaCheck[] = [];
     const declared = isPlainObject(schema.properties) ? schema.properties : {};
     const properties = new Map(Object.entries(declared).map(([name, property]) => [name, this.#compileProperty(name, property as Schema)]));
-    const additional = schema.additionalProperties === undefined ? null : this.compile(schema.additionalProperties as Schema);
+    const additional = schema.additionalProperties === undefined
+      ? null
+      : this.compile(schema.additionalProperties as Schema);
     if (properties.size > 0 || additional) {
       checks.push((value, at, problems) => {
         if (!isPlainObject(value)) return;
@@ -445,8 +454,12 @@ export class SchemaCompiler {
       checks.push((value, at, problems) => {
         if (!isPlainObject(value)) return;
         const count = Object.keys(value).length;
-        if (minProperties !== undefined && count < minProperties) problems.push({ at, rule: `must have at least ${minProperties} properties (got ${count})`, got: value });
-        if (maxProperties !== undefined && count > maxProperties) problems.push({ at, rule: `must have at most ${maxProperties} properties (got ${count})`, got: value });
+        if (minProperties !== undefined && count < minProperties) {
+          problems.push({ at, rule: `must have at least ${minProperties} properties (got ${count})` });
+        }
+        if (maxProperties !== undefined && count > maxProperties) {
+          problems.push({ at, rule: `must have at most ${maxProperties} properties (got ${count})` });
+        }
       });
     }
     return checks;
@@ -457,11 +470,7 @@ export class SchemaCompiler {
     if (!this.#digitStringIntegerProperties.has(name)) return check;
     const types = this.acceptedTypes(schema);
     if (!types.has('integer') || types.has('string')) return check;
-    return (value, at, problems) => {
-      // Past 2^53 a string cannot become an exact number; it stays a string and fails the type check.
-      const coerced = typeof value === 'string' && DIGITS.test(value) && Number.isSafeInteger(Number(value)) ? Number(value) : value;
-      check(coerced, at, problems);
-    };
+    return (value, at, problems) => check(typeof value === 'string' ? digitsToNumber(value) : value, at, problems);
   }
 
   #compileCombinators(schema: { readonly [keyword: string]: unknown }): SchemaCheck[] {
@@ -489,24 +498,27 @@ export class SchemaCompiler {
     }
     const branches = branchSchemas.map((branch) => this.compile(branch));
     let discriminators: readonly string[] | undefined;
-    let pinnedChecks: ReadonlyMap<string, SchemaCheck>[] | undefined;
+    let pinnedChecks: ReadonlyMap<string, SchemaCheck>[] = [];
     return (value, at, problems) => {
-      discriminators ??= this.#discriminators(branchSchemas);
-      pinnedChecks ??= branchSchemas.map((branch) => this.#pinnedPropertyChecks(branch, discriminators!));
-      const results = branches.map((branch, index) => {
+      if (!discriminators) {
+        discriminators = this.#discriminators(branchSchemas);
+        pinnedChecks = branchSchemas.map((branch) => this.#pinnedPropertyChecks(branch, discriminators!));
+      }
+      const results: SchemaProblem[][] = [];
+      for (const [index, branch] of branches.entries()) {
         const found: SchemaProblem[] = [];
         // A branch whose discriminator does not fit is out; validating the rest of the value against it is waste.
         if (isPlainObject(value)) {
-          for (const [name, check] of pinnedChecks![index]!) if (name in value) check(value[name], childPath(at, name), found);
-          if (found.length > 0) return mergeValueProblems(found);
+          for (const [name, check] of pinnedChecks[index]!) if (name in value) check(value[name], childPath(at, name), found);
         }
-        branch(value, at, found);
-        return mergeValueProblems(found);
-      });
+        if (found.length === 0) branch(value, at, found);
+        if (found.length === 0 && !exactlyOne) return;
+        results.push(mergeValueProblems(found));
+      }
       const matching = results.filter((found) => found.length === 0).length;
-      if (matching === 1 || (matching > 1 && !exactlyOne)) return;
+      if (matching === 1) return;
       if (matching > 1) {
-        problems.push({ at, rule: `matches ${matching} of the ${branches.length} oneOf alternatives; exactly one must match`, got: value });
+        problems.push({ at, rule: `matches ${matching} of the ${branches.length} oneOf alternatives; exactly one must match` });
         return;
       }
       const spots = new Set([at, ...discriminators.map((name) => childPath(at, name))]);
@@ -561,12 +573,12 @@ function constantsOnly(branches: readonly Schema[]): unknown[] | null {
   return values;
 }
 
-function mergeShapeProblems(results: readonly SchemaProblem[][], at: string, spots: ReadonlySet<string>, value: unknown): SchemaProblem[] {
-  const typeFits = results.filter((found) => !found.some((problem) => problem.at === at && problem.expectedTypes));
-  if (typeFits.length === 0) {
-    const types = [...new Set(results.flatMap((found) => found.find((problem) => problem.at === at && problem.expectedTypes)?.expectedTypes ?? []))];
-    return [typeProblem(at, types, value)];
-  }
+function mergeShapeProblems(
+  results: readonly SchemaProblem[][], at: string, spots: ReadonlySet<string>, value: unknown,
+): SchemaProblem[] {
+  const typeMiss = (found: readonly SchemaProblem[]) => found.find((problem) => problem.at === at && problem.expectedTypes);
+  const typeFits = results.filter((found) => !typeMiss(found));
+  if (typeFits.length === 0) return [typeProblem(at, [...new Set(results.flatMap((found) => typeMiss(found)!.expectedTypes!))], value)];
   const bySpot = new Map<string, SchemaProblem[]>();
   for (const found of typeFits) {
     for (const problem of found) {
@@ -576,7 +588,9 @@ function mergeShapeProblems(results: readonly SchemaProblem[][], at: string, spo
   return [...bySpot].flatMap(([spot, found]) => {
     if (found.every((problem) => problem.allowed)) {
       const allowed: unknown[] = [];
-      for (const problem of found) for (const entry of problem.allowed!) if (!allowed.some((seen) => sameJson(seen, entry))) allowed.push(entry);
+      for (const entry of found.flatMap((problem) => problem.allowed!)) {
+        if (!allowed.some((seen) => sameJson(seen, entry))) allowed.push(entry);
+      }
       return [valueProblem(spot, allowed, found[0]!.got)];
     }
     const distinct = new Map(found.map((problem) => [problem.rule, problem]));

@@ -70,7 +70,7 @@ function componentProblems(components: unknown[], isComponentsV2: boolean): stri
 const IS_COMPONENTS_V2_FLAG = 1 << 15;
 
 /** Problems with a message create/edit payload's content, embeds and components (empty = within limits). */
-export function messageLimitProblems(body: Record<string, unknown>): string[] {
+function messageLimitProblems(body: Record<string, unknown>): string[] {
   const problems: string[] = [];
   const contentChars = characters(body['content']);
   if (contentChars > MAX_CONTENT_CHARS) problems.push(`content: ${contentChars} characters; the limit is ${MAX_CONTENT_CHARS}`);

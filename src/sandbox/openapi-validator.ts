@@ -4,7 +4,9 @@
 
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { SchemaCompiler, childPath, mergeValueProblems, showValue, type JsonType, type Schema, type SchemaCheck, type SchemaProblem } from './json-schema.js';
+import {
+  SchemaCompiler, childPath, mergeValueProblems, showValue, type JsonType, type Schema, type SchemaCheck, type SchemaProblem,
+} from './json-schema.js';
 
 export const DISCORD_OPENAPI_PATH = fileURLToPath(new URL('../../../assets/discord/openapi.json', import.meta.url));
 
@@ -105,7 +107,8 @@ export class OpenApiValidator {
       throw new Error('OpenAPI document has no paths object');
     }
     this.#compiler = new SchemaCompiler(document, { digitStringIntegerProperties: PERMISSION_BITFIELD_PROPERTIES });
-    this.#routes = Object.entries((document as OpenApiDocument).paths).map(([template, item]) => toRoute(template, item)).sort(literalsFirst);
+    const paths = Object.entries((document as OpenApiDocument).paths);
+    this.#routes = paths.map(([template, item]) => toRoute(template, item)).sort(literalsFirst);
   }
 
   static fromFile(specPath: string = DISCORD_OPENAPI_PATH): OpenApiValidator {
@@ -117,7 +120,8 @@ export class OpenApiValidator {
     const segments = request.path.startsWith('/') ? request.path.slice(1).split('/').map(decodeSegment) : [];
     const route = this.#routes.find((candidate) => routeMatches(candidate, segments));
     if (!route) {
-      return { operationId: null, route: null, pathParams: {}, problems: [`${method} ${request.path}: no route in the Discord OpenAPI spec has this path`] };
+      const problem = `${method} ${request.path}: no route in the Discord OpenAPI spec has this path`;
+      return { operationId: null, route: null, pathParams: {}, problems: [problem] };
     }
     const pathParams: Record<string, string> = {};
     route.parameterNames.forEach((name, index) => {
@@ -136,9 +140,10 @@ export class OpenApiValidator {
     route.parameterNames.forEach((name, index) => {
       if (name === null) return;
       const segment = segments[index]!;
-      if (segment.malformed) found.push({ at: childPath('path', name), rule: `is not valid percent-encoding (got ${showValue(segment.text)})` });
+      const at = childPath('path', name);
+      if (segment.malformed) found.push({ at, rule: `is not valid percent-encoding (got ${showValue(segment.text)})` });
       const parameter = prepared.pathParameters.get(name);
-      parameter?.check(coerceText(segment.text, parameter.types), childPath('path', name), found);
+      parameter?.check(coerceText(segment.text, parameter.types), at, found);
     });
     this.#checkQuery(prepared, request.query, found);
     this.#checkBody(prepared, request, found);
@@ -170,7 +175,9 @@ export class OpenApiValidator {
       body: body
         ? {
           required: body.required === true,
-          media: new Map(Object.entries(body.content).map(([mediaType, { schema }]) => [mediaType.toLowerCase(), this.#prepareMedia(mediaType, schema)])),
+          media: new Map(Object.entries(body.content).map(([mediaType, { schema }]) => [
+            mediaType.toLowerCase(), this.#prepareMedia(mediaType, schema),
+          ])),
         }
         : null,
     };
@@ -240,7 +247,9 @@ export class OpenApiValidator {
       return;
     }
     if (mediaType !== 'multipart/form-data') {
-      if (fileFields.length > 0) found.push({ at: 'body', rule: `file parts need multipart/form-data (got ${mediaType} with ${fileFields.join(', ')})` });
+      if (fileFields.length > 0) {
+        found.push({ at: 'body', rule: `file parts need multipart/form-data (got ${mediaType} with ${fileFields.join(', ')})` });
+      }
       media.check(request.body, 'body', found);
       return;
     }
@@ -260,7 +269,8 @@ function checkMultipart(media: PreparedMedia, payload: unknown, fileFields: read
     }
   }
   // The spec models the form as one object: payload_json's fields beside the file parts.
-  const form = { ...(payload as Record<string, unknown> | undefined), ...Object.fromEntries(fileFields.map((name) => [name, FILE_PART_STAND_IN])) };
+  const fileParts = Object.fromEntries(fileFields.map((name) => [name, FILE_PART_STAND_IN]));
+  const form = { ...(payload as Record<string, unknown> | undefined), ...fileParts };
   media.check(form, 'body', found);
 }
 

@@ -193,6 +193,16 @@ export class World {
     return message;
   }
 
+  /** An attachment still on some message in the channel (ephemeral ones too: their URLs are not guessable). */
+  findAttachment(channelId: string, attachmentId: string): StoredAttachment | undefined {
+    for (const message of this.#messages.values()) {
+      if (message.channelId !== channelId) continue;
+      const attachment = message.attachments.find((candidate) => candidate.id === attachmentId);
+      if (attachment !== undefined) return attachment;
+    }
+    return undefined;
+  }
+
   deleteMessage(id: string): void {
     this.#messages.delete(id);
   }

@@ -1,0 +1,211 @@
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { Queue } from 'bullmq';
+import { Redis } from 'ioredis';
+import { QUEUE_NAMES } from '../src/queue/contracts.js';
+import type { SandboxMessageView } from '../src/sandbox/control-client.js';
+import { runCli } from './support/cli.js';
+import { answerTo, startBotStack, type BotStack } from './support/bot-stack.js';
+import { fixturePath } from './support/fixtures.js';
+import { TEST_REDIS_URL, TINY_LORA } from './support/worker-process.js';
+
+// The product end to end: members use slash commands, buttons and reactions in the local Discord; the real bot
+// process answers through Discord's REST API, a real worker draws on the tiny model, and every request the bot makes
+// is checked against Discord's OpenAPI spec by the local Discord.
+
+const INTERACTION_ACK_DEADLINE_MS = 3_000;
+const EDIT_INTERVAL_MS = 2_000;
+const THUMBS_DOWN = '👎';
+
+let stack: BotStack;
+before(async () => {
+  stack = await startBotStack('bot', { botEnv: { VOTES_TO_CURATE: '2', MAX_QUEUED_PER_USER: '2' } });
+});
+after(async () => {
+  await stack?.close();
+});
+
+async function assertNoViolations(): Promise<void> {
+  const violations = await stack.sandbox.violations();
+  assert.deepEqual(violations, [], 'every request the bot made follows Discord’s OpenAPI spec and limits');
+}
+
+function hasImage(message: SandboxMessageView | undefined): message is SandboxMessageView {
+  return message !== undefined && message.attachments.length > 0;
+}
+
+async function resultOf(interactionId: string, timeoutMs = 60_000): Promise<SandboxMessageView> {
+  return stack.waitForMessages((messages) => {
+    const answer = answerTo(messages, interactionId);
+    return hasImage(answer) ? answer : null;
+  }, `the result of interaction ${interactionId}`, { timeoutMs });
+}
+
+function attachment(message: SandboxMessageView, filename: string) {
+  const found = message.attachments.find((candidate) => candidate.filename === filename);
+  assert.ok(found, `${filename} among ${message.attachments.map((candidate) => candidate.filename).join(', ')}`);
+  return found;
+}
+
+function field(message: SandboxMessageView, name: string): string {
+  const fields = (message.embeds[0]?.['fields'] ?? []) as Array<{ name: string; value: string }>;
+  const found = fields.find((candidate) => candidate.name === name);
+  assert.ok(found, `embed field ${name}`);
+  return found.value;
+}
+
+function buttons(message: SandboxMessageView): Array<{ custom_id: string; label: string }> {
+  return message.components.flatMap((row) => (row['components'] as Array<{ custom_id: string; label: string }>));
+}
+
+async function ephemeralReplyTo(user: string, interactionId: string): Promise<string> {
+  return stack.waitForMessages((messages) => {
+    const reply = messages.find((message) => message.ephemeral && message.interactionId === interactionId && message.content !== '');
+    return reply?.content;
+  }, `a private reply to ${user}`, { user, timeoutMs: 20_000 });
+}
+
+test('/imagine: deferred within 3 s, progress edits at most every 2 s, and the image generate makes', async () => {
+  const options = { prompt: 'a lighthouse at dusk, oil painting', seed: 1234, steps: 150, size: '128x128', guidance: 7.5 };
+  const { interactionId } = await stack.sandbox.command({ user: 'alice', command: 'imagine', options });
+  const result = await resultOf(interactionId);
+
+  const interaction = await stack.sandbox.interaction(interactionId);
+  assert.equal(interaction.callbackType, 5, 'a deferred reply');
+  assert.ok(interaction.acknowledgedAt! - interaction.createdAt <= INTERACTION_ACK_DEADLINE_MS);
+  const editTimes = result.edits.map((edit) => edit.at);
+  assert.ok(editTimes.length >= 3, `queued, progress and result edits: ${JSON.stringify(result.edits)}`);
+  for (let i = 1; i < editTimes.length; i++) assert.ok(editTimes[i]! - editTimes[i - 1]! >= EDIT_INTERVAL_MS - 50, `edit spacing ${editTimes[i]! - editTimes[i - 1]!} ms`);
+  assert.ok(stack.bot.output().length > 0);
+
+  const png = await stack.sandbox.download(attachment(result, 'panel-1.png').url);
+  const cli = await runCli(['generate', '--model', fixturePath('tiny-sdxl'), '--prompt', options.prompt, '--seed', '1234', '--steps', '150',
+    '--width', '128', '--height', '128', '--guidance', '7.5', '--out', path.join(stack.dataDir, 'imagine.png')]);
+  assert.equal(cli.code, 0, cli.stderr);
+  assert.ok(png.equals(readFileSync(path.join(stack.dataDir, 'imagine.png'))), 'the delivered PNG is byte-identical to wrongbot generate');
+  assert.equal(field(result, 'Seed'), '1234');
+  assert.equal(field(result, 'Steps'), '150');
+  assert.equal(field(result, 'Guidance'), '7.5');
+  assert.equal(field(result, 'Size'), '128×128');
+  assert.equal(field(result, 'Negative prompt'), 'none');
+  assert.deepEqual(buttons(result).map((button) => button.label), ['New seed', 'Compare this seed']);
+  await stack.waitForMessages((messages) => answerTo(messages, interactionId)?.reactions.some((reaction) => reaction.emoji === THUMBS_DOWN),
+    'the bot’s own 👎 under the image, so voting is one click');
+  await assertNoViolations();
+});
+
+test('/wrong: the LoRA at the chosen strength and "wrong" as the negative, as generate makes it', async () => {
+  const { interactionId } = await stack.sandbox.command({ user: 'alice', command: 'wrong', options: { prompt: 'a cat', seed: 7, strength: 0.75, size: '64x64' } });
+  const result = await resultOf(interactionId);
+  assert.equal(field(result, 'Negative prompt'), '"wrong"');
+  assert.equal(field(result, 'LoRA'), 'tiny_sdxl_lora_kohya ×0.75');
+  const out = path.join(stack.dataDir, 'wrong.png');
+  const cli = await runCli(['generate', '--model', fixturePath('tiny-sdxl'), '--prompt', 'a cat', '--negative', 'wrong', '--seed', '7', '--steps', '4',
+    '--width', '64', '--height', '64', '--guidance', '13', '--lora', TINY_LORA, '--strength', '0.75', '--out', out]);
+  assert.equal(cli.code, 0, cli.stderr);
+  assert.ok((await stack.sandbox.download(attachment(result, 'panel-1.png').url)).equals(readFileSync(out)));
+  await assertNoViolations();
+});
+
+let triptych: SandboxMessageView;
+
+test('/compare: the triptych with every panel attached and a 👎 button per panel', async () => {
+  const { interactionId } = await stack.sandbox.command({ user: 'carol', command: 'compare', options: { prompt: 'an astronaut riding a horse', seed: 99, size: '64x64' } });
+  triptych = await resultOf(interactionId);
+  assert.deepEqual(triptych.attachments.map((file) => file.filename), ['triptych.png', 'panel-1.png', 'panel-2.png', 'panel-3.png']);
+  assert.deepEqual(buttons(triptych).map((button) => button.label), ['New seed', 'Panel 1 is wrong', 'Panel 2 is wrong', 'Panel 3 is wrong']);
+  assert.match((triptych.embeds[0]!['image'] as { url: string }).url, /\/triptych\.png$/, 'the embed shows the triptych');
+  await assertNoViolations();
+});
+
+function datasetSidecars(): Array<Record<string, unknown>> {
+  const dir = path.join(stack.dataDir, 'dataset');
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return [];
+  }
+  return names.filter((name) => name.endsWith('.json')).map((name) => JSON.parse(readFileSync(path.join(dir, name), 'utf8')) as Record<string, unknown>);
+}
+
+test('panel 👎 buttons: two members put panel 2 in the training set with its provenance; pressing again takes a vote back', async () => {
+  const voteButton = buttons(triptych).find((button) => button.label === 'Panel 2 is wrong')!;
+  const first = await stack.sandbox.press('alice', triptych.id, voteButton.custom_id);
+  assert.match(await ephemeralReplyTo('alice', first.interactionId), /1 of 2 vote/);
+  assert.equal(datasetSidecars().length, 0, 'one vote of two is not enough');
+  const second = await stack.sandbox.press('bob', triptych.id, voteButton.custom_id);
+  assert.match(await ephemeralReplyTo('bob', second.interactionId), /in the training set as entry #\d+/);
+  const [entry] = datasetSidecars();
+  assert.ok(entry);
+  const provenance = entry['provenance'] as Record<string, unknown>;
+  assert.equal(provenance['panelIndex'], 1);
+  assert.equal(provenance['prompt'], 'an astronaut riding a horse');
+  assert.equal(provenance['negativePrompt'], 'wrong');
+  assert.equal(provenance['seed'], 99);
+  assert.equal(provenance['loraVersion'], null, 'panel 2 is the base model');
+  assert.equal(provenance['kind'], 'compare');
+  const users = (await stack.sandbox.state()).users;
+  const idOf = (name: string) => users.find((user) => user.name === name)!.id;
+  assert.deepEqual((entry['voters'] as Array<{ userId: string }>).map((voter) => voter.userId).sort(), [idOf('alice'), idOf('bob')].sort());
+  const panelPng = await stack.sandbox.download(attachment(triptych, 'panel-2.png').url);
+  const curatedPng = readFileSync(path.join(stack.dataDir, 'dataset', String(entry['image'])));
+  assert.ok(curatedPng.equals(panelPng), 'the curated PNG is the lossless panel');
+
+  const again = await stack.sandbox.press('bob', triptych.id, voteButton.custom_id);
+  assert.match(await ephemeralReplyTo('bob', again.interactionId), /taken back/);
+  assert.equal(datasetSidecars().length, 0, 'below the threshold again, the image leaves the set');
+  await assertNoViolations();
+});
+
+test('👎 reactions: the bot’s own, another bot’s and a repeated vote do not count; two members curate; un-reacting takes it back', async () => {
+  const { interactionId } = await stack.sandbox.command({ user: 'dave', command: 'imagine', options: { prompt: 'a red bicycle', seed: 5, size: '64x64' } });
+  const result = await resultOf(interactionId);
+  const votesInAll = async () => {
+    const { interactionId: statsId } = await stack.sandbox.command({ user: 'erin', command: 'dataset', subcommand: 'stats' });
+    const stats = /^(\d+) image\(s\) in the training set; (\d+) image\(s\) have (\d+) 👎 vote/.exec(await ephemeralReplyTo('erin', statsId));
+    assert.ok(stats);
+    return Number(stats[3]);
+  };
+  // Earlier tests left votes on other images; this one's are what comes on top.
+  const baseline = await votesInAll();
+  await stack.sandbox.createUser('helperbot', { bot: true });
+  await stack.sandbox.react('helperbot', result.id, THUMBS_DOWN);
+  await stack.sandbox.react('alice', result.id, THUMBS_DOWN);
+  await stack.sandbox.unreact('alice', result.id, THUMBS_DOWN);
+  await stack.sandbox.react('alice', result.id, THUMBS_DOWN);
+  await stack.sandbox.react('bob', result.id, THUMBS_DOWN);
+  const curated = await stack.sandbox.waitFor(async () => datasetSidecars().find((entry) => (entry['provenance'] as { prompt: string }).prompt === 'a red bicycle'),
+    { what: 'the curated bicycle', timeoutMs: 10_000 });
+  assert.equal((curated['voters'] as unknown[]).length, 2);
+  assert.equal((curated['provenance'] as { seed: number }).seed, 5);
+  await stack.sandbox.unreact('bob', result.id, THUMBS_DOWN);
+  await stack.sandbox.waitFor(async () => datasetSidecars().length === 0, { what: 'the entry to leave the set', timeoutMs: 10_000 });
+  assert.equal(await votesInAll(), baseline + 1, 'alice’s vote stays');
+  await stack.sandbox.unreact('alice', result.id, THUMBS_DOWN);
+  assert.equal(await votesInAll(), baseline, 'un-reacting takes the vote back');
+  await assertNoViolations();
+});
+
+test('/train: a member without Manage Server is refused by the bot itself, an admin queues a training job', async () => {
+  const redis = new Redis(TEST_REDIS_URL, { maxRetriesPerRequest: 1 });
+  const training = new Queue(QUEUE_NAMES.training, { connection: redis, prefix: stack.prefix });
+  try {
+    await assert.rejects(stack.sandbox.command({ user: 'frank', command: 'train', options: { steps: 10 } }), /permission|Manage/i,
+      'Discord itself does not deliver the command to a member without the permission');
+    const forced = await stack.sandbox.command({ user: 'frank', command: 'train', options: { steps: 10 }, force: true });
+    assert.match(await ephemeralReplyTo('frank', forced.interactionId), /Only server admins/);
+    assert.equal(await training.count(), 0, 'nothing was queued for the non-admin');
+    await stack.sandbox.createUser('grace', { admin: true });
+    const allowed = await stack.sandbox.command({ user: 'grace', command: 'train', options: { steps: 10 } });
+    await stack.waitForMessages((messages) => answerTo(messages, allowed.interactionId)?.content.includes('Queued'), 'the training job’s queued message');
+    assert.equal(await training.count(), 1);
+  } finally {
+    await training.obliterate({ force: true });
+    await training.close();
+    redis.disconnect();
+  }
+  await assertNoViolations();
+});

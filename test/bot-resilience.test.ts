@@ -1,0 +1,114 @@
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { SandboxMessageView } from '../src/sandbox/control-client.js';
+import { answerTo, startBotStack, type BotStack } from './support/bot-stack.js';
+
+// The bot under load and through failures: many members at once with Discord answering some requests with 429, a
+// worker killed mid-job, the bot restarted, and an interaction token that expires before the image is ready.
+
+const INTERACTION_ACK_DEADLINE_MS = 3_000;
+const TOKEN_LIFETIME_MS = 15 * 60_000;
+const stacks: BotStack[] = [];
+after(async () => {
+  for (const stack of stacks) await stack.close();
+});
+
+async function stackFor(label: string, options: Parameters<typeof startBotStack>[1] = {}): Promise<BotStack> {
+  const stack = await startBotStack(label, options);
+  stacks.push(stack);
+  return stack;
+}
+
+function imageMessages(messages: SandboxMessageView[]): SandboxMessageView[] {
+  return messages.filter((message) => message.attachments.length > 0);
+}
+
+test('50 /imagine from 10 members at once: all acknowledged in time, the per-member limit explained, every accepted job answered once', async () => {
+  const stack = await stackFor('load', { rateLimitEveryNth: 7, botEnv: { MAX_QUEUED_PER_USER: '2' } });
+  const members = Array.from({ length: 10 }, (_, i) => `member${i}`);
+  const sent = await Promise.all(Array.from({ length: 50 }, (_, i) => {
+    const user = members[i % members.length]!;
+    return stack.sandbox.command({ user, command: 'imagine', options: { prompt: `test pattern ${i}`, seed: i, steps: 2, size: '64x64' } })
+      .then((handle) => ({ ...handle, user }));
+  }));
+  // The local Discord refuses an acknowledgement after 3 s (10062), as Discord does; so all of them acknowledged
+  // means all of them in time.
+  const interactions = await stack.sandbox.waitFor(async () => {
+    const views = await Promise.all(sent.map((handle) => stack.sandbox.interaction(handle.interactionId)));
+    return views.every((view) => view.acknowledgedAt !== null) ? views : null;
+  }, { what: 'all 50 interactions acknowledged', timeoutMs: 10_000 });
+  for (const interaction of interactions) assert.ok(interaction.acknowledgedAt! - interaction.createdAt <= INTERACTION_ACK_DEADLINE_MS);
+  // Each interaction ends either with its image or with a private note about the limit (its public reply deleted).
+  const outcome = await stack.sandbox.waitFor(async () => {
+    const outcomes = await Promise.all(sent.map(async (handle) => {
+      const messages = await stack.sandbox.messages('general', { user: handle.user });
+      if (imageMessages(messages).some((message) => message.interactionId === handle.interactionId)) return 'image';
+      const note = messages.find((message) => message.ephemeral && message.interactionId === handle.interactionId);
+      return note ? note.content : null;
+    }));
+    return outcomes.every((result) => result !== null) ? outcomes : null;
+  }, { what: 'an answer to all 50 commands', timeoutMs: 240_000 });
+  const refusals = outcome.filter((result) => result !== 'image');
+  assert.ok(refusals.length > 0, 'five each at once is more than the limit of two waiting');
+  for (const refusal of refusals) assert.match(refusal!, /you already have 2 jobs waiting/);
+  const accepted = outcome.length - refusals.length;
+  assert.ok(accepted >= 20, `at least two per member were accepted (${accepted})`);
+  const images = imageMessages(await stack.sandbox.messages());
+  assert.equal(images.length, accepted, 'exactly one image message per accepted job');
+  assert.equal(new Set(images.map((message) => message.interactionId)).size, accepted);
+  const requests = await stack.sandbox.requests();
+  assert.ok(requests.some((request) => request.status === 429), 'some requests were rate limited and retried');
+  assert.deepEqual(await stack.sandbox.violations(), []);
+});
+
+test('a worker killed mid-job: the member still gets exactly one result', async () => {
+  const stack = await stackFor('kill');
+  const [first] = stack.workers;
+  const { interactionId } = await stack.sandbox.command({ user: 'alice', command: 'imagine', options: { prompt: 'a slow one', seed: 3, steps: 150, size: '128x128' } });
+  await stack.waitForMessages((messages) => answerTo(messages, interactionId)?.content.includes('step'), 'progress from the first worker');
+  first!.child.kill('SIGKILL');
+  await first!.exited;
+  await stack.startWorker();
+  const result = await stack.waitForMessages((messages) => {
+    const answer = answerTo(messages, interactionId);
+    return answer && answer.attachments.length > 0 ? answer : null;
+  }, 'the result from the second worker', { timeoutMs: 120_000 });
+  assert.equal(result.attachments.length, 1);
+  assert.equal(imageMessages(await stack.sandbox.messages()).length, 1, 'one result message, not two');
+  assert.deepEqual(await stack.sandbox.violations(), []);
+});
+
+test('the bot restarted: buttons on messages from before still work', async () => {
+  const stack = await stackFor('restart');
+  const { interactionId } = await stack.sandbox.command({ user: 'alice', command: 'imagine', options: { prompt: 'a teapot', seed: 11, size: '64x64' } });
+  const result = await stack.waitForMessages((messages) => {
+    const answer = answerTo(messages, interactionId);
+    return answer && answer.attachments.length > 0 ? answer : null;
+  }, 'the first result');
+  await stack.restartBot();
+  const compareButton = result.components.flatMap((row) => row['components'] as Array<{ custom_id: string; label: string }>)
+    .find((button) => button.label === 'Compare this seed')!;
+  const pressed = await stack.sandbox.press('bob', result.id, compareButton.custom_id);
+  const triptych = await stack.waitForMessages((messages) => {
+    const answer = answerTo(messages, pressed.interactionId);
+    return answer && answer.attachments.length > 0 ? answer : null;
+  }, 'the triptych asked for after the restart');
+  assert.equal(triptych.attachments[0]!.filename, 'triptych.png');
+  const seed = (triptych.embeds[0]!['fields'] as Array<{ name: string; value: string }>).find((field) => field.name === 'Seed')!.value;
+  assert.equal(seed, '11', 'the same seed as the message the button was on');
+  assert.deepEqual(await stack.sandbox.violations(), []);
+});
+
+test('a result after the interaction token expired is posted to the channel and mentions the member', async () => {
+  const stack = await stackFor('expiry', { workers: 0 });
+  const { interactionId } = await stack.sandbox.command({ user: 'alice', command: 'imagine', options: { prompt: 'a late one', seed: 8, size: '64x64' } });
+  await stack.waitForMessages((messages) => answerTo(messages, interactionId)?.content.includes('Queued'), 'the queued message');
+  await stack.sandbox.advanceClock(TOKEN_LIFETIME_MS + 60_000);
+  await stack.startWorker();
+  const alice = (await stack.sandbox.state()).users.find((user) => user.name === 'alice')!;
+  const posted = await stack.waitForMessages((messages) => imageMessages(messages).find((message) => message.interactionId === null), 'the result as a channel message');
+  assert.ok(posted.content.includes(`<@${alice.id}>`), posted.content);
+  assert.deepEqual(posted.mentions, [alice.id]);
+  assert.equal(imageMessages(await stack.sandbox.messages()).length, 1);
+  assert.deepEqual(await stack.sandbox.violations(), []);
+});
