@@ -189,6 +189,17 @@ test('👎 reactions: the bot’s own, another bot’s and a repeated vote do no
   await assertNoViolations();
 });
 
+test('an admin’s 👎 curates an image at once', async () => {
+  const { interactionId } = await stack.sandbox.command({ user: 'dave', command: 'imagine', options: { prompt: 'a blue vase', seed: 6, size: '64x64' } });
+  const result = await resultOf(interactionId);
+  await stack.sandbox.createUser('adminhazel', { admin: true });
+  await stack.sandbox.react('adminhazel', result.id, THUMBS_DOWN);
+  const curated = await stack.sandbox.waitFor(async () => datasetSidecars().find((entry) => (entry['provenance'] as { prompt: string }).prompt === 'a blue vase'),
+    { what: 'the vase curated by one admin vote', timeoutMs: 10_000 });
+  assert.deepEqual((curated['voters'] as Array<{ isAdmin: boolean }>).map((voter) => voter.isAdmin), [true]);
+  await assertNoViolations();
+});
+
 test('/train: a member without Manage Server is refused by the bot itself, an admin queues a training job', async () => {
   const redis = new Redis(TEST_REDIS_URL, { maxRetriesPerRequest: 1 });
   const training = new Queue(QUEUE_NAMES.training, { connection: redis, prefix: stack.prefix });

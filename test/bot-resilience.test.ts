@@ -112,3 +112,39 @@ test('a result after the interaction token expired is posted to the channel and 
   assert.equal(imageMessages(await stack.sandbox.messages()).length, 1);
   assert.deepEqual(await stack.sandbox.violations(), []);
 });
+
+test('/queue lists a member’s waiting jobs; ❌ and /cancel cancel them; a bad job id gets a private answer', async () => {
+  const stack = await stackFor('cancel', { workers: 0 });
+  const first = await stack.sandbox.command({ user: 'alice', command: 'imagine', options: { prompt: 'first', size: '64x64' } });
+  const second = await stack.sandbox.command({ user: 'alice', command: 'wrong', options: { prompt: 'second', size: '64x64' } });
+  const queuedFirst = await stack.waitForMessages((messages) => {
+    const answer = answerTo(messages, first.interactionId);
+    return answer?.content.includes('position 1') ? answer : null;
+  }, 'the first job at position 1');
+  await stack.waitForMessages((messages) => answerTo(messages, second.interactionId)?.content.includes('position 2'), 'the second job at position 2');
+
+  const privateReply = async (user: string, interactionId: string) => stack.waitForMessages((messages) =>
+    messages.find((message) => message.ephemeral && message.interactionId === interactionId && message.content !== '')?.content,
+  `a private reply to ${user}`, { user });
+  const queue = await stack.sandbox.command({ user: 'alice', command: 'queue' });
+  const listing = await privateReply('alice', queue.interactionId);
+  assert.match(listing, /\/imagine “first” — position 1/);
+  assert.match(listing, /\/wrong “second” — position 2/);
+
+  const cancelButton = queuedFirst.components.flatMap((row) => row['components'] as Array<{ custom_id: string; label: string }>)
+    .find((button) => button.label === 'Cancel')!;
+  const byBob = await stack.sandbox.press('bob', queuedFirst.id, cancelButton.custom_id);
+  assert.match(await privateReply('bob', byBob.interactionId), /Only the member who asked/);
+  const byAlice = await stack.sandbox.press('alice', queuedFirst.id, cancelButton.custom_id);
+  assert.match(await privateReply('alice', byAlice.interactionId), /cancelled before it started/);
+  await stack.waitForMessages((messages) => answerTo(messages, first.interactionId)?.content.includes('Cancelled'), 'the first job’s message to say so');
+
+  const bad = await stack.sandbox.command({ user: 'alice', command: 'cancel', options: { job: 'no-such-job' } });
+  assert.match(await privateReply('alice', bad.interactionId), /no job `no-such-job`/);
+  const cancelAll = await stack.sandbox.command({ user: 'alice', command: 'cancel' });
+  assert.match(await privateReply('alice', cancelAll.interactionId), /\/wrong “second” was cancelled before it started/);
+  await stack.waitForMessages((messages) => answerTo(messages, second.interactionId)?.content.includes('Cancelled'), 'the second job’s message to say so');
+  const after = await stack.sandbox.command({ user: 'alice', command: 'queue' });
+  assert.match(await privateReply('alice', after.interactionId), /no jobs waiting or running/);
+  assert.deepEqual(await stack.sandbox.violations(), []);
+});

@@ -10,6 +10,7 @@ import {
 } from 'discord.js';
 import type { SandboxClient } from '../src/sandbox/control-client.js';
 import { LocalDiscord } from '../src/sandbox/local-discord.js';
+import { WebSocket } from 'ws';
 import { runCli } from './support/cli.js';
 import { nextEvent, startSandboxWithClient, type SandboxWithClient } from './support/sandbox-discord.js';
 
@@ -54,6 +55,8 @@ test('login reaches clientReady with the guild available and the bot member perm
   assert.equal(me.permissions.has(PermissionFlagsBits.Administrator), false);
   const general = guild.channels.cache.get(state.channels['general']!);
   assert.equal(general?.name, 'general');
+  const fetched = await guild.members.fetch({ user: [state.botUserId, (await control.createUser('frank')).id] });
+  assert.deepEqual([...fetched.values()].map((member) => member.user.username).sort(), ['frank', 'wrongbot']);
   assert.deepEqual(await control.violations(), []);
 }));
 
@@ -227,6 +230,7 @@ test('a rate-limited request is retried by discord.js and succeeds', () => withS
   assert.ok(channel?.isSendable());
   let rateLimits = 0;
   client.rest.on('rateLimited', () => rateLimits++);
+  await assert.rejects(control.setRateLimit(1), /rateLimitEveryNth = 1 must be 0 \(off\) or a whole number ≥ 2/);
   await control.setRateLimit(2);
   await channel.send('first');
   await channel.send('second');
@@ -380,4 +384,72 @@ test('wrongbot sandbox explains usage mistakes and a sandbox that is not running
   const down = await runCli(['sandbox', 'messages'], { SANDBOX_URL: unreachable });
   assert.equal(down.code, 1);
   assert.match(down.stderr, /no local Discord at .*npm start/);
+});
+
+test('the first follow-up after a deferral fills the "thinking…" reply instead of posting another message', () => withSandbox(async (world) => {
+  const { control } = world;
+  await registerCommands(world);
+  const command = await runCommand(world);
+  await command.deferReply();
+  const filled = await command.followUp('filled in');
+  const second = await command.followUp('a second message');
+  const messages = await control.messages('general');
+  assert.deepEqual(messages.map((message) => [message.content, message.flags, message.edits.length]), [['filled in', 0, 0], ['a second message', 0, 0]]);
+  const record = await control.interaction(command.id);
+  assert.equal(filled.id, record.messageId);
+  assert.deepEqual(record.followUpIds, [second.id]);
+  await assertNoViolations(control);
+}));
+
+/** A raw gateway connection that collects what the server sends, for protocol details discord.js hides. */
+async function rawGateway(url: string) {
+  const socket = new WebSocket(`${url}?v=10&encoding=json`);
+  const received: Array<{ op: number; t: string | null; s: number | null; d: any }> = [];
+  const waiters: Array<() => void> = [];
+  socket.on('message', (data) => {
+    received.push(JSON.parse(data.toString()));
+    waiters.splice(0).forEach((wake) => wake());
+  });
+  const closed = new Promise<number>((resolve) => socket.on('close', (code) => resolve(code)));
+  await new Promise((resolve, reject) => socket.once('open', resolve).once('error', reject));
+  return {
+    socket, closed,
+    send: (payload: unknown) => socket.send(JSON.stringify(payload)),
+    async next(predicate: (payload: { op: number; t: string | null; d: any }) => boolean) {
+      for (;;) {
+        const found = received.find(predicate);
+        if (found !== undefined) return found;
+        await new Promise<void>((resolve) => waiters.push(resolve));
+      }
+    },
+  };
+}
+
+test('gateway protocol: HELLO, heartbeat ACK, bad IDENTIFY closes 4004, unknown RESUME gets op 9', async () => {
+  const sandbox = await LocalDiscord.start();
+  try {
+    const gatewayUrl = ((await (await fetch(`${sandbox.apiUrl}/v10/gateway/bot`, { headers: { Authorization: `Bot ${sandbox.botToken}` } })).json()) as { url: string }).url;
+    const good = await rawGateway(gatewayUrl);
+    assert.equal((await good.next((payload) => payload.op === 10)).d.heartbeat_interval, 41_250);
+    good.send({ op: 1, d: null });
+    await good.next((payload) => payload.op === 11);
+    good.send({ op: 2, d: { token: sandbox.botToken, intents: 1, properties: {}, shard: [0, 1] } });
+    const ready = await good.next((payload) => payload.t === 'READY');
+    const guild = await good.next((payload) => payload.t === 'GUILD_CREATE');
+    assert.equal(ready.d.guilds[0].unavailable, true);
+    assert.equal(guild.d.unavailable, false);
+    assert.equal(guild.d.roles.find((role: { name: string }) => role.name === '@everyone').id, guild.d.id);
+    good.socket.close();
+
+    const resume = await rawGateway(gatewayUrl);
+    resume.send({ op: 6, d: { token: sandbox.botToken, session_id: 'no-such-session', seq: 3 } });
+    assert.equal((await resume.next((payload) => payload.op === 9)).d, false);
+    resume.socket.close();
+
+    const bad = await rawGateway(gatewayUrl);
+    bad.send({ op: 2, d: { token: 'wrong', intents: 1, properties: {} } });
+    assert.equal(await bad.closed, 4004);
+  } finally {
+    await sandbox.close();
+  }
 });

@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { InvalidRequestError } from '../common/validation.js';
 import { ControlError, DiscordApiError } from './discord-errors.js';
 import { CloseCode } from './gateway.js';
 import { buildButtonInteraction, buildCommandInteraction, type BuiltInteraction } from './interaction-builder.js';
@@ -102,7 +103,12 @@ function react(services: SandboxServices, { body }: ControlRequest, add: boolean
   const user = userFrom(services, body);
   const message = messageFrom(services, body, user);
   if (message.ephemeralFor !== null) throw new ControlError(400, `message ${message.id} is ephemeral; it cannot have reactions`);
-  const emoji = checkUnicodeEmoji(text(body, 'emoji'));
+  const emoji = text(body, 'emoji');
+  try {
+    checkUnicodeEmoji(emoji);
+  } catch {
+    throw new ControlError(400, `emoji ${JSON.stringify(emoji)} is not a Unicode emoji (the sandbox guild has no custom emoji)`);
+  }
   const changed = add ? addReaction(services, message, user, emoji) : removeReaction(services, message, user, emoji);
   return { changed, message: messageView(services, message) };
 }
@@ -208,6 +214,7 @@ export async function handleControl(services: SandboxServices, request: Incoming
     sendJson(response, 200, match.route.handler(services, { params: match.params, query: url.searchParams, body: body as Record<string, unknown> }));
   } catch (error) {
     if (error instanceof ControlError) sendJson(response, error.status, { message: error.message });
+    else if (error instanceof InvalidRequestError) sendJson(response, 400, { message: error.message });
     // A Discord error here means an unknown channel/user/message named in the request.
     else if (error instanceof DiscordApiError) sendJson(response, error.status === 401 ? 400 : error.status, { message: `${error.message} (${url.pathname})` });
     else {

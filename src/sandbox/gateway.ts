@@ -100,8 +100,11 @@ export class Gateway {
         return this.#resume(ws, d);
       case Op.PresenceUpdate:
       case Op.VoiceStateUpdate:
+        if (session === null) return closeWith(ws, CloseCode.NotAuthenticated, 'Not authenticated.');
+        return session;
       case Op.RequestGuildMembers:
         if (session === null) return closeWith(ws, CloseCode.NotAuthenticated, 'Not authenticated.');
+        this.#sendTo(session, 'GUILD_MEMBERS_CHUNK', this.#membersChunk(d));
         return session;
       default:
         return closeWith(ws, CloseCode.UnknownOpcode, `Unknown opcode ${payload.op}.`);
@@ -146,6 +149,19 @@ export class Gateway {
     return session;
   }
 
+  /** Answers a member request (discord.js's members.fetch with several users) in one chunk. */
+  #membersChunk(d: Record<string, unknown>): Record<string, unknown> {
+    const { world } = this.options;
+    const wanted = d['user_ids'] === undefined ? null : [d['user_ids']].flat().map(String);
+    const query = typeof d['query'] === 'string' ? d['query'] : '';
+    const limit = Number(d['limit'] ?? 0) || Infinity;
+    const users = world.users().filter((user) => (wanted === null ? user.name.startsWith(query) : wanted.includes(user.id))).slice(0, limit);
+    return {
+      guild_id: world.guildId, members: users.map((user) => world.memberJson(user)), chunk_index: 0, chunk_count: 1,
+      not_found: wanted?.filter((id) => world.findUser(id) === undefined) ?? [], nonce: d['nonce'],
+    };
+  }
+
   #sendTo(session: Session, event: string, data: unknown): void {
     const payload: GatewayPayload = { op: Op.Dispatch, d: data, s: ++session.seq, t: event };
     session.sent.push(payload);
@@ -154,14 +170,10 @@ export class Gateway {
   }
 
   /** Sends an event to every session (connected or waiting to resume) whose intents include `intent`. */
-  dispatch(event: string, data: unknown, intent?: number): number {
-    let sessions = 0;
+  dispatch(event: string, data: unknown, intent?: number): void {
     for (const session of this.#sessions.values()) {
-      if (intent !== undefined && (session.intents & intent) === 0) continue;
-      this.#sendTo(session, event, data);
-      sessions++;
+      if (intent === undefined || (session.intents & intent) !== 0) this.#sendTo(session, event, data);
     }
-    return sessions;
   }
 
   /** How many sessions are connected right now. */

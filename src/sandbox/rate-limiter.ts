@@ -1,3 +1,5 @@
+import { fail } from '../common/validation.js';
+
 // Simulated rate limits: every n-th eligible request is answered 429, so tests prove the bot (through
 // @discordjs/rest) waits and retries. Answers carry the X-RateLimit-* headers @discordjs/rest reads; it sleeps for
 // Retry-After (parsed as fractional seconds) before retrying, so a short value keeps tests quick without a tight loop.
@@ -16,7 +18,7 @@ export class RateLimiter {
   #eligibleSeen = 0;
 
   constructor(everyNth: number) {
-    this.#everyNth = everyNth;
+    this.#everyNth = checkEveryNth(everyNth);
   }
 
   get everyNth(): number {
@@ -24,7 +26,7 @@ export class RateLimiter {
   }
 
   setEveryNth(everyNth: number): void {
-    this.#everyNth = everyNth;
+    this.#everyNth = checkEveryNth(everyNth);
     this.#eligibleSeen = 0;
   }
 
@@ -42,6 +44,12 @@ export class RateLimiter {
     if (limited) Object.assign(headers, { 'Retry-After': String(RETRY_AFTER_SECONDS), 'X-RateLimit-Scope': 'user' });
     return { limited, headers };
   }
+}
+
+/** 1 would refuse every retry too, so the bot could never get through. */
+function checkEveryNth(everyNth: number): number {
+  if (!Number.isInteger(everyNth) || everyNth < 0 || everyNth === 1) fail('rateLimitEveryNth', everyNth, 'must be 0 (off) or a whole number ≥ 2');
+  return everyNth;
 }
 
 /** Discord's bucket ids are opaque hashes; a stable hex digest of the route stands in for them. */

@@ -131,13 +131,34 @@ function deleteMessage(services: SandboxServices, request: RestRequest): RestAns
   return noContent;
 }
 
+/** The deferred reply of this interaction while it still shows "thinking…". */
+function loadingOriginal(services: SandboxServices, interaction: InteractionRecord): StoredMessage | null {
+  if (interaction.callbackType !== CallbackType.DeferredReply || interaction.messageId === null) return null;
+  try {
+    const original = services.world.message(interaction.messageId, interaction.userId);
+    return (original.flags & LOADING_FLAG) !== 0 ? original : null;
+  } catch {
+    return null;
+  }
+}
+
 function followUp(services: SandboxServices, request: RestRequest): RestAnswer {
+  const { world } = services;
   const interaction = tokenInteraction(services, request);
   // Discord opens the webhook only once the interaction has been answered.
   if (interaction.acknowledgedAt === null) throw unknownWebhook();
-  const message = newInteractionMessage(services, interaction, bodyObject(request), request.files, false);
-  interaction.followUpIds.push(message.id);
-  return request.query.get('wait') === 'true' ? ok(services.world.messageJson(message)) : noContent;
+  const body = bodyObject(request);
+  let message = loadingOriginal(services, interaction);
+  if (message !== null) {
+    // Discord fills a still-loading deferred reply with the first follow-up (keeping the deferral's
+    // ephemerality) instead of posting a second message; it does not show as edited.
+    applyMessageEdit(world, message, body, request.files);
+    message.flags &= ~LOADING_FLAG;
+  } else {
+    message = newInteractionMessage(services, interaction, body, request.files, false);
+    interaction.followUpIds.push(message.id);
+  }
+  return request.query.get('wait') === 'true' ? ok(world.messageJson(message)) : noContent;
 }
 
 const ORIGINAL = '/webhooks/:application/:token/messages/@original';

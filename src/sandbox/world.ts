@@ -349,7 +349,8 @@ export class World {
         ...(interaction.commandName === null ? {} : { name: interaction.commandName, command_type: 1 }),
         ...(interaction.sourceMessageId === null ? {} : { interacted_message_id: interaction.sourceMessageId }),
       };
-      json['interaction'] = { id: interaction.id, type: interaction.type, name: interaction.commandName ?? '', user };
+      // The older field Discord still sends on replies to commands.
+      if (interaction.commandName !== null) json['interaction'] = { id: interaction.id, type: interaction.type, name: interaction.commandName, user };
     }
     return json;
   }
