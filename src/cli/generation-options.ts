@@ -11,9 +11,8 @@ import { InvalidRequestError } from '../common/validation.js';
 import { validateGenerationRequest, type GenerationRequest, type PanelSettings } from '../gpu/request.js';
 import type { PipelineOptions } from '../gpu/sdxl-pipeline.js';
 import type { EncodedResult } from '../gpu/thread-protocol.js';
-import {
-  deviceOption, integerOption, numberOption, optionOrEnvironment, parseOptions, UsageError, type OptionSpec, type OptionValues,
-} from './options.js';
+import { deviceOption } from './device-option.js';
+import { integerOption, numberOption, optionOrEnvironment, parseOptions, UsageError, type OptionSpec, type OptionValues } from './options.js';
 
 // The options `generate` and `compare` share, turned into a validated request and a loaded pipeline, so that both
 // commands reject bad input the same way before a model loads.

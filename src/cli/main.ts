@@ -1,49 +1,47 @@
 #!/usr/bin/env node
 import dotenv from 'dotenv';
-import { BOT_USAGE, runBot } from './bot.js';
-import { COMPARE_USAGE, runCompare } from './compare.js';
-import { DEPLOY_USAGE, runDeployCommands } from './deploy-commands.js';
-import { ENQUEUE_USAGE, runEnqueue } from './enqueue.js';
-import { GENERATE_USAGE, runGenerate } from './generate.js';
-import { NOISE_USAGE, runNoise } from './noise.js';
-import { SANDBOX_USAGE, sandboxCommand } from './sandbox.js';
-import { START_USAGE, runStart } from './start.js';
-import { TOKENIZE_USAGE, runTokenize } from './tokenize.js';
-import { WORKER_USAGE, runWorker } from './worker.js';
 import { UsageError } from './options.js';
 
 // The wrongbot command: one entry point, one error handler. Bad input exits 2 with one line; any other failure 1.
+// Each command's module loads only when it runs: `wrongbot bot` must not load onnxruntime or sharp, which the
+// image commands need.
 
-const COMMANDS: Readonly<Record<string, { run: (argv: string[]) => Promise<void>; usage: string }>> = Object.freeze({
-  start: { run: runStart, usage: START_USAGE },
-  bot: { run: runBot, usage: BOT_USAGE },
-  'deploy-commands': { run: runDeployCommands, usage: DEPLOY_USAGE },
-  sandbox: { run: sandboxCommand, usage: SANDBOX_USAGE },
-  generate: { run: runGenerate, usage: GENERATE_USAGE },
-  compare: { run: runCompare, usage: COMPARE_USAGE },
-  noise: { run: runNoise, usage: NOISE_USAGE },
-  tokenize: { run: runTokenize, usage: TOKENIZE_USAGE },
-  worker: { run: runWorker, usage: WORKER_USAGE },
-  enqueue: { run: runEnqueue, usage: ENQUEUE_USAGE },
+interface CommandEntry {
+  run: (argv: string[]) => Promise<void>;
+  usage: string;
+}
+
+const COMMANDS: Readonly<Record<string, () => Promise<CommandEntry>>> = Object.freeze({
+  start: () => import('./start.js').then((m) => ({ run: m.runStart, usage: m.START_USAGE })),
+  bot: () => import('./bot.js').then((m) => ({ run: m.runBot, usage: m.BOT_USAGE })),
+  'deploy-commands': () => import('./deploy-commands.js').then((m) => ({ run: m.runDeployCommands, usage: m.DEPLOY_USAGE })),
+  sandbox: () => import('./sandbox.js').then((m) => ({ run: m.sandboxCommand, usage: m.SANDBOX_USAGE })),
+  generate: () => import('./generate.js').then((m) => ({ run: m.runGenerate, usage: m.GENERATE_USAGE })),
+  compare: () => import('./compare.js').then((m) => ({ run: m.runCompare, usage: m.COMPARE_USAGE })),
+  noise: () => import('./noise.js').then((m) => ({ run: m.runNoise, usage: m.NOISE_USAGE })),
+  tokenize: () => import('./tokenize.js').then((m) => ({ run: m.runTokenize, usage: m.TOKENIZE_USAGE })),
+  worker: () => import('./worker.js').then((m) => ({ run: m.runWorker, usage: m.WORKER_USAGE })),
+  enqueue: () => import('./enqueue.js').then((m) => ({ run: m.runEnqueue, usage: m.ENQUEUE_USAGE })),
 });
 
 const EXIT_FAILURE = 1;
 const EXIT_USAGE = 2;
 
-function usage(): string {
-  return ['usage:', ...Object.values(COMMANDS).map((command) => `  ${command.usage}`)].join('\n');
+async function usage(): Promise<string> {
+  const entries = await Promise.all(Object.values(COMMANDS).map((load) => load()));
+  return ['usage:', ...entries.map((entry) => `  ${entry.usage}`)].join('\n');
 }
 
 async function main(argv: string[]): Promise<void> {
   dotenv.config({ quiet: true });
   const [name, ...rest] = argv;
   if (name === undefined || name === '--help' || name === 'help') {
-    console.log(usage());
+    console.log(await usage());
     return;
   }
-  const command = COMMANDS[name];
-  if (!command) throw new UsageError(`unknown command ${JSON.stringify(name)}\n${usage()}`);
-  await command.run(rest);
+  const load = COMMANDS[name];
+  if (!load) throw new UsageError(`unknown command ${JSON.stringify(name)}\n${await usage()}`);
+  await (await load()).run(rest);
 }
 
 main(process.argv.slice(2)).catch((error: unknown) => {

@@ -1,5 +1,4 @@
 import { parseArgs } from 'node:util';
-import { parseDevice, type Device } from '../gpu/providers.js';
 
 // Command-line parsing shared by every subcommand: one line naming the option and its value on bad input.
 
@@ -60,13 +59,4 @@ export function optionOrEnvironment(name: string, value: string | undefined, var
   const chosen = value ?? process.env[variable];
   if (chosen === undefined || chosen === '') throw new UsageError(`--${name} is required (or set ${variable})`);
   return chosen;
-}
-
-export function deviceOption(value: string | undefined): Device {
-  const spec = value ?? process.env['WORKER_DEVICE'] ?? 'cpu';
-  try {
-    return parseDevice(spec);
-  } catch (error) {
-    throw new UsageError(`${value === undefined && process.env['WORKER_DEVICE'] !== undefined ? 'WORKER_DEVICE' : '--provider'}: ${(error as Error).message}`);
-  }
 }

@@ -5,7 +5,8 @@ import {
   DEFAULT_LOCK_DURATION_MS, DEFAULT_SHUTDOWN_GRACE_MS, DEFAULT_STALLED_INTERVAL_MS, GpuWorker,
 } from '../worker/gpu-worker.js';
 import { timestamped } from './log.js';
-import { deviceOption, parseOptions } from './options.js';
+import { deviceOption } from './device-option.js';
+import { parseOptions } from './options.js';
 
 export const WORKER_USAGE = 'wrongbot worker   (settings from the environment: MODEL_DIR, LORA_PATH, WORKER_DEVICE, REDIS_URL, QUEUE_PREFIX, …)';
 
