@@ -200,6 +200,29 @@ test('an admin’s 👎 curates an image at once', async () => {
   await assertNoViolations();
 });
 
+test('/dataset remove: refused for members, done for admins, and the files go with the entry', async () => {
+  const vase = datasetSidecars().find((entry) => (entry['provenance'] as { prompt: string }).prompt === 'a blue vase');
+  assert.ok(vase, 'the admin-curated vase from the test before');
+  const refused = await stack.sandbox.command({ user: 'erin', command: 'dataset', subcommand: 'remove', options: { entry: vase['id'] as number } });
+  assert.match(await ephemeralReplyTo('erin', refused.interactionId), /Only server admins/);
+  const removed = await stack.sandbox.command({ user: 'adminhazel', command: 'dataset', subcommand: 'remove', options: { entry: vase['id'] as number } });
+  assert.match(await ephemeralReplyTo('adminhazel', removed.interactionId), /^Removed #\d+ · \/imagine panel 1 · “a blue vase”/);
+  assert.equal(datasetSidecars().some((entry) => entry['id'] === vase['id']), false);
+  assert.equal(readdirSync(path.join(stack.dataDir, 'dataset')).some((name) => name === vase['image']), false, 'the PNG is gone too');
+  await assertNoViolations();
+});
+
+test('/defaults: an admin’s server defaults apply to the next command', async () => {
+  const set = await stack.sandbox.command({ user: 'adminhazel', command: 'defaults', options: { steps: 3, size: '64x64', guidance: 5 } });
+  assert.match(await ephemeralReplyTo('adminhazel', set.interactionId), /^Defaults are now: size 64×64 · 3 steps · guidance 5/);
+  const { interactionId } = await stack.sandbox.command({ user: 'dave', command: 'imagine', options: { prompt: 'a green door' } });
+  const result = await resultOf(interactionId);
+  assert.equal(field(result, 'Steps'), '3');
+  assert.equal(field(result, 'Size'), '64×64');
+  assert.equal(field(result, 'Guidance'), '5');
+  await assertNoViolations();
+});
+
 test('/train: a member without Manage Server is refused by the bot itself, an admin queues a training job', async () => {
   const redis = new Redis(TEST_REDIS_URL, { maxRetriesPerRequest: 1 });
   const training = new Queue(QUEUE_NAMES.training, { connection: redis, prefix: stack.prefix });

@@ -199,7 +199,7 @@ test('an interaction token is refused with 50027 after 15 minutes', () => withSa
   await control.advanceClock(15 * 60 * 1000 + 1);
   const error = await rejection(command.editReply('too late'));
   assert.equal(error.code, 50027);
-  assert.equal((await control.violations()).length, 1);
+  assert.deepEqual(await control.violations(), [], 'an expired token is how a bot learns of it, not a mistake');
   const asAlice = await control.messages('general', { user: 'alice' });
   assert.deepEqual(asAlice.map((message) => [message.content, message.ephemeral]), [['still within the lifetime', true]]);
   assert.deepEqual(await control.messages('general'), [], 'an ephemeral reply is visible only to its user');

@@ -43,7 +43,11 @@ export class RestApi {
       route = outcome.route ?? path;
       if (outcome.problems.length > 0) throw new LimitBreach(invalidFormBody(outcome.problems, 'OPENAPI_SCHEMA'), outcome.problems);
       const match = matchRoute(routes, method, path);
-      if (match === null) throw notFound();
+      if (match === null) {
+        // Valid for Discord, but this sandbox does not serve it: worth a line in the log, as the bot will see 404.
+        log(`REST ${method} ${path}: ${outcome.operationId ?? 'this operation'} is not implemented by the sandbox`);
+        throw notFound();
+      }
       const endpoint = match.route.handler;
       if (endpoint.auth && request.headers.authorization !== `Bot ${this.services.botToken}`) throw unauthorized();
       const limit = this.services.rateLimiter.check(`${method} ${match.route.pattern}`, endpoint.rateLimited);

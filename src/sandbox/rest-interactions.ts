@@ -94,10 +94,8 @@ function tokenInteraction(services: SandboxServices, request: RestRequest): Inte
   if (request.params['application'] !== world.applicationId) throw unknownWebhook();
   const interaction = world.interactionByToken(request.params['token']!);
   if (interaction === undefined) throw invalidWebhookToken();
-  const ageMs = clock.now() - interaction.createdAt;
-  if (ageMs > TOKEN_LIFETIME_MS) {
-    throw new LimitBreach(invalidWebhookToken(), [`interaction ${interaction.id}: token used ${ageMs} ms after the interaction; it is valid for ${TOKEN_LIFETIME_MS} ms`]);
-  }
+  // Not a violation: a bot learns that a token expired from this answer (and cannot see the simulated clock).
+  if (clock.now() - interaction.createdAt > TOKEN_LIFETIME_MS) throw invalidWebhookToken();
   return interaction;
 }
 
