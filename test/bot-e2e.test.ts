@@ -68,8 +68,9 @@ async function ephemeralReplyTo(user: string, interactionId: string): Promise<st
 }
 
 test('/imagine: deferred within 3 s, progress edits at most every 2 s, and the image generate makes', async () => {
-  const options = { prompt: 'a lighthouse at dusk, oil painting', seed: 1234, steps: 150, size: '128x128', guidance: 7.5 };
+  const options = { prompt: 'a lighthouse at dusk, oil painting', seed: 1234, steps: 100, size: '256x256', guidance: 7.5 };
   const { interactionId } = await stack.sandbox.command({ user: 'alice', command: 'imagine', options });
+  await stack.waitForMessages((messages) => answerTo(messages, interactionId)?.content.match(/step \d+\/100/), 'a progress edit');
   const result = await resultOf(interactionId);
 
   const interaction = await stack.sandbox.interaction(interactionId);
@@ -81,14 +82,14 @@ test('/imagine: deferred within 3 s, progress edits at most every 2 s, and the i
   assert.ok(stack.bot.output().length > 0);
 
   const png = await stack.sandbox.download(attachment(result, 'panel-1.png').url);
-  const cli = await runCli(['generate', '--model', fixturePath('tiny-sdxl'), '--prompt', options.prompt, '--seed', '1234', '--steps', '150',
-    '--width', '128', '--height', '128', '--guidance', '7.5', '--out', path.join(stack.dataDir, 'imagine.png')]);
+  const cli = await runCli(['generate', '--model', fixturePath('tiny-sdxl'), '--prompt', options.prompt, '--seed', '1234', '--steps', '100',
+    '--width', '256', '--height', '256', '--guidance', '7.5', '--out', path.join(stack.dataDir, 'imagine.png')]);
   assert.equal(cli.code, 0, cli.stderr);
   assert.ok(png.equals(readFileSync(path.join(stack.dataDir, 'imagine.png'))), 'the delivered PNG is byte-identical to wrongbot generate');
   assert.equal(field(result, 'Seed'), '1234');
-  assert.equal(field(result, 'Steps'), '150');
+  assert.equal(field(result, 'Steps'), '100');
   assert.equal(field(result, 'Guidance'), '7.5');
-  assert.equal(field(result, 'Size'), '128×128');
+  assert.equal(field(result, 'Size'), '256×256');
   assert.equal(field(result, 'Negative prompt'), 'none');
   assert.deepEqual(buttons(result).map((button) => button.label), ['New seed', 'Compare this seed']);
   await stack.waitForMessages((messages) => answerTo(messages, interactionId)?.reactions.some((reaction) => reaction.emoji === THUMBS_DOWN),

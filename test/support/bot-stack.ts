@@ -10,7 +10,7 @@ import { deletePrefix, startWorker, testPrefix, TEST_REDIS_URL, TINY_LORA, type 
 // network boundary), a real `wrongbot bot` process and real `wrongbot worker` processes on the tiny model, sharing a
 // real Redis under a queue prefix of the test's own.
 
-export const STACK_IMAGE_SIZES = '64x64,128x128';
+export const STACK_IMAGE_SIZES = '64x64,128x128,256x256';
 const BOT_READY = /bot ready as/;
 
 export interface StackOptions {
