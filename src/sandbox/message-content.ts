@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { cannotSendEmpty } from './discord-errors.js';
 import { breach, checkAttachmentLimits, checkMessageLimits, LimitBreach } from './limits.js';
-import type { StoredAttachment, StoredMessage, World } from './world.js';
+import type { MessageFields, StoredAttachment, StoredMessage, World } from './world.js';
 
 // Turns a message create/edit payload (JSON, or multipart payload_json + files[n]) into what a stored message
 // holds, the way Discord interprets it: `attachments` entries name new files by their files[n] index and keep
@@ -13,15 +13,6 @@ export interface UploadedFile {
   readonly filename: string;
   readonly contentType: string;
   readonly bytes: Buffer;
-}
-
-export interface MessageFields {
-  content: string;
-  embeds: Record<string, unknown>[];
-  components: Record<string, unknown>[];
-  attachments: StoredAttachment[];
-  flags: number;
-  mentions: string[];
 }
 
 const EPHEMERAL_FLAG = 1 << 6;

@@ -37,7 +37,17 @@ export interface StoredAttachment {
 
 export interface MessageEdit { readonly at: number; readonly fields: string[] }
 
-export interface StoredMessage {
+/** What a message says: set when it is created, replaced field by field when it is edited. */
+export interface MessageFields {
+  content: string;
+  embeds: Record<string, unknown>[];
+  components: Record<string, unknown>[];
+  attachments: StoredAttachment[];
+  flags: number;
+  mentions: string[];
+}
+
+export interface StoredMessage extends MessageFields {
   readonly id: string;
   readonly channelId: string;
   readonly authorId: string;
@@ -49,12 +59,6 @@ export interface StoredMessage {
   readonly ephemeralFor: string | null;
   readonly webhookId: string | null;
   readonly referencedMessageId: string | null;
-  content: string;
-  embeds: Record<string, unknown>[];
-  components: Record<string, unknown>[];
-  attachments: StoredAttachment[];
-  flags: number;
-  mentions: string[];
   editedAt: number | null;
   readonly edits: MessageEdit[];
   /** Emoji → ids of the users who reacted with it, in reaction order. */

@@ -3,6 +3,7 @@ import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { checkChoice, checkInteger, fail } from '../common/validation.js';
 import { removeFolderIfEmpty, sha256Hex, writeFileAtomic } from './files.js';
 import { checkJobId, checkPanelIndex } from './ids.js';
+import type { ImageSettings } from '../queue/contracts.js';
 import type { StoreLayout } from './layout.js';
 
 // The lossless PNG panels of delivered results, kept on disk for a while so votes can send them to the training
@@ -10,19 +11,12 @@ import type { StoreLayout } from './layout.js';
 
 export const PANEL_KINDS = ['imagine', 'wrong', 'compare'] as const;
 
-/** Everything needed to say how a panel was made, and to make it again. */
-export interface PanelProvenance {
+/** Everything needed to say how a panel was made, and to make it again: its job's settings and what it added. */
+export interface PanelProvenance extends Omit<ImageSettings, 'weighting'> {
   jobId: string;
   kind: (typeof PANEL_KINDS)[number];
   panelIndex: number;
   caption: string;
-  prompt: string;
-  negativePrompt: string | null;
-  seed: number;
-  steps: number;
-  guidanceScale: number;
-  width: number;
-  height: number;
   model: string;
   loraVersion: string | null;
   loraStrength: number;
