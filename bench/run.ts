@@ -6,6 +6,7 @@ import ort from 'onnxruntime-node';
 import { decodeToRgb } from '../src/gpu/image.js';
 import { formatDevice, parseDevice } from '../src/gpu/providers.js';
 import { benchLoraMemory, benchPipeline, benchTriptych, type PipelineFigures } from './pipeline.js';
+import { benchBot } from './bot.js';
 import { benchQueue } from './queue.js';
 import { resolveRedis } from '../src/queue/redis.js';
 
@@ -73,6 +74,7 @@ for (const [name, value] of loraRows) console.log(`  ${name}: ${value}`);
 
 const redis = await resolveRedis(process.env);
 const queue = await benchQueue(redis.url);
+const bot = await benchBot(redis.url, TINY_MODEL_DIR);
 await redis.privateServer?.stop();
 const queueRows: Array<[string, string]> = [
   [`enqueue → pick-up latency, idle worker, p50 (${queue.latencySamples} jobs, ms)`, queue.pickupP50Ms.toFixed(2)],
@@ -81,6 +83,17 @@ const queueRows: Array<[string, string]> = [
 ];
 console.log('[queue, no-op processor]');
 for (const [name, value] of queueRows) console.log(`  ${name}: ${value}`);
+
+const botRows: Array<[string, string]> = [
+  [`slash command → acknowledged, one at a time, p50 (${bot.sequentialCommands} commands, ms)`, String(bot.ackP50Ms)],
+  ['slash command → acknowledged, one at a time, p99 (ms)', String(bot.ackP99Ms)],
+  ['slash command → image in the channel, idle worker, p50 (ms)', String(bot.deliveredP50Ms)],
+  ['slash command → image in the channel, idle worker, p99 (ms)', String(bot.deliveredP99Ms)],
+  [`${bot.burstCommands} commands at once → acknowledged, p50 (ms)`, String(bot.burstAckP50Ms)],
+  [`${bot.burstCommands} commands at once → acknowledged, slowest (ms; Discord allows 3000)`, String(bot.burstAckMaxMs)],
+];
+console.log('[bot, local Discord]');
+for (const [name, value] of botRows) console.log(`  ${name}: ${value}`);
 
 const markdown = [
   '# Benchmarks',
@@ -108,6 +121,14 @@ const markdown = [
   '| figure | value |',
   '| --- | --- |',
   ...queueRows.map(([name, value]) => `| ${name} | ${value} |`),
+  '',
+  '## Bot',
+  '',
+  'The real bot and worker processes against the local Discord (times from its clock), /imagine on the tiny model at 64x64 with 2 steps. An image waits at least 2 s after the first "queued" edit, since a message is edited at most every 2 s.',
+  '',
+  '| figure | value |',
+  '| --- | --- |',
+  ...botRows.map(([name, value]) => `| ${name} | ${value} |`),
   '',
 ].join('\n');
 await writeFile(path.join(REPO_ROOT, 'BENCHMARKS.md'), markdown);

@@ -210,6 +210,14 @@ test('/dataset remove: refused for members, done for admins, and the files go wi
   assert.match(await ephemeralReplyTo('adminhazel', removed.interactionId), /^Removed #\d+ · \/imagine panel 1 · “a blue vase”/);
   assert.equal(datasetSidecars().some((entry) => entry['id'] === vase['id']), false);
   assert.equal(readdirSync(path.join(stack.dataDir, 'dataset')).some((name) => name === vase['image']), false, 'the PNG is gone too');
+  const vaseMessage = (await stack.sandbox.messages()).find((message) => message.embeds[0]?.['description'] === 'a blue vase')!;
+  await stack.sandbox.unreact('adminhazel', vaseMessage.id, THUMBS_DOWN);
+  await stack.sandbox.react('adminhazel', vaseMessage.id, THUMBS_DOWN);
+  await stack.sandbox.react('bob', vaseMessage.id, THUMBS_DOWN);
+  const { interactionId: statsId } = await stack.sandbox.command({ user: 'erin', command: 'dataset', subcommand: 'stats' });
+  await ephemeralReplyTo('erin', statsId);
+  assert.equal(datasetSidecars().some((entry) => (entry['provenance'] as { prompt: string }).prompt === 'a blue vase'), false,
+    'votes after an admin removed it do not bring it back');
   await assertNoViolations();
 });
 

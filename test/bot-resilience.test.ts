@@ -64,7 +64,7 @@ test('50 /imagine from 10 members at once: all acknowledged in time, the per-mem
 test('a worker killed mid-job: the member still gets exactly one result', async () => {
   const stack = await stackFor('kill');
   const [first] = stack.workers;
-  const { interactionId } = await stack.sandbox.command({ user: 'alice', command: 'imagine', options: { prompt: 'a slow one', seed: 3, steps: 150, size: '128x128' } });
+  const { interactionId } = await stack.sandbox.command({ user: 'alice', command: 'imagine', options: { prompt: 'a slow one', seed: 3, steps: 150, size: '256x256' } });
   await stack.waitForMessages((messages) => answerTo(messages, interactionId)?.content.includes('step'), 'progress from the first worker');
   first!.child.kill('SIGKILL');
   await first!.exited;
@@ -146,5 +146,14 @@ test('/queue lists a member’s waiting jobs; ❌ and /cancel cancel them; a bad
   await stack.waitForMessages((messages) => answerTo(messages, second.interactionId)?.content.includes('Cancelled'), 'the second job’s message to say so');
   const after = await stack.sandbox.command({ user: 'alice', command: 'queue' });
   assert.match(await privateReply('alice', after.interactionId), /no jobs waiting or running/);
+
+  // A job that can never succeed (this worker has no LoRA) fails in public briefly, with the reason in private.
+  await stack.startWorker({ LORA_PATH: '' });
+  const doomed = await stack.sandbox.command({ user: 'alice', command: 'wrong', options: { prompt: 'third', size: '64x64' } });
+  await stack.waitForMessages((messages) => answerTo(messages, doomed.interactionId)?.content === '⚠️ This job failed.', 'the failure');
+  const why = await stack.waitForMessages((messages) =>
+    messages.find((message) => message.ephemeral && message.interactionId === doomed.interactionId && message.content.startsWith('Why:'))?.content,
+  'the private reason', { user: 'alice' });
+  assert.match(why, /needs the "wrong" LoRA/);
   assert.deepEqual(await stack.sandbox.violations(), []);
 });

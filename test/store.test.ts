@@ -333,6 +333,20 @@ test('remove() deletes the entry and its files; list() is newest first; counts()
   assert.equal(readdirSync(path.join(h.dataDir, 'dataset')).length, 4);
 });
 
+test('reject() removes an entry and remembers the panel as rejected, also after a reopen', (t) => {
+  const h = harness(t);
+  let store = h.open();
+  const { job, kept } = keepJob(store, START_MS + DAY_MS);
+  const entry = store.dataset.curate(kept[1]!, []);
+  assert.equal(store.dataset.isRejected(job.jobId, 1), false);
+  assert.equal(store.dataset.reject(entry.id, 'admin-1')?.id, entry.id);
+  assert.equal(existsSync(entry.imagePath), false);
+  store = reopen(h, store);
+  assert.equal(store.dataset.isRejected(job.jobId, 1), true);
+  assert.equal(store.dataset.isRejected(job.jobId, 0), false);
+  assert.equal(store.dataset.reject(entry.id, 'admin-1'), null, 'nothing left to reject');
+});
+
 test('guild defaults start unset, merge partial changes, clear with null and survive a reopen', (t) => {
   const h = harness(t);
   let store = h.open();

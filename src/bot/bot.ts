@@ -21,6 +21,8 @@ import { listenForVotes } from './reactions.js';
 
 const DAY_MS = 24 * 3600_000;
 export const RETENTION_SWEEP_INTERVAL_MS = 3600_000;
+/** Job records (a few hundred bytes) outlive their images, so 🔁 and 🆚 on older messages keep working. */
+export const JOB_RECORD_RETENTION_DAYS = 90;
 
 export interface RunningBot {
   readonly client: Client<true>;
@@ -70,7 +72,7 @@ export async function startBot(config: BotConfig, redisUrl: string, log: (line: 
     });
     const context: BotContext = {
       config, store, producer, delivery, log,
-      submitter: new JobSubmitter(store, producer, delivery),
+      submitter: new JobSubmitter(store, producer, delivery, log),
       curation: new Curation(store, config.votesToCurate, log),
     };
     // Wired before anything is awaited, so no interaction that arrives after READY goes unanswered.
@@ -82,9 +84,14 @@ export async function startBot(config: BotConfig, redisUrl: string, log: (line: 
     }
     await delivery.start(config.queuePrefix, eventConnections);
     const sweep = () => {
-      const removed = store.images.sweep();
-      if (removed > 0) log(`removed ${removed} kept image(s) older than ${config.imageRetentionDays} days`);
-      store.jobs.pruneFinishedBefore(Date.now() - config.imageRetentionDays * DAY_MS);
+      try {
+        const removed = store.images.sweep();
+        if (removed > 0) log(`removed ${removed} kept image(s) older than ${config.imageRetentionDays} days`);
+        store.jobs.pruneFinishedBefore(Date.now() - Math.max(config.imageRetentionDays, JOB_RECORD_RETENTION_DAYS) * DAY_MS);
+      } catch (error) {
+        // A locked database or an unreadable folder now is no reason to stop serving; the next sweep tries again.
+        log(`retention sweep: ${(error as Error).message}`);
+      }
     };
     sweep();
     sweepTimer = setInterval(sweep, RETENTION_SWEEP_INTERVAL_MS).unref();

@@ -28,10 +28,11 @@ export async function handleButton(interaction: ButtonInteraction, context: BotC
       await interaction.deferReply();
       const kind = action.kind === 'compare' ? 'compare' : job.kind;
       const seed = action.kind === 'compare' ? settings.seed : null;
-      let loraChoice = lora ?? null;
-      if (kind !== 'imagine' && loraChoice === null) {
+      // The LoRA deployed now, not the one the old job used: after a new version is deployed the old one is gone.
+      let loraChoice = null;
+      if (kind !== 'imagine') {
         if (context.config.loraVersion === null) throw new UserFacingError('No "wrong" LoRA is deployed on this bot, so there is nothing to compare with.');
-        loraChoice = { version: context.config.loraVersion, strength: serverDefaults(interaction, context).loraStrength };
+        loraChoice = { version: context.config.loraVersion, strength: lora?.strength ?? serverDefaults(interaction, context).loraStrength };
       }
       await context.submitter.submitGeneration(originOf(interaction), kind, { ...settings, weighting: 'auto', seed }, loraChoice);
       return;
@@ -55,9 +56,9 @@ export async function handleButton(interaction: ButtonInteraction, context: BotC
       const outcome = already ? context.curation.retract(panel, voter.id) : context.curation.vote(panel, voter);
       const panelName = `panel ${action.panelIndex + 1}`;
       let reply = already ? `Your 👎 on ${panelName} is taken back.` : `Your 👎 on ${panelName} counts.`;
-      reply += outcome.entry
-        ? ` It is in the training set as entry #${outcome.entry.id}.`
-        : ` ${outcome.votes} of ${outcome.needed} vote(s) needed for the training set.`;
+      if (outcome.entry) reply += ` It is in the training set as entry #${outcome.entry.id}.`;
+      else if (outcome.rejected) reply += ' An admin has taken this image out of the training set, so it stays out.';
+      else reply += ` ${outcome.votes} of ${outcome.needed} vote(s) needed for the training set.`;
       await interaction.editReply(reply);
       return;
     }

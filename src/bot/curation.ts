@@ -27,6 +27,8 @@ export function qualifies(votes: readonly Vote[], votesToCurate: number): boolea
 
 export interface VoteOutcome {
   counted: boolean;
+  /** An admin removed the image from the set with /dataset remove; votes no longer bring it back. */
+  rejected: boolean;
   votes: number;
   needed: number;
   entry: DatasetEntry | null;
@@ -49,12 +51,13 @@ export class Curation {
     const counted = votes.add({ jobId: panel.jobId, panelIndex: panel.panelIndex, userId: voter.id, isAdmin: voter.isAdmin });
     const current = votes.of(panel.jobId, panel.panelIndex);
     let entry = dataset.find(panel.jobId, panel.panelIndex);
-    if (qualifies(current, this.votesToCurate)) {
+    const rejected = dataset.isRejected(panel.jobId, panel.panelIndex);
+    if (!rejected && qualifies(current, this.votesToCurate)) {
       const isNew = entry === null;
       entry = dataset.curate(panel, current);
       if (isNew) this.log(`curated job ${panel.jobId} panel ${panel.panelIndex + 1} as dataset entry ${entry.id} (${current.length} vote(s))`);
     }
-    return { counted, votes: current.length, needed: this.votesToCurate, entry };
+    return { counted, rejected, votes: current.length, needed: this.votesToCurate, entry };
   }
 
   /** Takes a vote back; an entry whose remaining votes no longer qualify leaves the training set again. */
@@ -72,6 +75,6 @@ export class Curation {
         entry = null;
       }
     }
-    return { counted: removed, votes: current.length, needed: this.votesToCurate, entry };
+    return { counted: removed, rejected: dataset.isRejected(panel.jobId, panel.panelIndex), votes: current.length, needed: this.votesToCurate, entry };
   }
 }

@@ -1,28 +1,31 @@
 import { QueueEvents, type Job, type Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
-import {
-  QUEUE_NAMES, type GenerationJobResult, type JobProgress, type TrainJobResult,
-} from '../queue/contracts.js';
-import type { JobProducer } from '../queue/producer.js';
+import { QUEUE_NAMES, type GenerationJobResult, type JobProgress, type TrainJobResult } from '../queue/contracts.js';
+import type { JobProducer, JobStanding } from '../queue/producer.js';
 import type { ResultsStore } from '../queue/results-store.js';
 import type { BotStore } from '../store/database.js';
 import type { PanelProvenance } from '../store/images.js';
 import type { JobRecord } from '../store/jobs.js';
 import type { JobMessages, OutgoingFile } from './job-messages.js';
 import {
-  endedView, progressView, queuedView, resultView, trainedView, type GenerationRequestRecord,
+  clip, endedView, progressView, queuedView, resultView, trainedView, type GenerationRequestRecord,
 } from './views.js';
 
 // Hears the queue's events and keeps each job's message current: position while it waits, steps while it runs, then
-// its images exactly once. The database, not memory, says what is still owed, so a restarted bot picks up where the
-// last one stopped (reconcile) and a job finished while no bot was running is still delivered.
+// its result. The database, not memory, says what is still owed: a job stays open until its result is on Discord, so
+// a failed send is tried again (reconcile, every RECONCILE_INTERVAL_MS and at start) and a job finished while no bot
+// was running is delivered when one starts.
 
 /** Positions shift whenever a job starts or ends; recomputing them for every event would flood Discord. */
 export const POSITION_REFRESH_MS = 2_000;
+export const RECONCILE_INTERVAL_MS = 60_000;
+/** A result Discord refuses this many times (no access to the channel, say) is given up on. */
+export const MAX_DELIVERY_ATTEMPTS = 5;
 /** Discord's default limit for one attachment, and for one whole request. */
 export const MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024;
 export const MAX_REQUEST_BYTES = 25 * 1024 * 1024;
 const CANCELLED_REASON = 'cancelled';
+const MAX_PRIVATE_REASON_CHARS = 300;
 
 export interface DeliveryOptions {
   store: BotStore;
@@ -37,11 +40,23 @@ export interface DeliveryOptions {
 
 type AnyQueue = Queue<unknown, unknown, string>;
 
+/** An outcome that ends a job without a result, with what the member is told in private. */
+class JobEnded extends Error {
+  constructor(readonly outcome: 'failed' | 'cancelled', readonly reason: string | null) {
+    super(reason ?? outcome);
+  }
+}
+
 export class Delivery {
   private readonly events: QueueEvents[] = [];
   private positionTimer: NodeJS.Timeout | null = null;
+  private positionsRefreshing: Promise<void> | null = null;
+  private reconcileTimer: NodeJS.Timeout | null = null;
   private readonly now: () => number;
   private readonly inFlight = new Set<Promise<unknown>>();
+  /** Jobs whose result this process is sending now: a second event for one of them waits for the next reconcile. */
+  private readonly delivering = new Set<string>();
+  private readonly failedAttempts = new Map<string, number>();
 
   constructor(private readonly options: DeliveryOptions) {
     this.now = options.now ?? Date.now;
@@ -60,45 +75,53 @@ export class Delivery {
       events.on('progress', ({ jobId, data }) => this.track(this.progressed(jobId, data as JobProgress)));
       events.on('completed', ({ jobId }) => this.track(this.finished(jobId, queue)));
       events.on('failed', ({ jobId }) => this.track(this.finished(jobId, queue)));
-      events.on('removed', () => this.refreshPositionsSoon());
+      // A job another worker took back after its worker died waits again: its message says so.
+      events.on('waiting', ({ jobId, prev }) => { if (prev === 'active') this.track(this.requeued(jobId)); });
+      events.on('removed', ({ jobId }) => this.track(this.removed(jobId)));
       events.on('error', (error) => this.options.log(`queue events (${name}): ${error.message}`));
       this.events.push(events);
     }
     await Promise.all(this.events.map((events) => events.waitUntilReady()));
     await this.reconcile();
+    this.reconcileTimer = setInterval(() => this.track(this.reconcile()), RECONCILE_INTERVAL_MS);
   }
 
   /** Jobs the database still owes an answer for, checked against the queue: what finished meanwhile is delivered. */
   async reconcile(): Promise<void> {
     for (const job of this.options.store.jobs.unfinished()) {
-      const queue = this.queueOf(job);
-      const bullJob = await queue.getJob(job.jobId);
-      const state = bullJob ? await bullJob.getState() : 'unknown';
-      if (state === 'completed' || state === 'failed') await this.finished(job.jobId, queue);
-      else if (state === 'unknown') await this.end(job, 'failed', 'the job was lost from the queue');
+      try {
+        await this.finished(job.jobId, this.queueOf(job));
+      } catch (error) {
+        this.options.log(`job ${job.jobId}: ${(error as Error).message}`);
+      }
     }
     this.refreshPositionsSoon();
   }
 
   /** The first view of a job just queued. */
   async showQueued(job: JobRecord): Promise<void> {
-    const standing = await this.options.producer.standing(job.jobId);
-    const current = this.options.store.jobs.get(job.jobId);
-    if (current === null || !isOpen(current)) return;
-    const shown = await this.options.messages.show(current, () => queuedView(current, standing));
-    if (shown) this.options.store.jobs.setMessageId(job.jobId, shown.messageId);
+    const standing = job.kind === 'train' ? null : await this.options.producer.standing(job.jobId);
+    await this.showWaiting(job.jobId, standing);
   }
 
-  /** Ends a job that will never run (cancelled before it started). */
+  /** Ends a job that will never give a result: the public message says so, the reason goes to the member privately. */
   async end(job: JobRecord, outcome: 'failed' | 'cancelled', reason: string | null): Promise<void> {
     if (!this.options.store.jobs.finish(job.jobId, outcome, reason)) return;
-    await this.options.messages.show(job, (inChannel) => endedView(job, outcome, reason, inChannel), { final: true });
+    this.failedAttempts.delete(job.jobId);
+    const { messages, log } = this.options;
+    await messages.show(job, (inChannel) => endedView(job, outcome, inChannel), { final: true }).catch(() => {});
+    if (reason !== null) {
+      log(`job ${job.jobId} ${outcome}: ${reason}`);
+      await messages.privateNote(job, `Why: ${clip(reason.split('\n')[0]!, MAX_PRIVATE_REASON_CHARS)}`);
+    }
     this.refreshPositionsSoon();
   }
 
   async close(): Promise<void> {
     if (this.positionTimer) clearTimeout(this.positionTimer);
+    if (this.reconcileTimer) clearInterval(this.reconcileTimer);
     this.positionTimer = null;
+    this.reconcileTimer = null;
     await Promise.all(this.events.map((events) => events.close()));
     await Promise.allSettled([...this.inFlight]);
     await this.options.messages.drain();
@@ -114,67 +137,112 @@ export class Delivery {
     return (job.kind === 'train' ? producer.training : producer.generation) as unknown as AnyQueue;
   }
 
+  private openJob(jobId: string): JobRecord | null {
+    const job = this.options.store.jobs.get(jobId);
+    return job !== null && (job.status === 'queued' || job.status === 'running') ? job : null;
+  }
+
+  /** Shows "queued" only while the job really waits, so a slow position lookup never covers its progress. */
+  private async showWaiting(jobId: string, standing: JobStanding | null): Promise<void> {
+    const job = this.openJob(jobId);
+    if (job === null || job.status !== 'queued' || (standing !== null && standing.state !== 'waiting')) return;
+    const shown = await this.options.messages.show(job, () => queuedView(job, standing));
+    if (shown && job.messageId === null) this.options.store.jobs.setMessageId(job.jobId, shown.messageId);
+  }
+
   private async started(jobId: string): Promise<void> {
     this.refreshPositionsSoon();
-    const job = this.options.store.jobs.get(jobId);
-    if (job === null || !isOpen(job)) return;
+    const job = this.openJob(jobId);
+    if (job === null) return;
     this.options.store.jobs.markRunning(jobId);
     await this.options.messages.show(job, () => queuedView(job, { state: 'running', etaMs: null }));
   }
 
+  private async requeued(jobId: string): Promise<void> {
+    const job = this.openJob(jobId);
+    if (job === null) return;
+    const standing = await this.options.producer.standing(jobId);
+    if (standing.state === 'waiting') await this.options.messages.show(job, () => queuedView(job, standing));
+  }
+
   private async progressed(jobId: string, progress: JobProgress): Promise<void> {
-    const job = this.options.store.jobs.get(jobId);
-    if (job === null || !isOpen(job) || typeof progress !== 'object' || progress === null) return;
+    const job = this.openJob(jobId);
+    if (job === null || typeof progress !== 'object' || progress === null) return;
     await this.options.messages.show(job, () => progressView(job, progress));
+  }
+
+  private async removed(jobId: string): Promise<void> {
+    const job = this.openJob(jobId);
+    // Removed from the queue before it ran: /cancel, ❌, or an operator's tool.
+    if (job !== null) await this.end(job, 'cancelled', null);
   }
 
   private async finished(jobId: string, queue: AnyQueue): Promise<void> {
     this.refreshPositionsSoon();
-    const job = this.options.store.jobs.get(jobId);
-    if (job === null || !isOpen(job)) return;
+    const job = this.openJob(jobId);
+    if (job === null || this.delivering.has(jobId)) return;
     const bullJob = await queue.getJob(jobId);
-    const state = bullJob ? await bullJob.getState() : 'unknown';
-    // A failed attempt that will be retried is not the end of the job.
+    if (!bullJob) {
+      await this.end(job, 'failed', 'the job was lost from the queue');
+      return;
+    }
+    const state = await bullJob.getState();
+    // Still waiting or running (a failed attempt that will be retried is not the end of the job).
     if (state !== 'completed' && state !== 'failed') return;
     if (state === 'failed') {
-      const reason = bullJob!.failedReason ?? null;
+      const reason = bullJob.failedReason ?? null;
       await this.end(job, reason === CANCELLED_REASON ? 'cancelled' : 'failed', reason === CANCELLED_REASON ? null : reason);
       return;
     }
-    if (job.kind === 'train') {
-      const result = bullJob!.returnvalue as TrainJobResult;
-      if (!this.options.store.jobs.finish(jobId, 'delivered')) return;
-      await this.options.messages.show(job, (inChannel) => trainedView(job, result.loraVersion, inChannel), { final: true });
-      return;
+    this.delivering.add(jobId);
+    try {
+      await this.deliver(job, bullJob);
+      this.failedAttempts.delete(jobId);
+    } catch (error) {
+      if (error instanceof JobEnded) {
+        await this.end(job, error.outcome, error.reason);
+        return;
+      }
+      const attempts = (this.failedAttempts.get(jobId) ?? 0) + 1;
+      this.failedAttempts.set(jobId, attempts);
+      if (attempts >= MAX_DELIVERY_ATTEMPTS) {
+        this.options.store.jobs.finish(jobId, 'failed', `Discord refused the result ${attempts} times: ${(error as Error).message}`);
+        this.failedAttempts.delete(jobId);
+      }
+      throw error;
+    } finally {
+      this.delivering.delete(jobId);
     }
-    await this.deliverImages(job, bullJob as Job<unknown, GenerationJobResult>);
   }
 
-  private async deliverImages(job: JobRecord, bullJob: Job<unknown, GenerationJobResult>): Promise<void> {
+  private async deliver(job: JobRecord, bullJob: Job): Promise<void> {
+    if (job.kind === 'train') {
+      const result = bullJob.returnvalue as TrainJobResult;
+      const shown = await this.options.messages.show(job, (inChannel) => trainedView(job, result.loraVersion, inChannel), { final: true });
+      if (shown) this.options.store.jobs.finish(job.jobId, 'delivered');
+      return;
+    }
+    const result = bullJob.returnvalue as GenerationJobResult;
     const { store, results, messages, log } = this.options;
-    const result = bullJob.returnvalue;
     const panels: Buffer[] = [];
     for (const panel of result.panels) {
       const png = await results.get(panel.image);
-      if (png === null) {
-        await this.end(job, 'failed', 'the finished images expired before they could be delivered');
-        return;
-      }
+      if (png === null) throw new JobEnded('failed', 'the finished images expired before they could be delivered');
       panels.push(png);
     }
     const composite = result.composite ? await results.get(result.composite) : null;
-    // Kept before the delivery is claimed, so a vote on the message always finds the lossless original.
+    const files = attachmentsFor(panels, composite);
+    // Kept before anything is shown, so a vote on the message always finds the lossless original.
     if (store.images.get(job.jobId, 0) === null) {
       const keptUntil = this.now() + this.options.imageRetentionMs;
-      store.images.keep(panels.map((png, panelIndex) => ({ png, provenance: provenanceOf(job, result, panelIndex, bullJob.finishedOn ?? this.now()) })), keptUntil);
+      const generatedAt = bullJob.finishedOn ?? this.now();
+      store.images.keep(panels.map((png, panelIndex) => ({ png, provenance: provenanceOf(job, result, panelIndex, generatedAt) })), keptUntil);
     }
-    const files = attachmentsFor(panels, composite);
-    if (!store.jobs.finish(job.jobId, 'delivered')) return;
-    const shownFile = files[0]!;
-    const shown = await messages.show(job, (inChannel) => resultView(job, result, { filename: shownFile.name }, inChannel), { final: true, files });
+    const shown = await messages.show(job, (inChannel) => resultView(job, result, { filename: files[0]!.name }, inChannel), { final: true, files });
     if (!shown) return;
     store.jobs.setMessageId(job.jobId, shown.messageId);
     store.images.attachMessage(job.jobId, shown.messageId);
+    store.jobs.finish(job.jobId, 'delivered');
     if (result.panels.length === 1) {
       await messages.addVoteReaction(shown).catch((error: Error) => log(`job ${job.jobId}: could not add the vote reaction: ${error.message}`));
     }
@@ -185,19 +253,23 @@ export class Delivery {
     if (this.positionTimer) return;
     this.positionTimer = setTimeout(() => {
       this.positionTimer = null;
-      this.track(this.refreshPositions());
+      // One refresh at a time; one asked for meanwhile runs after it.
+      const previous = this.positionsRefreshing ?? Promise.resolve();
+      const next = previous.then(() => this.refreshPositions()).finally(() => {
+        if (this.positionsRefreshing === next) this.positionsRefreshing = null;
+      });
+      this.positionsRefreshing = next;
+      this.track(next);
     }, POSITION_REFRESH_MS);
   }
 
   private async refreshPositions(): Promise<void> {
-    for (const job of this.options.store.jobs.unfinished()) {
-      if (job.status === 'queued') await this.showQueued(job);
-    }
+    const queued = this.options.store.jobs.unfinished().filter((job) => job.status === 'queued' && job.kind !== 'train');
+    if (queued.length === 0) return;
+    const standings = await this.options.producer.standings(queued.map((job) => job.jobId));
+    // Unchanged views are skipped by JobMessages, so only jobs whose place moved are edited.
+    await Promise.all(queued.map((job) => this.showWaiting(job.jobId, standings.get(job.jobId)!)));
   }
-}
-
-function isOpen(job: JobRecord): boolean {
-  return job.status === 'queued' || job.status === 'running';
 }
 
 function provenanceOf(job: JobRecord, result: GenerationJobResult, panelIndex: number, generatedAt: number): PanelProvenance {
@@ -242,6 +314,8 @@ export function attachmentsFor(panels: Buffer[], composite: Buffer | null): Outg
     files.push(file);
     totalBytes += file.data.byteLength;
   }
-  if (files.length === 0) throw new Error(`the images (${candidates.map((file) => file.data.byteLength).join(', ')} bytes) are all over Discord's ${MAX_ATTACHMENT_BYTES}-byte attachment limit`);
+  if (files.length === 0) {
+    throw new JobEnded('failed', `every image is over Discord's ${MAX_ATTACHMENT_BYTES / 2 ** 20} MiB attachment limit (${candidates.map((file) => file.data.byteLength).join(', ')} bytes)`);
+  }
   return files;
 }

@@ -1,16 +1,22 @@
-import { DiscordAPIError, Routes, type APIMessage, type REST } from 'discord.js';
+import { DiscordAPIError, MessageFlags, Routes, type APIMessage, type REST } from 'discord.js';
 import type { JobRecord } from '../store/jobs.js';
 import { THUMBS_DOWN, type MessageView } from './views.js';
 
 // The one place that writes a job's message to Discord. While the interaction token lives, the job's message is the
 // interaction's reply (@original); after that, a finished job is posted to the channel. Edits to one message are
-// spaced at least EDIT_INTERVAL_MS apart: a newer view replaces one still waiting, and nothing follows a final view.
+// spaced at least EDIT_INTERVAL_MS apart: a newer view replaces one still waiting, an edit that would change nothing
+// is skipped, and nothing follows a final view that made it.
 
 export const EDIT_INTERVAL_MS = 2_000;
 /** Discord accepts edits for 15 minutes; one started this close to the end might not make it. */
 export const TOKEN_SAFETY_MARGIN_MS = 30_000;
-/** Discord error codes that mean the interaction's token no longer works. */
-const EXPIRED_TOKEN_CODES: ReadonlySet<number | string> = new Set([50027, 10015, 10062]);
+/**
+ * Discord's answers that mean the reply cannot be edited any more: the token expired (50027, 10015, 10062) or the
+ * reply was deleted (10008). The result then goes to the channel instead.
+ */
+const REPLY_GONE_CODES: ReadonlySet<number | string> = new Set([50027, 10015, 10062, 10008]);
+/** Discord's limit on a message nonce. */
+const MAX_NONCE_CHARS = 25;
 
 export interface OutgoingFile {
   name: string;
@@ -36,6 +42,8 @@ interface Pending {
 interface MessageState {
   jobId: string;
   lastSentAt: number;
+  /** The last body that reached Discord, to skip edits that would change nothing. */
+  lastBody: string | null;
   pending: Pending | null;
   timer: NodeJS.Timeout | null;
   sending: Promise<void> | null;
@@ -53,8 +61,9 @@ export class JobMessages {
   ) {}
 
   /**
-   * Shows a view on the job's message. Resolves once it is on Discord (or superseded: null). A final view is never
-   * dropped: when the token has expired it becomes a new channel message, and it is the last thing sent for the job.
+   * Shows a view on the job's message. Resolves once it is on Discord, or with null when a newer view replaced it
+   * or it would have changed nothing. A final view is the last thing sent for the job; when the reply can no longer
+   * be edited it becomes a new channel message. If a final view fails, it rejects and a later one may be tried.
    */
   show(job: JobRecord, render: (inChannel: boolean) => MessageView, options: { final?: boolean; files?: OutgoingFile[] } = {}): Promise<Shown | null> {
     const state = this.stateOf(job.jobId);
@@ -62,11 +71,25 @@ export class JobMessages {
     const final = options.final ?? false;
     if (final) state.ended = true;
     return new Promise((resolve, reject) => {
-      // A view replaced before it was sent is done with: its caller only waited for the message to be current.
       state.pending?.resolve(null);
       state.pending = { job, render, files: options.files ?? [], final, resolve, reject };
       this.schedule(state);
     });
+  }
+
+  /** A private note to the member who asked, while the interaction lives; false when it could not be sent. */
+  async privateNote(job: JobRecord, content: string): Promise<boolean> {
+    if (!this.tokenUsable(job)) return false;
+    try {
+      await this.rest.post(Routes.webhook(this.applicationId, job.interactionToken!), {
+        body: { content, flags: MessageFlags.Ephemeral, allowed_mentions: { parse: [] } },
+        auth: false,
+      });
+      return true;
+    } catch (error) {
+      this.log(`job ${job.jobId}: could not send a private note: ${(error as Error).message}`);
+      return false;
+    }
   }
 
   /** Adds the bot's own 👎 so members can vote with one click. */
@@ -74,7 +97,7 @@ export class JobMessages {
     await this.rest.put(Routes.channelMessageOwnReaction(shown.channelId, shown.messageId, encodeURIComponent(THUMBS_DOWN)));
   }
 
-  /** Waits for every message still being written; used at shutdown. */
+  /** Sends what is still waiting at once (the interval aside) and resolves when nothing is in flight; for shutdown. */
   async drain(): Promise<void> {
     for (let busy = this.busy(); busy.length > 0; busy = this.busy()) {
       for (const state of busy) {
@@ -96,7 +119,7 @@ export class JobMessages {
   private stateOf(jobId: string): MessageState {
     let state = this.states.get(jobId);
     if (!state) {
-      state = { jobId, lastSentAt: 0, pending: null, timer: null, sending: null, ended: false };
+      state = { jobId, lastSentAt: 0, lastBody: null, pending: null, timer: null, sending: null, ended: false };
       this.states.set(jobId, state);
     }
     return state;
@@ -104,6 +127,8 @@ export class JobMessages {
 
   private schedule(state: MessageState): void {
     if (state.sending || state.timer) return;
+    const pending = state.pending;
+    if (!pending) return;
     const waitMs = state.lastSentAt + EDIT_INTERVAL_MS - this.now();
     if (waitMs > 0) {
       state.timer = setTimeout(() => {
@@ -112,40 +137,48 @@ export class JobMessages {
       }, waitMs);
       return;
     }
-    const pending = state.pending;
-    if (!pending) return;
     state.pending = null;
-    state.lastSentAt = this.now();
-    state.sending = this.send(pending).then(pending.resolve, pending.reject).finally(() => {
+    state.sending = this.send(state, pending).then(pending.resolve, (error: Error) => {
+      // The job stays owed: let a later attempt show its final view.
+      state.ended = false;
+      pending.reject(error);
+    }).finally(() => {
       state.sending = null;
-      state.lastSentAt = this.now();
       if (state.pending) this.schedule(state);
       else if (state.ended) this.states.delete(state.jobId);
     });
   }
 
-  private async send(pending: Pending): Promise<Shown | null> {
+  private tokenUsable(job: JobRecord): boolean {
+    return job.interactionToken !== null && job.tokenExpiresAt !== null && this.now() < job.tokenExpiresAt - TOKEN_SAFETY_MARGIN_MS;
+  }
+
+  private async send(state: MessageState, pending: Pending): Promise<Shown | null> {
     const { job } = pending;
-    const tokenUsable = job.interactionToken !== null && job.tokenExpiresAt !== null
-      && this.now() < job.tokenExpiresAt - TOKEN_SAFETY_MARGIN_MS;
     try {
-      if (tokenUsable) {
+      if (this.tokenUsable(job)) {
+        const body = this.body(pending.render(false), pending.files);
+        const serialized = JSON.stringify(body);
+        if (!pending.final && serialized === state.lastBody) return null;
         try {
           const message = await this.rest.patch(Routes.webhookMessage(this.applicationId, job.interactionToken!, '@original'), {
-            body: this.body(pending.render(false), pending.files),
-            files: this.files(pending.files),
-            auth: false,
+            body, files: this.files(pending.files), auth: false,
           }) as APIMessage;
+          state.lastBody = serialized;
           return { messageId: message.id, channelId: message.channel_id, inChannel: false };
         } catch (error) {
-          if (!(error instanceof DiscordAPIError && EXPIRED_TOKEN_CODES.has(error.code))) throw error;
-          this.log(`job ${job.jobId}: the interaction expired (${error.message})`);
+          if (!(error instanceof DiscordAPIError && REPLY_GONE_CODES.has(error.code))) throw error;
+          this.log(`job ${job.jobId}: its reply can no longer be edited (${error.message})`);
+        } finally {
+          // Counted from when the edit is done: Discord's clock sees it then, not when it left.
+          state.lastSentAt = this.now();
         }
       }
       // Progress on a message nobody can see any more is not worth a new message; the result is.
       if (!pending.final || job.channelId === null) return null;
       const message = await this.rest.post(Routes.channelMessages(job.channelId), {
-        body: this.body(pending.render(true), pending.files),
+        // The nonce makes Discord drop a second copy if a timed-out request is retried after all.
+        body: { ...this.body(pending.render(true), pending.files), nonce: job.jobId.replaceAll('-', '').slice(0, MAX_NONCE_CHARS), enforce_nonce: true },
         files: this.files(pending.files),
       }) as APIMessage;
       return { messageId: message.id, channelId: message.channel_id, inChannel: true };

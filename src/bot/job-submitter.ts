@@ -30,6 +30,7 @@ export class JobSubmitter {
     private readonly store: BotStore,
     private readonly producer: JobProducer,
     private readonly delivery: Delivery,
+    private readonly log: (line: string) => void,
     private readonly now: () => number = Date.now,
   ) {}
 
@@ -42,14 +43,14 @@ export class JobSubmitter {
     const request = lora === null ? { settings: fullSettings } : { settings: fullSettings, lora };
     const record = this.record(origin, kind, request);
     await this.enqueueing(record, () => this.producer.submit(kind, { ...this.envelope(record), ...request } as never, { jobId: record.jobId }));
-    await this.delivery.showQueued(record);
+    await this.showQueued(record);
     return record;
   }
 
   async submitTraining(origin: JobOrigin, request: { baseVersion: string | null; steps: number }): Promise<JobRecord> {
     const record = this.record(origin, 'train', request);
     await this.enqueueing(record, () => this.producer.submitTraining({ ...this.envelope(record), ...request }, { jobId: record.jobId }));
-    await this.delivery.showQueued(record);
+    await this.showQueued(record);
     return record;
   }
 
@@ -74,6 +75,11 @@ export class JobSubmitter {
       requester: { userId: record.userId, displayName: record.userName, guildId: record.guildId },
       replyTo: { channelId: record.channelId, interactionToken: record.interactionToken, tokenExpiresAt: record.tokenExpiresAt },
     };
+  }
+
+  /** The job is queued by now: a failure to show where it stands must not read as a failure to queue it. */
+  private async showQueued(record: JobRecord): Promise<void> {
+    await this.delivery.showQueued(record).catch((error: Error) => this.log(`job ${record.jobId}: could not show its place: ${error.message}`));
   }
 
   /** A job the queue refused is closed in the database at once, so it never shows up as owed. */

@@ -7,6 +7,8 @@ import { THUMBS_DOWN } from './views.js';
 // 👎 reactions on the bot's single-image messages are votes; removing the reaction takes the vote back. A
 // triptych's panels are voted on with its buttons, since a reaction cannot say which panel it means.
 
+const SKIN_TONE_MODIFIERS = /[\u{1F3FB}-\u{1F3FF}]/gu;
+
 export function listenForVotes(client: Client<true>, context: BotContext): void {
   const handle = (added: boolean) => (reaction: MessageReaction | PartialMessageReaction, user: User | PartialUser) => {
     onReaction(client, context, reaction, user, added).catch((error: Error) => context.log(`reaction on ${reaction.message.id}: ${error.message}`));
@@ -22,7 +24,8 @@ async function onReaction(
   user: User | PartialUser,
   added: boolean,
 ): Promise<void> {
-  if (reaction.emoji.name !== THUMBS_DOWN) return;
+  // 👎🏽 is a 👎 too: skin tones are modifiers after the base emoji.
+  if (reaction.emoji.name?.replace(SKIN_TONE_MODIFIERS, '') !== THUMBS_DOWN) return;
   const panels = context.curation.panelsOf(reaction.message.id);
   if (panels.length !== 1) return;
   const panel = panels[0]!;

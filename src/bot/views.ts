@@ -117,12 +117,16 @@ function cancelRow(job: JobRecord): APIActionRowComponent<APIButtonComponent> {
   return row(button(encodeButton({ kind: 'cancel', jobId: job.jobId }), 'Cancel', ButtonStyle.Danger, '❌'));
 }
 
-export function queuedView(job: JobRecord, standing: JobStanding): MessageView {
+export function queuedView(job: JobRecord, standing: JobStanding | null): MessageView {
+  if (job.kind === 'train') {
+    // Training is not cancelled from Discord and waits for the one worker that trains, so no place or button.
+    return { content: '⏳ Queued for the worker that trains', embeds: [embedFor(job)], components: [], mentionUserIds: [] };
+  }
   let status = '⏳ Queued';
-  if (standing.state === 'waiting') {
+  if (standing?.state === 'waiting') {
     status += ` · position ${standing.position}`;
     if (standing.etaMs !== null) status += ` · about ${formatDuration(standing.etaMs)}`;
-  } else if (standing.state === 'running') {
+  } else if (standing?.state === 'running') {
     status = '🎨 Starting…';
   }
   return { content: status, embeds: [embedFor(job)], components: [cancelRow(job)], mentionUserIds: [] };
@@ -132,7 +136,7 @@ export function progressView(job: JobRecord, progress: JobProgress): MessageView
   const verb = job.kind === 'train' ? '🧪 Training' : '🎨 Generating';
   const content = `${verb} · ${progressBar(progress.step, progress.totalSteps)} step ${progress.step}/${progress.totalSteps}`
     + (progress.step < progress.totalSteps ? ` · about ${formatDuration(progress.etaMs)} left` : ' · finishing');
-  return { content, embeds: [embedFor(job)], components: [cancelRow(job)], mentionUserIds: [] };
+  return { content, embeds: [embedFor(job)], components: job.kind === 'train' ? [] : [cancelRow(job)], mentionUserIds: [] };
 }
 
 export interface DeliveredImage {
@@ -168,10 +172,9 @@ export function trainedView(job: JobRecord, loraVersion: string, inChannel: bool
   return { content, embeds: [embedFor(job)], components: [], mentionUserIds: inChannel ? [job.userId] : [] };
 }
 
-export function endedView(job: JobRecord, outcome: 'failed' | 'cancelled', reason: string | null, inChannel: boolean): MessageView {
+/** A job that ended without a result. The reason goes to the member privately; the channel only learns that it did. */
+export function endedView(job: JobRecord, outcome: 'failed' | 'cancelled', inChannel: boolean): MessageView {
   const mention = inChannel ? `<@${job.userId}> ` : '';
-  const content = outcome === 'cancelled'
-    ? `${mention}❌ Cancelled.`
-    : `${mention}⚠️ This job failed${reason ? `: ${clip(reason, 1500)}` : '.'}`;
-  return { content: clip(content, MAX_CONTENT_CHARS), embeds: [embedFor(job)], components: [], mentionUserIds: inChannel ? [job.userId] : [] };
+  const content = outcome === 'cancelled' ? `${mention}❌ Cancelled.` : `${mention}⚠️ This job failed.`;
+  return { content, embeds: [embedFor(job)], components: [], mentionUserIds: inChannel ? [job.userId] : [] };
 }

@@ -67,10 +67,11 @@ export async function execute(interaction: ChatInputCommandInteraction, context:
       return;
     }
     case 'remove': {
-      const removed = dataset.remove(interaction.options.getInteger('entry', true));
+      // Rejected, not only removed: members' later votes do not bring the image back.
+      const removed = dataset.reject(interaction.options.getInteger('entry', true), interaction.user.id);
       if (removed === null) throw new UserFacingError('There is no such entry; /dataset list shows them.');
       context.log(`dataset entry ${removed.id} removed by ${interaction.user.id}`);
-      await interaction.editReply(`Removed ${summary(removed)}.`);
+      await interaction.editReply(`Removed ${summary(removed)}; later votes will not bring it back.`);
       return;
     }
     default:

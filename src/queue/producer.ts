@@ -120,7 +120,8 @@ export class JobProducer {
       await this.redis.srem(waitingKey, jobId);
       throw error;
     }
-    const standing = await this.standing(jobId);
+    // The job is queued whatever happens next: a failure to say where it stands must not read as "not queued".
+    const standing = await this.standing(jobId).catch((): JobStanding => ({ state: 'unknown' }));
     return { jobId, seed, position: standing.state === 'waiting' ? standing.position : 0 };
   }
 
@@ -138,38 +139,49 @@ export class JobProducer {
     }
   }
 
-  /**
-   * Where a job stands. BullMQ has no position API: the position counts the waiting jobs that run first (lower
-   * priority number, or the same and enqueued earlier), and the estimate is the recent mean duration per job name
-   * of those jobs and the running ones, shared among the workers.
-   */
+  /** Where a job stands; see standings(). */
   async standing(jobId: string): Promise<JobStanding> {
-    const job = await this.generation.getJob(jobId);
-    if (!job) return { state: 'unknown' };
-    const state = await job.getState();
-    if (state === 'completed' || state === 'failed') return { state };
-    if (state === 'active') {
-      const progress = job.progress as { etaMs?: number } | number;
-      return { state: 'running', etaMs: typeof progress === 'object' && progress.etaMs !== undefined ? progress.etaMs : null };
-    }
-    if (state !== 'waiting' && state !== 'prioritized' && state !== 'delayed') return { state: 'unknown' };
+    return (await this.standings([jobId])).get(jobId)!;
+  }
+
+  /**
+   * Where each job stands, from one look at the queue. BullMQ has no position API: a position counts the waiting
+   * jobs that run first (lower priority number, or the same and enqueued earlier), and the estimate is the recent
+   * mean duration per job name of those jobs and the running ones, shared among the workers.
+   */
+  async standings(jobIds: readonly string[]): Promise<Map<string, JobStanding>> {
     const waiting = await this.generation.getJobs(['prioritized', 'waiting', 'delayed']);
-    const order = (candidate: Job) => [candidate.priority || 0, candidate.timestamp] as const;
-    const [priority, timestamp] = order(job);
-    const ahead = waiting.filter((other) => {
-      const [p, t] = order(other);
-      return other.id !== jobId && (p < priority || (p === priority && t < timestamp));
-    });
+    waiting.sort((a, b) => (a.priority || 0) - (b.priority || 0) || a.timestamp - b.timestamp);
     const active = await this.generation.getActive();
     const workers = Math.max(1, await this.workerCount());
-    let workMs = 0;
-    let known = true;
-    for (const queued of [...ahead, ...active, job]) {
-      const average = await averageDurationMs(this.redis, this.keys, queued.name);
-      if (average === null) known = false;
-      else workMs += queued === job ? average : average / workers;
+    const averages = new Map<string, number | null>();
+    for (const name of new Set([...waiting, ...active].map((job) => job.name))) {
+      averages.set(name, await averageDurationMs(this.redis, this.keys, name));
     }
-    return { state: 'waiting', position: ahead.length + 1, etaMs: known ? workMs : null };
+    const known = (job: Job) => averages.get(job.name) ?? null;
+    // Work ahead of the i-th waiting job, null once any job's duration is unknown.
+    let ahead: number | null = 0;
+    for (const job of active) ahead = ahead === null || known(job) === null ? null : ahead + known(job)! / workers;
+    const result = new Map<string, JobStanding>();
+    const wanted = new Set(jobIds);
+    for (const [index, job] of waiting.entries()) {
+      if (wanted.has(job.id!)) {
+        const own = known(job);
+        result.set(job.id!, { state: 'waiting', position: index + 1, etaMs: ahead === null || own === null ? null : ahead + own });
+      }
+      ahead = ahead === null || known(job) === null ? null : ahead + known(job)! / workers;
+    }
+    for (const job of active) {
+      if (!wanted.has(job.id!)) continue;
+      const progress = job.progress as { etaMs?: number } | number;
+      result.set(job.id!, { state: 'running', etaMs: typeof progress === 'object' && progress.etaMs !== undefined ? progress.etaMs : null });
+    }
+    for (const jobId of wanted) {
+      if (result.has(jobId)) continue;
+      const state = await this.generation.getJobState(jobId);
+      result.set(jobId, { state: state === 'completed' || state === 'failed' ? state : 'unknown' });
+    }
+    return result;
   }
 
   private async workerCount(): Promise<number> {

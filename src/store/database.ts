@@ -75,6 +75,15 @@ export const MIGRATIONS: readonly string[] = [
      updated_by TEXT NOT NULL,
      updated_at INTEGER NOT NULL
    ) STRICT;`,
+
+  // An admin's removal is a decision about the image, not only about the entry: later votes must not bring it back.
+  `CREATE TABLE rejected_panels (
+     job_id TEXT NOT NULL,
+     panel_index INTEGER NOT NULL,
+     rejected_by TEXT NOT NULL,
+     rejected_at INTEGER NOT NULL,
+     PRIMARY KEY (job_id, panel_index)
+   ) STRICT;`,
 ];
 
 const BUSY_TIMEOUT_MS = 5_000;

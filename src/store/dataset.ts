@@ -36,6 +36,10 @@ export interface TrainingSet {
   counts(): { entries: number; panelsWithVotes: number; votes: number };
   /** Deletes the entry's files and row; null when there is none. */
   remove(id: number): DatasetEntry | null;
+  /** Removes the entry and keeps its panel out of the set for good, whatever votes come later. */
+  reject(id: number, byUserId: string): DatasetEntry | null;
+  /** Whether an admin took this panel out of the set. */
+  isRejected(jobId: string, panelIndex: number): boolean;
 }
 
 /** What a trainer reads next to each PNG. */
@@ -67,6 +71,8 @@ export class SqliteTrainingSet implements TrainingSet {
   private readonly selectPage;
   private readonly selectCounts;
   private readonly curateInTransaction;
+  private readonly insertRejection;
+  private readonly selectRejection;
 
   constructor(
     db: Database.Database,
@@ -90,6 +96,10 @@ export class SqliteTrainingSet implements TrainingSet {
             WHERE NOT EXISTS (SELECT 1 FROM dataset_entries AS d WHERE d.job_id = v.job_id AND d.panel_index = v.panel_index)
             GROUP BY v.job_id, v.panel_index)`);
     this.curateInTransaction = db.transaction((panel: KeptPanel, voters: Vote[]) => this.curateRow(panel, voters));
+    this.insertRejection = db.prepare<[string, number, string, number]>(
+      'INSERT OR REPLACE INTO rejected_panels (job_id, panel_index, rejected_by, rejected_at) VALUES (?, ?, ?, ?)');
+    this.selectRejection = db.prepare<[string, number], { found: number }>(
+      'SELECT 1 AS found FROM rejected_panels WHERE job_id = ? AND panel_index = ?');
   }
 
   curate(panel: KeptPanel, voters: Vote[]): DatasetEntry {
@@ -127,6 +137,16 @@ export class SqliteTrainingSet implements TrainingSet {
     rmSync(entry.imagePath, { force: true });
     this.deleteRow.run(id);
     return entry;
+  }
+
+  reject(id: number, byUserId: string): DatasetEntry | null {
+    const entry = this.remove(id);
+    if (entry !== null) this.insertRejection.run(entry.jobId, entry.panelIndex, byUserId, this.now());
+    return entry;
+  }
+
+  isRejected(jobId: string, panelIndex: number): boolean {
+    return this.selectRejection.get(jobId, panelIndex) !== undefined;
   }
 
   private curateRow(panel: KeptPanel, voters: Vote[]): DatasetEntry {
