@@ -4,6 +4,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
+import { EDIT_INTERVAL_MS } from '../src/bot/job-messages.js';
 import { QUEUE_NAMES } from '../src/queue/contracts.js';
 import type { SandboxMessageView } from '../src/sandbox/control-client.js';
 import { runCli } from './support/cli.js';
@@ -16,7 +17,6 @@ import { TEST_REDIS_URL, TINY_LORA } from './support/worker-process.js';
 // is checked against Discord's OpenAPI spec by the local Discord.
 
 const INTERACTION_ACK_DEADLINE_MS = 3_000;
-const EDIT_INTERVAL_MS = 2_000;
 const THUMBS_DOWN = '👎';
 
 let stack: BotStack;

@@ -25,7 +25,7 @@ export async function handleInteraction(interaction: Interaction, context: BotCo
   }
 }
 
-export function userMessage(error: unknown): string {
+function userMessage(error: unknown): string {
   if (error instanceof UserFacingError || error instanceof QueueLimitError) return error.message;
   if (error instanceof InvalidRequestError) return `That can’t be done: ${error.message}.`;
   if (error instanceof RedisUnavailableError) return 'The image queue is unreachable right now; please try again in a minute.';

@@ -10,8 +10,7 @@ import { encodeButton } from './custom-ids.js';
 // so a view can be rebuilt after a restart from the database alone.
 
 export const THUMBS_DOWN = '👎';
-/** Discord's limits on what one message may carry. */
-export const MAX_CONTENT_CHARS = 2000;
+/** Discord's limits on what one embed may carry. */
 const MAX_EMBED_DESCRIPTION_CHARS = 4096;
 const MAX_FIELD_VALUE_CHARS = 1024;
 const PROGRESS_BAR_CELLS = 12;
@@ -70,7 +69,7 @@ function loraText(lora: LoraChoice | null | undefined): string {
   return lora ? `${lora.version} ×${lora.strength}` : 'none';
 }
 
-export function generationEmbed(job: JobRecord, model: string | null = null): APIEmbed {
+function generationEmbed(job: JobRecord, model: string | null = null): APIEmbed {
   const request = job.request as unknown as GenerationRequestRecord;
   const { settings } = request;
   const fields = [
