@@ -6,6 +6,7 @@ import { deleteQueueKeys } from '../src/queue/keys.js';
 import { SandboxClient } from '../src/sandbox/control-client.js';
 import { LocalDiscord } from '../src/sandbox/local-discord.js';
 import { startCliProcess } from '../test/support/cli-process.js';
+import { percentile } from './queue.js';
 
 // The bot as members feel it, on the local Discord: how fast a slash command is acknowledged, alone and in a burst,
 // and how long a small image takes from the command to the channel (tiny model, 64x64, 2 steps, so the bot's and the
@@ -25,10 +26,6 @@ export interface BotFigures {
 const SEQUENTIAL_COMMANDS = 20;
 const BURST_COMMANDS = 50;
 const WAIT_MS = 120_000;
-
-function percentile(sorted: number[], fraction: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor(fraction * sorted.length))]!;
-}
 
 export async function benchBot(redisUrl: string, modelDir: string): Promise<BotFigures> {
   const prefix = `bench-bot-${process.pid}`;

@@ -19,7 +19,8 @@ export interface QueueFigures {
 const LATENCY_SAMPLES = 300;
 const THROUGHPUT_JOBS = 3000;
 
-function percentile(sorted: number[], fraction: number): number {
+/** The value below which `fraction` of the sorted samples fall (nearest rank). */
+export function percentile(sorted: number[], fraction: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor(fraction * sorted.length))]!;
 }
 
