@@ -4,6 +4,7 @@ import { readBotConfig } from '../bot/config.js';
 import { resolveRedis } from '../queue/redis.js';
 import { parseOptions } from './options.js';
 import { timestamped } from './log.js';
+import { stopSignal } from './signals.js';
 
 export const BOT_USAGE = 'wrongbot bot      (the Discord bot alone; settings from the environment: DISCORD_TOKEN, REDIS_URL, DATA_DIR, …)';
 
@@ -23,14 +24,7 @@ export async function runBot(argv: string[]): Promise<void> {
     await redis.privateServer?.stop();
     throw error;
   }
-  await new Promise<void>((resolve) => {
-    const stop = (signal: NodeJS.Signals) => {
-      timestamped(`${signal}: stopping the bot`);
-      resolve();
-    };
-    process.once('SIGTERM', stop);
-    process.once('SIGINT', stop);
-  });
+  timestamped(`${await stopSignal(timestamped)}: stopping the bot`);
   await bot.close();
   await redis.privateServer?.stop();
   timestamped('bot stopped');

@@ -8,6 +8,7 @@ import { LocalDiscord } from '../sandbox/local-discord.js';
 import { SandboxClient } from '../sandbox/control-client.js';
 import { DEFAULT_SANDBOX_PORT } from './sandbox.js';
 import { timestamped } from './log.js';
+import { stopSignal } from './signals.js';
 import { parseOptions } from './options.js';
 
 export const START_USAGE = 'wrongbot start    (the bot and a worker; with no DISCORD_TOKEN, a local Discord and the bundled tiny model)';
@@ -104,8 +105,7 @@ export async function runStart(argv: string[]): Promise<void> {
       });
     };
     for (const supervised of children) launch(supervised);
-    process.once('SIGINT', () => void stopAll());
-    process.once('SIGTERM', () => void stopAll());
+    void stopSignal(timestamped).then(stopAll);
   });
   if (sandbox) printSandboxHelp(sandbox);
   await stopped;

@@ -5,6 +5,7 @@ import {
   DEFAULT_LOCK_DURATION_MS, DEFAULT_SHUTDOWN_GRACE_MS, DEFAULT_STALLED_INTERVAL_MS, GpuWorker,
 } from '../worker/gpu-worker.js';
 import { timestamped } from './log.js';
+import { stopSignal } from './signals.js';
 import { deviceOption } from './device-option.js';
 import { parseOptions } from './options.js';
 
@@ -45,17 +46,9 @@ export async function runWorker(argv: string[]): Promise<void> {
     await closeConnections();
     throw error;
   }
-  await new Promise<void>((resolve) => {
-    const stop = (signal: NodeJS.Signals) => {
-      timestamped(`${signal}: finishing the current job, then stopping`);
-      worker.close().then(resolve, (error: Error) => {
-        timestamped(`error while stopping: ${error.message}`);
-        resolve();
-      });
-    };
-    process.once('SIGTERM', stop);
-    process.once('SIGINT', stop);
-  });
+  const signal = await stopSignal(timestamped);
+  timestamped(`${signal}: finishing the current job, then stopping`);
+  await worker.close().catch((error: Error) => timestamped(`error while stopping: ${error.message}`));
   await closeConnections();
   timestamped('worker stopped');
 }
