@@ -1,3 +1,4 @@
+import { checkJobId, checkPanelIndex } from '../common/job-ids.js';
 import { fail } from '../common/validation.js';
 
 // Buttons carry their whole state in custom_id (at most 100 characters), with the job id pointing into the database,
@@ -11,8 +12,6 @@ export type ButtonAction =
 
 const PREFIX = 'wb1';
 const CODES = Object.freeze({ rerun: 'rr', compare: 'vs', cancel: 'x', vote: 'v' } as const);
-const JOB_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
-const MAX_PANEL_INDEX = 24;
 
 export function encodeButton(action: ButtonAction): string {
   const parts = [PREFIX, CODES[action.kind], action.jobId];
@@ -23,14 +22,14 @@ export function encodeButton(action: ButtonAction): string {
 /** The action a custom_id names; an InvalidRequestError for one this bot never made (or an older format). */
 export function decodeButton(customId: string): ButtonAction {
   const [prefix, code, jobId, panel, ...rest] = customId.split(':');
-  if (prefix !== PREFIX || rest.length > 0 || jobId === undefined || !JOB_ID.test(jobId)) fail('custom_id', customId, 'is not a wrongbot button');
+  if (prefix !== PREFIX || rest.length > 0 || jobId === undefined) fail('custom_id', customId, 'is not a wrongbot button');
+  checkJobId('custom_id', jobId);
   const kind = (Object.keys(CODES) as (keyof typeof CODES)[]).find((name) => CODES[name] === code);
   if (kind === undefined) fail('custom_id', customId, 'names no wrongbot action');
   if (kind !== 'vote') {
     if (panel !== undefined) fail('custom_id', customId, 'has a panel where none belongs');
     return { kind, jobId };
   }
-  const panelIndex = Number(panel);
-  if (!/^\d{1,2}$/.test(panel ?? '') || panelIndex > MAX_PANEL_INDEX) fail('custom_id', customId, 'has no valid panel number');
-  return { kind, jobId, panelIndex };
+  if (!/^\d{1,2}$/.test(panel ?? '')) fail('custom_id', customId, 'has no valid panel number');
+  return { kind, jobId, panelIndex: checkPanelIndex('custom_id', Number(panel)) };
 }

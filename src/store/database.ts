@@ -136,21 +136,21 @@ export class BotStore {
       migrate(db);
       // After migrate, which refuses a newer database without writing to it; switching to WAL writes the header.
       db.pragma('journal_mode = WAL');
+      mkdirSync(layout.imagesDir, { recursive: true });
+      mkdirSync(layout.datasetDir, { recursive: true });
+      const images = new SqliteImageArchive(db, layout, now);
+      return new BotStore(
+        db,
+        new SqliteJobRecords(db, now),
+        images,
+        new SqliteVoteBook(db, now),
+        new SqliteTrainingSet(db, layout, images, now),
+        new SqliteGuildDefaultsBook(db, now),
+      );
     } catch (error) {
       db.close();
       throw error;
     }
-    mkdirSync(layout.imagesDir, { recursive: true });
-    mkdirSync(layout.datasetDir, { recursive: true });
-    const images = new SqliteImageArchive(db, layout, now);
-    return new BotStore(
-      db,
-      new SqliteJobRecords(db, now),
-      images,
-      new SqliteVoteBook(db, now),
-      new SqliteTrainingSet(db, layout, images, now),
-      new SqliteGuildDefaultsBook(db, now),
-    );
   }
 
   /** Closing again does nothing. */

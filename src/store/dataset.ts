@@ -3,7 +3,7 @@ import { rmSync } from 'node:fs';
 import path from 'node:path';
 import { checkInteger } from '../common/validation.js';
 import { sha256Hex, writeFileAtomic } from './files.js';
-import { checkJobId, checkPanelIndex } from './ids.js';
+import { checkJobId, checkPanelIndex } from '../common/job-ids.js';
 import type { ImageArchive, KeptPanel, PanelProvenance } from './images.js';
 import type { StoreLayout } from './layout.js';
 import type { Vote } from './votes.js';
@@ -72,6 +72,7 @@ export class SqliteTrainingSet implements TrainingSet {
   private readonly selectCounts;
   private readonly curateInTransaction;
   private readonly insertRejection;
+  private readonly deleteInTransaction;
   private readonly selectRejection;
 
   constructor(
@@ -96,6 +97,10 @@ export class SqliteTrainingSet implements TrainingSet {
             WHERE NOT EXISTS (SELECT 1 FROM dataset_entries AS d WHERE d.job_id = v.job_id AND d.panel_index = v.panel_index)
             GROUP BY v.job_id, v.panel_index)`);
     this.curateInTransaction = db.transaction((panel: KeptPanel, voters: Vote[]) => this.curateRow(panel, voters));
+    this.deleteInTransaction = db.transaction((entry: DatasetEntry, rejectedBy: string | null) => {
+      this.deleteRow.run(entry.id);
+      if (rejectedBy !== null) this.insertRejection.run(entry.jobId, entry.panelIndex, rejectedBy, this.now());
+    });
     this.insertRejection = db.prepare<[string, number, string, number]>(
       'INSERT OR REPLACE INTO rejected_panels (job_id, panel_index, rejected_by, rejected_at) VALUES (?, ?, ?, ?)');
     this.selectRejection = db.prepare<[string, number], { found: number }>(
@@ -130,18 +135,21 @@ export class SqliteTrainingSet implements TrainingSet {
   }
 
   remove(id: number): DatasetEntry | null {
+    return this.removeEntry(id, null);
+  }
+
+  reject(id: number, byUserId: string): DatasetEntry | null {
+    return this.removeEntry(id, byUserId);
+  }
+
+  private removeEntry(id: number, rejectedBy: string | null): DatasetEntry | null {
     const entry = this.get(id);
     if (entry === null) return null;
     // Sidecar first: a trainer takes an entry by its JSON, so it never sees one whose PNG is already gone.
     rmSync(this.layout.datasetSidecarFile(entry.jobId, entry.panelIndex), { force: true });
+    // The row and the rejection together: a crash between them would let the next vote curate the image again.
+    this.deleteInTransaction.immediate(entry, rejectedBy);
     rmSync(entry.imagePath, { force: true });
-    this.deleteRow.run(id);
-    return entry;
-  }
-
-  reject(id: number, byUserId: string): DatasetEntry | null {
-    const entry = this.remove(id);
-    if (entry !== null) this.insertRejection.run(entry.jobId, entry.panelIndex, byUserId, this.now());
     return entry;
   }
 

@@ -2,19 +2,18 @@ import type Database from 'better-sqlite3';
 import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { checkChoice, checkInteger, fail } from '../common/validation.js';
 import { removeFolderIfEmpty, sha256Hex, writeFileAtomic } from './files.js';
-import { checkJobId, checkPanelIndex } from './ids.js';
-import type { ImageSettings } from '../queue/contracts.js';
+import { checkJobId, checkPanelIndex } from '../common/job-ids.js';
+import { GENERATION_JOB_NAMES, type GenerationJobName, type ImageSettings } from '../queue/contracts.js';
 import type { StoreLayout } from './layout.js';
 
 // The lossless PNG panels of delivered results, kept on disk for a while so votes can send them to the training
 // set; Discord's copies are recompressed and lose the provenance.
 
-export const PANEL_KINDS = ['imagine', 'wrong', 'compare'] as const;
 
 /** Everything needed to say how a panel was made, and to make it again: its job's settings and what it added. */
 export interface PanelProvenance extends Omit<ImageSettings, 'weighting'> {
   jobId: string;
-  kind: (typeof PANEL_KINDS)[number];
+  kind: GenerationJobName;
   panelIndex: number;
   caption: string;
   model: string;
@@ -180,7 +179,7 @@ export class SqliteImageArchive implements ImageArchive {
 function checkProvenanceKeys(field: string, provenance: PanelProvenance): void {
   checkJobId(`${field}.jobId`, provenance.jobId);
   checkPanelIndex(`${field}.panelIndex`, provenance.panelIndex);
-  checkChoice(`${field}.kind`, provenance.kind, PANEL_KINDS);
+  checkChoice(`${field}.kind`, provenance.kind, GENERATION_JOB_NAMES);
 }
 
 function toKeptPanel(layout: StoreLayout): (row: KeptPanelRow) => KeptPanel {

@@ -1,14 +1,15 @@
 import Database from 'better-sqlite3';
 import { checkChoice, checkObject, fail } from '../common/validation.js';
-import { checkJobId } from './ids.js';
+import { checkJobId } from '../common/job-ids.js';
+import { GENERATION_JOB_NAMES, TRAIN_JOB_NAME } from '../queue/contracts.js';
 
 // Every job the bot submits, so its buttons and its delivery survive a restart of the bot.
 
-export const JOB_KINDS = ['imagine', 'wrong', 'compare', 'train'] as const;
+export const JOB_KINDS = [...GENERATION_JOB_NAMES, TRAIN_JOB_NAME] as const;
 export type JobKind = (typeof JOB_KINDS)[number];
-export type JobStatus = 'queued' | 'running' | 'delivered' | 'failed' | 'cancelled';
 export const FINAL_JOB_STATUSES = ['delivered', 'failed', 'cancelled'] as const;
 export type FinalJobStatus = (typeof FINAL_JOB_STATUSES)[number];
+export type JobStatus = 'queued' | 'running' | FinalJobStatus;
 
 export interface JobRecord {
   jobId: string;

@@ -1,5 +1,5 @@
 import path from 'node:path';
-import { checkJobId, checkPanelIndex } from './ids.js';
+import { checkJobId, checkPanelIndex } from '../common/job-ids.js';
 
 // Where the store keeps things under its data dir. Paths are derived from (job id, panel index) rather than stored,
 // so the data dir can move and the rows cannot disagree with the disk about names.

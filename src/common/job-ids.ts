@@ -1,5 +1,5 @@
-import { MAX_PANELS } from '../common/generation-limits.js';
-import { checkInteger, fail } from '../common/validation.js';
+import { MAX_PANELS } from './generation-limits.js';
+import { checkInteger, fail } from './validation.js';
 
 // Job ids and panel indexes end up in file names, so they are checked before they reach one. Only the lowercase
 // form crypto.randomUUID() produces is accepted: on a case-insensitive disk two spellings would share one file.
