@@ -39,6 +39,26 @@ test('with no DISCORD_TOKEN, `wrongbot start` runs a local Discord, the bot and 
   }
 });
 
+test('with a DISCORD_TOKEN and WORKER=off, `wrongbot start` runs the bot alone against that Discord', async () => {
+  const discord = await LocalDiscord.start();
+  const dataDir = mkdtempSync(path.join(tmpdir(), 'wrongbot-start-'));
+  const prefix = testPrefix('start-token');
+  try {
+    const { guildId } = await new SandboxClient(discord.controlUrl).state();
+    const start = await startCliProcess(['start'], {
+      DISCORD_TOKEN: discord.botToken, DISCORD_API_URL: discord.apiUrl, DISCORD_GUILD_ID: guildId, WORKER: 'off',
+      DATA_DIR: dataDir, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: prefix,
+    }, /\[bot\] .*bot ready/);
+    start.child.kill('SIGTERM');
+    assert.equal((await start.exited).code, 0, start.output());
+    assert.doesNotMatch(start.output(), /\[worker\]|local Discord/, 'no worker and no local Discord of its own');
+  } finally {
+    await discord.close();
+    await deletePrefix(prefix);
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+});
+
 test('a bad setting stops `wrongbot start` before anything runs, naming the variable', async () => {
   const result = await runCli(['start'], { DISCORD_TOKEN: 'x', VOTES_TO_CURATE: 'lots', REDIS_URL: TEST_REDIS_URL });
   assert.equal(result.code, 1);
