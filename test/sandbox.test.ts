@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import {
@@ -8,7 +9,8 @@ import {
   PermissionFlagsBits, Routes,
   type ButtonInteraction, type ChatInputCommandInteraction, type Interaction, type Message,
 } from 'discord.js';
-import type { SandboxClient } from '../src/sandbox/control-client.js';
+import { SandboxClient } from '../src/sandbox/control-client.js';
+import { HEARTBEAT_INTERVAL_MS } from '../src/sandbox/gateway.js';
 import { LocalDiscord } from '../src/sandbox/local-discord.js';
 import { WebSocket } from 'ws';
 import { runCli } from './support/cli.js';
@@ -425,12 +427,18 @@ async function rawGateway(url: string) {
   };
 }
 
+/** The gateway address, asked for the way discord.js asks. */
+async function gatewayUrlOf(sandbox: LocalDiscord): Promise<string> {
+  const response = await fetch(`${sandbox.apiUrl}/v10/gateway/bot`, { headers: { Authorization: `Bot ${sandbox.botToken}` } });
+  return ((await response.json()) as { url: string }).url;
+}
+
 test('gateway protocol: HELLO, heartbeat ACK, bad IDENTIFY closes 4004, unknown RESUME gets op 9', async () => {
   const sandbox = await LocalDiscord.start();
   try {
-    const gatewayUrl = ((await (await fetch(`${sandbox.apiUrl}/v10/gateway/bot`, { headers: { Authorization: `Bot ${sandbox.botToken}` } })).json()) as { url: string }).url;
+    const gatewayUrl = await gatewayUrlOf(sandbox);
     const good = await rawGateway(gatewayUrl);
-    assert.equal((await good.next((payload) => payload.op === 10)).d.heartbeat_interval, 41_250);
+    assert.equal((await good.next((payload) => payload.op === 10)).d.heartbeat_interval, HEARTBEAT_INTERVAL_MS);
     good.send({ op: 1, d: null });
     await good.next((payload) => payload.op === 11);
     good.send({ op: 2, d: { token: sandbox.botToken, intents: 1, properties: {}, shard: [0, 1] } });
@@ -453,3 +461,114 @@ test('gateway protocol: HELLO, heartbeat ACK, bad IDENTIFY closes 4004, unknown 
     await sandbox.close();
   }
 });
+
+// Malformed input must cost the sender its request or connection, never the server: every test below ends with the
+// server still answering.
+
+async function withBareSandbox(run: (sandbox: LocalDiscord, control: SandboxClient) => Promise<void>): Promise<void> {
+  const sandbox = await LocalDiscord.start();
+  try {
+    await run(sandbox, new SandboxClient(sandbox.controlUrl));
+  } finally {
+    await sandbox.close();
+  }
+}
+
+/** Writes `request` as raw bytes and returns everything the server sent until it closed the connection. */
+async function rawExchange(serverUrl: string, request: string): Promise<string> {
+  const { hostname, port } = new URL(serverUrl);
+  const socket = connect(Number(port), hostname);
+  const chunks: Buffer[] = [];
+  socket.on('data', (chunk: Buffer) => chunks.push(chunk));
+  // A destroyed socket may surface as ECONNRESET; what was received so far is the answer either way.
+  socket.on('error', () => {});
+  await new Promise<void>((resolve) => {
+    socket.once('connect', () => socket.write(request));
+    socket.once('close', () => resolve());
+  });
+  return Buffer.concat(chunks).toString('latin1');
+}
+
+test('a request target that is no URL path ("//") is answered 400, and an upgrade to it is dropped', () => withBareSandbox(async (sandbox, control) => {
+  const answer = await rawExchange(sandbox.url, 'GET // HTTP/1.1\r\nHost: sandbox\r\nConnection: close\r\n\r\n');
+  assert.match(answer, /^HTTP\/1\.1 400 /);
+  assert.match(answer, /\r\n\r\n\{"message":"\\"\/\/\\" is not a request path"\}$/);
+  const upgrade = await rawExchange(sandbox.url, [
+    'GET // HTTP/1.1', 'Host: sandbox', 'Upgrade: websocket', 'Connection: Upgrade', 'Sec-WebSocket-Version: 13',
+    'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==', '', '',
+  ].join('\r\n'));
+  assert.equal(upgrade, '', 'the upgrade is dropped without an answer');
+  assert.equal((await control.state()).gatewaySessions, 0);
+}));
+
+test('a gateway frame that is not UTF-8 closes that connection with 1007; the gateway still greets the next one', () => withBareSandbox(async (sandbox) => {
+  const gatewayUrl = await gatewayUrlOf(sandbox);
+  const broken = await rawGateway(gatewayUrl);
+  broken.socket.send(Buffer.from([0x7b, 0xff, 0xfe, 0x7d]), { binary: false });
+  assert.equal(await broken.closed, 1007);
+  const next = await rawGateway(gatewayUrl);
+  await next.next((payload) => payload.op === 10);
+  next.socket.close();
+}));
+
+test('a gateway payload that is JSON but not an object closes with 4002 (decode error)', () => withBareSandbox(async (sandbox) => {
+  const gatewayUrl = await gatewayUrlOf(sandbox);
+  for (const text of ['null', '[]', '7']) {
+    const connection = await rawGateway(gatewayUrl);
+    connection.socket.send(text);
+    assert.equal(await connection.closed, 4002, text);
+  }
+  const next = await rawGateway(gatewayUrl);
+  await next.next((payload) => payload.op === 10);
+  next.socket.close();
+}));
+
+// Were the refused request to set the hold anyway, the raw connection would wait days for HELLO: the timeout fails it.
+test('a gateway disconnect with a code ws cannot send is refused with 400 and changes nothing', { timeout: 30_000 }, () => withSandbox(async ({ sandbox, control }) => {
+  for (const code of [0, 1001, 2999, 5000, 4000.5, '4000']) {
+    await assert.rejects(control.disconnectGateway({ code: code as number, holdMs: 2 ** 31 - 1 }), /^Error: code = \S+ must be 1000 or a whole number from 3000 to 4999$/);
+  }
+  assert.equal((await control.state()).gatewaySessions, 1, 'the bot stays connected');
+  const next = await rawGateway(await gatewayUrlOf(sandbox));
+  await next.next((payload) => payload.op === 10);
+  next.socket.close();
+}));
+
+test('a permission string too long for any number is a violation answered 400, not a server error', () => withBareSandbox(async (sandbox, control) => {
+  const { applicationId } = await control.state();
+  const response = await fetch(`${sandbox.apiUrl}/v10/applications/${applicationId}/commands`, {
+    method: 'PUT', headers: { Authorization: `Bot ${sandbox.botToken}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify([{ name: 'draw', description: 'Draw', default_member_permissions: '9'.repeat(400) }]),
+  });
+  assert.equal(response.status, 400);
+  assert.equal(((await response.json()) as { code: number }).code, 50035);
+  const violations = await control.violations();
+  assert.equal(violations.length, 1);
+  assert.match(violations[0]!.problems[0]!, /^body\[0\]\.default_member_permissions: must be an integer or null \(got "9{20}/);
+}));
+
+test('a channel keeps its last 500 messages: an older one goes with its attachment, as if deleted', () => withBareSandbox(async (sandbox, control) => {
+  const { channels } = await control.state();
+  const messagesUrl = `${sandbox.apiUrl}/v10/channels/${channels['general']}/messages`;
+  const auth = { Authorization: `Bot ${sandbox.botToken}` };
+  const form = new FormData();
+  form.append('payload_json', JSON.stringify({ content: 'the first' }));
+  form.append('files[0]', new Blob([Buffer.from('first bytes')]), 'first.txt');
+  const first = await (await fetch(messagesUrl, { method: 'POST', headers: auth, body: form })).json() as { id: string; attachments: Array<{ url: string }> };
+  assert.equal((await control.download(first.attachments[0]!.url)).toString(), 'first bytes');
+  let last = '';
+  for (let i = 0; i < 500; i++) {
+    const response = await fetch(messagesUrl, { method: 'POST', headers: { ...auth, 'Content-Type': 'application/json' }, body: JSON.stringify({ content: `message ${i}` }) });
+    last = ((await response.json()) as { id: string }).id;
+  }
+  const kept = await control.messages('general');
+  assert.equal(kept.length, 500);
+  assert.deepEqual([kept[0]!.content, kept.at(-1)!.content], ['message 0', 'message 499']);
+  const gone = await fetch(`${messagesUrl}/${first.id}`, { headers: auth });
+  assert.equal(gone.status, 404);
+  assert.equal(((await gone.json()) as { code: number }).code, 10008);
+  assert.equal((await fetch(first.attachments[0]!.url)).status, 404);
+  const channel = await (await fetch(`${sandbox.apiUrl}/v10/channels/${channels['general']}`, { headers: auth })).json() as { last_message_id: string };
+  assert.equal(channel.last_message_id, last);
+  assert.deepEqual(await control.violations(), []);
+}));

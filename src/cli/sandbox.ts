@@ -1,13 +1,13 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { SandboxClient, type SandboxMessageView } from '../sandbox/control-client.js';
+import { SandboxClient, WaitTimeoutError, type SandboxMessageView } from '../sandbox/control-client.js';
 import { integerOption, parseOptions, UsageError } from './options.js';
 
 // `wrongbot sandbox …`: plays the humans in a running local Discord (started by `npm start` without a
 // DISCORD_TOKEN) through its control API — run commands, press buttons, react — and shows what the bot posted.
 
 export const DEFAULT_SANDBOX_PORT = 8787;
-export const DEFAULT_SANDBOX_URL = `http://127.0.0.1:${DEFAULT_SANDBOX_PORT}/_sandbox`;
+const DEFAULT_SANDBOX_URL = `http://127.0.0.1:${DEFAULT_SANDBOX_PORT}/_sandbox`;
 export const SANDBOX_USAGE = 'wrongbot sandbox command NAME [--as USER] [--opt KEY=VALUE ...] [--sub NAME] [--channel C] [--force]'
   + ' | press MESSAGE_ID CUSTOM_ID [--as USER] | react|unreact MESSAGE_ID [--emoji E] [--as USER]'
   + ' | messages [--channel C] [--as USER] [--save DIR] | clock [+MS]   (SANDBOX_URL, default ' + DEFAULT_SANDBOX_URL + ')';
@@ -45,15 +45,16 @@ function commandOptions(argv: string[]): { options: Record<string, string>; rest
 
 async function reportAnswer(client: SandboxClient, interactionId: string): Promise<void> {
   console.log(`interaction ${interactionId} sent`);
-  try {
-    const answered = await client.waitFor(async () => {
-      const interaction = await client.interaction(interactionId);
-      return interaction.acknowledgedAt !== null && interaction;
-    }, { timeoutMs: ANSWER_WAIT_MS, what: 'the bot to answer' });
-    console.log(`the bot answered with callback type ${answered.callbackType}; message ${answered.messageId}`);
-  } catch {
-    console.log(`the bot has not answered within ${ANSWER_WAIT_MS} ms (is it running?)`);
-  }
+  const answered = await client.waitFor(async () => {
+    const interaction = await client.interaction(interactionId);
+    return interaction.acknowledgedAt !== null && interaction;
+  }, { timeoutMs: ANSWER_WAIT_MS, what: 'the bot to answer' }).catch((error: unknown) => {
+    // Only silence means the bot may not be running; any other failure is reported as it is.
+    if (error instanceof WaitTimeoutError) return null;
+    throw error;
+  });
+  if (answered === null) console.log(`the bot has not answered within ${ANSWER_WAIT_MS} ms (is it running?)`);
+  else console.log(`the bot answered with callback type ${answered.callbackType}; message ${answered.messageId}`);
 }
 
 function describeComponents(components: Array<Record<string, unknown>>): string[] {

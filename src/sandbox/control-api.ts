@@ -1,11 +1,11 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { InvalidRequestError } from '../common/validation.js';
+import { checkInteger, checkObject, checkText, fail, InvalidRequestError } from '../common/validation.js';
 import { ControlError, DiscordApiError } from './discord-errors.js';
 import { CloseCode } from './gateway.js';
 import { buildButtonInteraction, buildCommandInteraction, type BuiltInteraction } from './interaction-builder.js';
 import { TOKEN_LIFETIME_MS } from './limits.js';
 import { addReaction, checkUnicodeEmoji, removeReaction } from './reactions.js';
-import { readBody } from './request-body.js';
+import { parseJson, readBody } from './request-body.js';
 import { matchRoute, pathKnown, sendJson, type Route } from './router.js';
 import type { SandboxServices } from './services.js';
 import type { SandboxUser, StoredMessage } from './world.js';
@@ -17,6 +17,10 @@ import type { SandboxUser, StoredMessage } from './world.js';
 
 export const CONTROL_PREFIX = '/_sandbox';
 const MAX_CONTROL_BODY_BYTES = 1024 * 1024;
+/** Names, ids and custom ids; Discord's longest of them, a custom id, is 100 characters. */
+const MAX_TEXT_FIELD_CHARS = 100;
+/** setTimeout's limit; a longer gateway hold would fire at once. */
+const MAX_HOLD_MS = 2 ** 31 - 1;
 
 interface ControlRequest {
   readonly params: Record<string, string>;
@@ -26,26 +30,31 @@ interface ControlRequest {
 
 type ControlHandler = (services: SandboxServices, request: ControlRequest) => unknown;
 
-function text(body: Record<string, unknown>, field: string): string {
-  const value = body[field];
-  if (typeof value !== 'string' || value === '') throw new ControlError(400, `${field} = ${JSON.stringify(value)} must be non-empty text`);
-  return value;
-}
+const text = (body: Record<string, unknown>, field: string): string => checkText(field, body[field], MAX_TEXT_FIELD_CHARS);
 
 function optionalText(body: Record<string, unknown>, field: string): string | undefined {
   return body[field] === undefined || body[field] === null ? undefined : text(body, field);
 }
 
-function flag(body: Record<string, unknown>, field: string): boolean | undefined {
+function optionalFlag(body: Record<string, unknown>, field: string): boolean | undefined {
   const value = body[field];
-  if (value !== undefined && typeof value !== 'boolean') throw new ControlError(400, `${field} = ${JSON.stringify(value)} must be true or false`);
+  if (value !== undefined && typeof value !== 'boolean') fail(field, value, 'must be true or false');
   return value;
+}
+
+/** A normal close or an application's code (Discord's are 4000–4014); ws.close throws on others such as 0, midway through. */
+function closeCode(body: Record<string, unknown>): number {
+  const code = body['code'] ?? CloseCode.UnknownError;
+  if (typeof code === 'number' && (code === 1000 || (Number.isInteger(code) && code >= 3000 && code <= 4999))) return code;
+  return fail('code', code, 'must be 1000 or a whole number from 3000 to 4999');
 }
 
 /** Users named in control requests are created on first use, like people joining the server. */
 const userFrom = (services: SandboxServices, body: Record<string, unknown>): SandboxUser => services.world.ensureUser(text(body, 'user'));
 
-function userView(user: SandboxUser) {
+export interface UserView { readonly id: string; readonly name: string; readonly admin: boolean; readonly bot: boolean }
+
+function userView(user: SandboxUser): UserView {
   return { id: user.id, name: user.name, admin: user.admin, bot: user.bot };
 }
 
@@ -70,7 +79,7 @@ function messageView(services: SandboxServices, message: StoredMessage) {
       url: world.attachmentUrl(message.channelId, attachment),
     })),
     reactions: [...message.reactions].map(([emoji, users]) => ({ emoji, users: [...users].map(nameOf) })),
-    flags: message.flags, ephemeral: message.ephemeralFor !== null, interactionId: message.interactionId,
+    flags: message.flags, ephemeral: message.ephemeralFor !== null, interactionId: message.interaction?.id ?? null,
     createdAt: message.createdAt, edits: message.edits, mentions: message.mentions,
   };
 }
@@ -90,7 +99,7 @@ function runCommand(services: SandboxServices, { body }: ControlRequest) {
   return deliver(services, buildCommandInteraction(world, {
     user: userFrom(services, body), command: text(body, 'command').replace(/^\//, ''), options: options as Record<string, unknown>,
     subcommand: optionalText(body, 'subcommand'), channelId: world.channel(optionalText(body, 'channel') ?? 'general').id,
-    force: flag(body, 'force') ?? false,
+    force: optionalFlag(body, 'force') ?? false,
   }));
 }
 
@@ -123,14 +132,6 @@ function interactionView(services: SandboxServices, { params }: ControlRequest) 
   };
 }
 
-function nonNegativeInteger(body: Record<string, unknown>, field: string, fallback?: number): number {
-  const value = body[field] ?? fallback;
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0) {
-    throw new ControlError(400, `${field} = ${JSON.stringify(value)} must be a whole number ≥ 0`);
-  }
-  return value;
-}
-
 const routes: Route<ControlHandler>[] = [
   {
     method: 'GET', pattern: '/state',
@@ -149,7 +150,7 @@ const routes: Route<ControlHandler>[] = [
     method: 'POST', pattern: '/users',
     handler: (services, { body }) => {
       const name = text(body, 'name');
-      const options = { admin: flag(body, 'admin'), bot: flag(body, 'bot') };
+      const options = { admin: optionalFlag(body, 'admin'), bot: optionalFlag(body, 'bot') };
       const existing = services.world.findUser(name);
       if (existing !== undefined && ((options.admin ?? existing.admin) !== existing.admin || (options.bot ?? existing.bot) !== existing.bot)) {
         throw new ControlError(409, `user ${name} already exists with admin ${existing.admin}, bot ${existing.bot}`);
@@ -175,19 +176,19 @@ const routes: Route<ControlHandler>[] = [
   { method: 'DELETE', pattern: '/violations', handler: (services) => (services.recorder.clearViolations(), []) },
   { method: 'GET', pattern: '/requests', handler: (services) => services.recorder.requests() },
   { method: 'GET', pattern: '/clock', handler: (services) => ({ now: services.clock.now() }) },
-  { method: 'POST', pattern: '/clock', handler: (services, { body }) => ({ now: services.clock.advance(nonNegativeInteger(body, 'advanceMs')) }) },
+  { method: 'POST', pattern: '/clock', handler: (services, { body }) => ({ now: services.clock.advance(checkInteger('advanceMs', body['advanceMs'], 0, Number.MAX_SAFE_INTEGER)) }) },
   { method: 'GET', pattern: '/rate-limit', handler: (services) => ({ everyNth: services.rateLimiter.everyNth }) },
   {
     method: 'POST', pattern: '/rate-limit',
     handler: (services, { body }) => {
-      services.rateLimiter.setEveryNth(nonNegativeInteger(body, 'everyNth'));
+      services.rateLimiter.setEveryNth(checkInteger('everyNth', body['everyNth'], 0, Number.MAX_SAFE_INTEGER));
       return { everyNth: services.rateLimiter.everyNth };
     },
   },
   {
     method: 'POST', pattern: '/gateway/disconnect',
     handler: (services, { body }) => ({
-      dropped: services.gateway.disconnect(nonNegativeInteger(body, 'code', CloseCode.UnknownError), nonNegativeInteger(body, 'holdMs', 0)),
+      dropped: services.gateway.disconnect(closeCode(body), checkInteger('holdMs', body['holdMs'] ?? 0, 0, MAX_HOLD_MS)),
     }),
   },
 ];
@@ -198,25 +199,17 @@ export async function handleControl(services: SandboxServices, request: Incoming
   try {
     const { data, bytes } = await readBody(request, MAX_CONTROL_BODY_BYTES);
     if (bytes > MAX_CONTROL_BODY_BYTES) throw new ControlError(413, `body of ${bytes} bytes; the control API takes at most ${MAX_CONTROL_BODY_BYTES}`);
-    let body: unknown = {};
-    if (data.length > 0) {
-      try {
-        body = JSON.parse(data.toString('utf8'));
-      } catch {
-        throw new ControlError(400, 'the body is not valid JSON');
-      }
-    }
-    if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new ControlError(400, 'the body must be a JSON object');
+    const body = checkObject('body', data.length > 0 ? parseJson(data.toString('utf8')) : {});
     const match = matchRoute(routes, method, path);
     if (match === null) {
       throw new ControlError(pathKnown(routes, path) ? 405 : 404, `no control endpoint ${method} ${CONTROL_PREFIX}${path}; see src/sandbox/README.md`);
     }
-    sendJson(response, 200, match.route.handler(services, { params: match.params, query: url.searchParams, body: body as Record<string, unknown> }));
+    sendJson(response, 200, match.route.handler(services, { params: match.params, query: url.searchParams, body }));
   } catch (error) {
     if (error instanceof ControlError) sendJson(response, error.status, { message: error.message });
     else if (error instanceof InvalidRequestError) sendJson(response, 400, { message: error.message });
-    // A Discord error here means an unknown channel/user/message named in the request.
-    else if (error instanceof DiscordApiError) sendJson(response, error.status === 401 ? 400 : error.status, { message: `${error.message} (${url.pathname})` });
+    // A Discord error here means a body that is not JSON, or an unknown channel/user/message named in the request.
+    else if (error instanceof DiscordApiError) sendJson(response, error.status, { message: `${error.message} (${url.pathname})` });
     else {
       services.log(`control ${method} ${path} failed: ${(error as Error).stack ?? String(error)}`);
       sendJson(response, 500, { message: (error as Error).message });

@@ -1,22 +1,23 @@
+import type { UserView } from './control-api.js';
+import type { RequestLogEntry, Violation } from './recorder.js';
+
 // A typed client for the local Discord's control API (/_sandbox), used by tests and `wrongbot sandbox`. Every
 // method is one endpoint (see src/sandbox/README.md); a refusal throws an Error carrying the server's message.
-
-export interface SandboxUserView { id: string; name: string; admin: boolean; bot: boolean }
 
 export interface SandboxState {
   applicationId: string;
   botUserId: string;
   guildId: string;
   channels: Record<string, string>;
-  users: SandboxUserView[];
+  users: UserView[];
   commands: Array<Record<string, unknown> & { id: string; name: string }>;
   gatewaySessions: number;
   rateLimitEveryNth: number;
 }
 
-export interface InteractionHandle { interactionId: string; token: string }
+interface InteractionHandle { interactionId: string; token: string }
 
-export interface SandboxAttachmentView { id: string; filename: string; size: number; contentType: string; url: string }
+interface SandboxAttachmentView { id: string; filename: string; size: number; contentType: string; url: string }
 
 export interface SandboxMessageView {
   id: string;
@@ -34,7 +35,7 @@ export interface SandboxMessageView {
   mentions: string[];
 }
 
-export interface SandboxInteractionView {
+interface SandboxInteractionView {
   id: string;
   type: number;
   user: string;
@@ -46,10 +47,7 @@ export interface SandboxInteractionView {
   tokenExpiresAt: number;
 }
 
-export interface SandboxViolation { at: number; method: string; path: string; problems: string[] }
-export interface SandboxRequestLogEntry { at: number; method: string; route: string; status: number }
-
-export interface CommandInput {
+interface CommandInput {
   user: string;
   command: string;
   options?: Record<string, string | number | boolean>;
@@ -59,10 +57,15 @@ export interface CommandInput {
   force?: boolean;
 }
 
-export interface ReactionChange { changed: boolean; message: SandboxMessageView }
+interface ReactionChange { changed: boolean; message: SandboxMessageView }
 
-export const DEFAULT_WAIT_TIMEOUT_MS = 10_000;
+const DEFAULT_WAIT_TIMEOUT_MS = 10_000;
 const POLL_INTERVAL_MS = 50;
+
+/** What waitFor throws when time runs out, so a caller can tell "not yet" from a failure. */
+export class WaitTimeoutError extends Error {
+  override name = 'WaitTimeoutError';
+}
 
 export class SandboxClient {
   readonly #base: string;
@@ -96,7 +99,7 @@ export class SandboxClient {
     return this.#call('GET', '/state');
   }
 
-  createUser(name: string, options: { admin?: boolean; bot?: boolean } = {}): Promise<SandboxUserView> {
+  createUser(name: string, options: { admin?: boolean; bot?: boolean } = {}): Promise<UserView> {
     return this.#call('POST', '/users', { name, ...options });
   }
 
@@ -126,7 +129,7 @@ export class SandboxClient {
     return this.#call('GET', `/interactions/${encodeURIComponent(id)}`);
   }
 
-  violations(): Promise<SandboxViolation[]> {
+  violations(): Promise<Violation[]> {
     return this.#call('GET', '/violations');
   }
 
@@ -134,7 +137,7 @@ export class SandboxClient {
     await this.#call('DELETE', '/violations');
   }
 
-  requests(): Promise<SandboxRequestLogEntry[]> {
+  requests(): Promise<RequestLogEntry[]> {
     return this.#call('GET', '/requests');
   }
 
@@ -163,14 +166,14 @@ export class SandboxClient {
     return Buffer.from(await response.arrayBuffer());
   }
 
-  /** Polls `probe` until it returns something (not null/undefined/false); throws naming `what` after the timeout. */
+  /** Polls `probe` until it returns something (not null/undefined/false); a WaitTimeoutError naming `what` after the timeout. */
   async waitFor<T>(probe: () => Promise<T | null | undefined | false>, options: { timeoutMs?: number; what: string }): Promise<T> {
     const timeoutMs = options.timeoutMs ?? DEFAULT_WAIT_TIMEOUT_MS;
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const result = await probe();
       if (result !== null && result !== undefined && result !== false) return result;
-      if (Date.now() >= deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${options.what}`);
+      if (Date.now() >= deadline) throw new WaitTimeoutError(`timed out after ${timeoutMs} ms waiting for ${options.what}`);
       await new Promise((resolve) => setTimeout(resolve, POLL_INTERVAL_MS));
     }
   }

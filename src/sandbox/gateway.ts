@@ -9,7 +9,7 @@ import type { World } from './world.js';
 // (interactions, reactions) to every session whose intents ask for them.
 
 export const HEARTBEAT_INTERVAL_MS = 41_250;
-export const GATEWAY_PATH = '/gateway';
+const GATEWAY_PATH = '/gateway';
 export const Intent = { Guilds: 1 << 0, GuildMessageReactions: 1 << 10 } as const;
 /** Dispatches kept per session for replay after a RESUME. */
 const REPLAY_CAPACITY = 1000;
@@ -33,7 +33,7 @@ interface Session {
   socket: WebSocket | null;
 }
 
-export interface GatewayOptions {
+interface GatewayOptions {
   readonly world: World;
   readonly botToken: string;
   /** ws://host:port of this server; READY's resume_gateway_url and /gateway/bot's url point here. */
@@ -44,7 +44,6 @@ export interface GatewayOptions {
 export class Gateway {
   readonly #server = new WebSocketServer({ noServer: true });
   readonly #sessions = new Map<string, Session>();
-  readonly #sockets = new Set<WebSocket>();
   /** Until this wall-clock time new connections wait for their HELLO, so dispatches pile up for replay. */
   #holdUntilMs = 0;
 
@@ -54,25 +53,21 @@ export class Gateway {
     return `${this.options.publicWsUrl}${GATEWAY_PATH}`;
   }
 
-  /** Takes over an HTTP upgrade request for the gateway path; false when it is not ours. */
-  handleUpgrade(request: IncomingMessage, socket: Duplex, head: Buffer): boolean {
-    if (new URL(request.url ?? '/', 'http://sandbox').pathname !== GATEWAY_PATH) return false;
+  /** Takes over an HTTP upgrade request for `path`; false when it is not the gateway's. */
+  handleUpgrade(request: IncomingMessage, socket: Duplex, head: Buffer, path: string): boolean {
+    if (path !== GATEWAY_PATH) return false;
     this.#server.handleUpgrade(request, socket, head, (ws) => this.#accept(ws));
     return true;
   }
 
   #accept(ws: WebSocket): void {
-    this.#sockets.add(ws);
     let session: Session | null = null;
-    ws.on('close', () => {
-      this.#sockets.delete(ws);
-      if (session?.socket === ws) session.socket = null;
-    });
+    // ws reports a frame it cannot take (bad UTF-8, too large) here and closes the connection itself; unheard, the
+    // error would end the process.
+    ws.on('error', (error) => this.options.log(`gateway: connection error: ${error.message}`));
     ws.on('message', (raw) => {
-      let payload: GatewayPayload;
-      try {
-        payload = JSON.parse(raw.toString()) as GatewayPayload;
-      } catch {
+      const payload = decode(raw.toString());
+      if (payload === null) {
         ws.close(CloseCode.DecodeError, 'Error while decoding payload.');
         return;
       }
@@ -80,8 +75,13 @@ export class Gateway {
     });
     const hello = () => send(ws, { op: Op.Hello, d: { heartbeat_interval: HEARTBEAT_INTERVAL_MS, _trace: ['["sandbox-gateway"]'] }, s: null, t: null });
     const waitMs = this.#holdUntilMs - Date.now();
-    if (waitMs > 0) setTimeout(hello, waitMs).unref();
-    else hello();
+    // Cleared when the connection closes (close() terminates them all), so no timer outlives its connection.
+    const helloTimer = waitMs > 0 ? setTimeout(hello, waitMs).unref() : undefined;
+    if (helloTimer === undefined) hello();
+    ws.on('close', () => {
+      clearTimeout(helloTimer);
+      if (session?.socket === ws) session.socket = null;
+    });
   }
 
   /** Handles one client payload; returns the connection's session (new after IDENTIFY or RESUME). */
@@ -122,7 +122,7 @@ export class Gateway {
     this.options.log(`gateway: IDENTIFY, session ${session.id}, intents ${session.intents}`);
     this.#sendTo(session, 'READY', {
       v: 10, user: { ...world.userJson(world.botUser), verified: true, mfa_enabled: false, email: null },
-      guilds: [{ id: world.guildId, unavailable: true }], session_id: session.id, resume_gateway_url: this.options.publicWsUrl + GATEWAY_PATH,
+      guilds: [{ id: world.guildId, unavailable: true }], session_id: session.id, resume_gateway_url: this.url,
       shard: session.shard, application: { id: world.applicationId, flags: 0 }, session_type: 'normal',
       private_channels: [], relationships: [], presences: [], guild_join_requests: [], user_settings: {},
       geo_ordered_rtc_regions: [], _trace: ['["sandbox-gateway"]'],
@@ -186,7 +186,6 @@ export class Gateway {
    * dispatches made meanwhile must be replayed.
    */
   disconnect(code: number, holdMs: number): number {
-    this.#holdUntilMs = Date.now() + holdMs;
     let dropped = 0;
     for (const session of this.#sessions.values()) {
       if (session.socket === null) continue;
@@ -194,12 +193,24 @@ export class Gateway {
       session.socket = null;
       dropped++;
     }
+    // Only once every close went through: a refused code must not leave new connections held.
+    this.#holdUntilMs = Date.now() + holdMs;
     return dropped;
   }
 
   async close(): Promise<void> {
-    for (const ws of this.#sockets) ws.terminate();
+    for (const ws of this.#server.clients) ws.terminate();
     await new Promise<void>((resolve) => this.#server.close(() => resolve()));
+  }
+}
+
+/** A client payload, or null when the text is not a JSON object. */
+function decode(text: string): GatewayPayload | null {
+  try {
+    const payload: unknown = JSON.parse(text);
+    return typeof payload === 'object' && payload !== null && !Array.isArray(payload) ? payload as GatewayPayload : null;
+  } catch {
+    return null;
   }
 }
 

@@ -1,7 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import { ControlError } from './discord-errors.js';
+import { MAX_ATTACHMENT_BYTES } from './limits.js';
 import { Permission, permissionNames } from './permissions.js';
-import { ATTACHMENT_SIZE_LIMIT_BYTES, SANDBOX_LOCALE, type InteractionRecord, type RegisteredCommand, type SandboxUser, type StoredMessage, type World } from './world.js';
+import {
+  InteractionType, SANDBOX_LOCALE, type InteractionKind, type InteractionRecord, type RegisteredCommand, type SandboxUser, type StoredMessage, type World,
+} from './world.js';
 
 // Builds INTERACTION_CREATE payloads the way Discord would for a member using the REGISTERED commands and the
 // buttons on stored messages: option types, choices and ranges come from the registration, and what Discord
@@ -13,7 +16,7 @@ const BUTTON_COMPONENT_TYPE = 2;
 
 type CommandOption = Record<string, unknown> & { name: string; type: number };
 
-export interface CommandRequest {
+interface CommandRequest {
   readonly user: SandboxUser;
   readonly command: string;
   readonly options: Record<string, unknown>;
@@ -164,7 +167,7 @@ function commandOptions(world: World, command: RegisteredCommand, request: Comma
   return { options: wrap(options), resolved };
 }
 
-function newInteraction(world: World, type: 2 | 3, user: SandboxUser, channelId: string, details: { commandName: string | null; sourceMessageId: string | null }): InteractionRecord {
+function newInteraction(world: World, type: InteractionKind, user: SandboxUser, channelId: string, details: { commandName: string | null; sourceMessageId: string | null }): InteractionRecord {
   if (user.bot) refuse(`${user.name} is a bot; bots cannot use commands or buttons`);
   const id = world.ids.next();
   // Shaped like Discord's tokens (base64 of "interaction:<id>:<secret>"), long and unguessable.
@@ -186,7 +189,7 @@ function interactionPayload(world: World, record: InteractionRecord, extra: Reco
     channel_id: channel.id, channel: { ...world.channelJson(channel), permissions: world.permissionsOf(user).toString() },
     member: world.memberJson(user, true), app_permissions: appPermissions, locale: SANDBOX_LOCALE, guild_locale: SANDBOX_LOCALE,
     entitlements: [], authorizing_integration_owners: { '0': world.guildId }, context: 0,
-    attachment_size_limit: ATTACHMENT_SIZE_LIMIT_BYTES, ...extra,
+    attachment_size_limit: MAX_ATTACHMENT_BYTES, ...extra,
   };
 }
 
@@ -194,7 +197,7 @@ export function buildCommandInteraction(world: World, request: CommandRequest): 
   const command = registeredCommand(world, request.command);
   if (!request.force) checkMemberPermissions(world, request.user, command);
   const { options, resolved } = commandOptions(world, command, request);
-  const record = newInteraction(world, 2, request.user, request.channelId, { commandName: command.name, sourceMessageId: null });
+  const record = newInteraction(world, InteractionType.ApplicationCommand, request.user, request.channelId, { commandName: command.name, sourceMessageId: null });
   const data: Record<string, unknown> = { id: command.id, name: command.name, type: command['type'] ?? 1 };
   if (command['guild_id'] !== undefined) data['guild_id'] = command['guild_id'];
   if (options.length > 0) data['options'] = options;
@@ -203,28 +206,23 @@ export function buildCommandInteraction(world: World, request: CommandRequest): 
   return { record, payload: interactionPayload(world, record, { data }) };
 }
 
-function findComponent(components: unknown[], customId: string): Record<string, unknown> | undefined {
-  for (const component of components as Record<string, unknown>[]) {
-    if (component['custom_id'] === customId) return component;
-    const inner = Array.isArray(component['components']) ? findComponent(component['components'], customId) : undefined;
-    if (inner !== undefined) return inner;
-  }
-  return undefined;
+/** Every component that has a custom id, at any depth, in order. */
+function componentsWithCustomIds(components: unknown[]): Record<string, unknown>[] {
+  return (components as Record<string, unknown>[]).flatMap((component) => [
+    ...(typeof component['custom_id'] === 'string' ? [component] : []),
+    ...(Array.isArray(component['components']) ? componentsWithCustomIds(component['components']) : []),
+  ]);
 }
 
 export function buildButtonInteraction(world: World, user: SandboxUser, message: StoredMessage, customId: string): BuiltInteraction {
-  const button = findComponent(message.components, customId);
-  if (button === undefined || button['type'] !== BUTTON_COMPONENT_TYPE) {
-    const ids: string[] = [];
-    const collect = (components: unknown[]) => (components as Record<string, unknown>[]).forEach((component) => {
-      if (typeof component['custom_id'] === 'string') ids.push(component['custom_id']);
-      if (Array.isArray(component['components'])) collect(component['components']);
-    });
-    collect(message.components);
-    refuse(`message ${message.id} has no button ${JSON.stringify(customId)} (its custom ids: ${ids.join(', ') || 'none'})`);
+  const components = componentsWithCustomIds(message.components);
+  const button = components.find((component) => component['custom_id'] === customId && component['type'] === BUTTON_COMPONENT_TYPE);
+  if (button === undefined) {
+    const ids = components.map((component) => component['custom_id']);
+    return refuse(`message ${message.id} has no button ${JSON.stringify(customId)} (its custom ids: ${ids.join(', ') || 'none'})`);
   }
-  if (button!['disabled'] === true) refuse(`button ${JSON.stringify(customId)} on message ${message.id} is disabled`);
-  const record = newInteraction(world, 3, user, message.channelId, { commandName: null, sourceMessageId: message.id });
+  if (button['disabled'] === true) refuse(`button ${JSON.stringify(customId)} on message ${message.id} is disabled`);
+  const record = newInteraction(world, InteractionType.MessageComponent, user, message.channelId, { commandName: null, sourceMessageId: message.id });
   return {
     record,
     payload: interactionPayload(world, record, { data: { custom_id: customId, component_type: BUTTON_COMPONENT_TYPE }, message: world.messageJson(message) }),

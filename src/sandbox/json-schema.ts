@@ -17,7 +17,7 @@ export interface SchemaProblem {
 
 export type SchemaCheck = (value: unknown, at: string, problems: SchemaProblem[]) => void;
 
-export interface SchemaCompilerOptions {
+interface SchemaCompilerOptions {
   /**
    * Properties whose integer schema also takes a string of decimal digits, converted to a number before validating.
    * The caller says why for each; nothing else is coerced.
@@ -125,7 +125,8 @@ function sameJson(a: unknown, b: unknown): boolean {
 function digitsToNumber(text: string): number | string {
   if (!DIGITS.test(text)) return text;
   const number = Number(text);
-  return BigInt(number) === BigInt(text) ? number : text;
+  // Past 1.8e308 the number is Infinity, which BigInt() refuses with an exception.
+  return Number.isFinite(number) && BigInt(number) === BigInt(text) ? number : text;
 }
 
 /** JSON Schema counts string length in Unicode code points, as Discord does for its character limits. */

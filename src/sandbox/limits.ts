@@ -1,20 +1,21 @@
 import { DiscordApiError, invalidFormBody, requestTooLarge } from './discord-errors.js';
+import { MessageFlag } from './message-flags.js';
 
 // Discord's platform limits on what a message may carry. Some are in the OpenAPI spec, some are not (the spec
 // allows 4 000 characters of channel-message content, knows nothing of the 6 000-character embed total or
 // duplicate custom ids), so all are checked here in one place whatever the validator caught first.
 
-export const MAX_CONTENT_CHARS = 2000;
-export const MAX_EMBEDS = 10;
-export const MAX_EMBED_TOTAL_CHARS = 6000;
-export const MAX_ACTION_ROWS = 5;
-export const MAX_COMPONENTS_PER_ROW = 5;
-export const MAX_CUSTOM_ID_CHARS = 100;
+const MAX_CONTENT_CHARS = 2000;
+const MAX_EMBEDS = 10;
+const MAX_EMBED_TOTAL_CHARS = 6000;
+const MAX_ACTION_ROWS = 5;
+const MAX_COMPONENTS_PER_ROW = 5;
+const MAX_CUSTOM_ID_CHARS = 100;
 export const MAX_ATTACHMENTS = 10;
 export const MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024;
 export const MAX_REQUEST_BYTES = 25 * 1024 * 1024;
-export const MAX_COMMAND_OPTIONS = 25;
-export const MAX_OPTION_CHOICES = 25;
+const MAX_COMMAND_OPTIONS = 25;
+const MAX_OPTION_CHOICES = 25;
 export const ACKNOWLEDGE_DEADLINE_MS = 3000;
 export const TOKEN_LIFETIME_MS = 15 * 60 * 1000;
 
@@ -67,8 +68,6 @@ function componentProblems(components: unknown[], isComponentsV2: boolean): stri
   return problems;
 }
 
-const IS_COMPONENTS_V2_FLAG = 1 << 15;
-
 /** Problems with a message create/edit payload's content, embeds and components (empty = within limits). */
 function messageLimitProblems(body: Record<string, unknown>): string[] {
   const problems: string[] = [];
@@ -82,7 +81,7 @@ function messageLimitProblems(body: Record<string, unknown>): string[] {
   }
   if (Array.isArray(body['components'])) {
     const flags = typeof body['flags'] === 'number' ? body['flags'] : 0;
-    problems.push(...componentProblems(body['components'], (flags & IS_COMPONENTS_V2_FLAG) !== 0));
+    problems.push(...componentProblems(body['components'], (flags & MessageFlag.IsComponentsV2) !== 0));
   }
   return problems;
 }

@@ -1,5 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { SimulatedClock } from './clock.js';
 import { CONTROL_PREFIX, handleControl } from './control-api.js';
 import { Gateway } from './gateway.js';
@@ -25,7 +26,7 @@ export interface LocalDiscordOptions {
   log?: (line: string) => void;
 }
 
-export const DEFAULT_BOT_TOKEN = 'sandbox-token';
+const DEFAULT_BOT_TOKEN = 'sandbox-token';
 const ATTACHMENT_PATH = /^\/attachments\/(\d+)\/(\d+)\/[^/]+$/;
 
 export class LocalDiscord {
@@ -47,7 +48,10 @@ export class LocalDiscord {
     const server = createServer();
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      server.listen(options.port ?? 0, host, () => resolve());
+      server.listen(options.port ?? 0, host, () => {
+        server.off('error', reject);
+        resolve();
+      });
     });
     const { port } = server.address() as AddressInfo;
     const hostInUrl = host.includes(':') ? `[${host}]` : host;
@@ -63,7 +67,11 @@ export class LocalDiscord {
     };
     const rest = new RestApi(services, validator);
     server.on('request', (request: IncomingMessage, response: ServerResponse) => {
-      const requestUrl = new URL(request.url ?? '/', url);
+      const requestUrl = parseRequestUrl(request, url);
+      if (requestUrl === null) {
+        sendJson(response, 400, { message: `${JSON.stringify(request.url)} is not a request path` });
+        return;
+      }
       const path = requestUrl.pathname;
       let handled: Promise<void> | void;
       if (path.startsWith(`${API_PREFIX}/`)) handled = rest.handle(request, response, requestUrl);
@@ -74,8 +82,9 @@ export class LocalDiscord {
         if (!response.headersSent) sendJson(response, 500, { message: 'internal error' });
       });
     });
-    server.on('upgrade', (request, socket, head) => {
-      if (!services.gateway.handleUpgrade(request, socket, head)) socket.destroy();
+    server.on('upgrade', (request: IncomingMessage, socket: Duplex, head: Buffer) => {
+      const path = parseRequestUrl(request, url)?.pathname;
+      if (path === undefined || !services.gateway.handleUpgrade(request, socket, head, path)) socket.destroy();
     });
     log(`local Discord at ${url} (REST ${url}${API_PREFIX}, gateway ${services.gateway.url}, control ${url}${CONTROL_PREFIX})`);
     return new LocalDiscord(server, services, url);
@@ -85,6 +94,15 @@ export class LocalDiscord {
     await this.services.gateway.close();
     this.server.closeAllConnections();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+}
+
+/** Null for a request target that is no URL path, such as '//' (read as a URL with an empty host). */
+function parseRequestUrl(request: IncomingMessage, base: string): URL | null {
+  try {
+    return new URL(request.url ?? '/', base);
+  } catch {
+    return null;
   }
 }
 

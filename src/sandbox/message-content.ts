@@ -1,6 +1,7 @@
 import path from 'node:path';
 import { cannotSendEmpty } from './discord-errors.js';
 import { breach, checkAttachmentLimits, checkMessageLimits, LimitBreach } from './limits.js';
+import { MessageFlag } from './message-flags.js';
 import type { MessageFields, StoredAttachment, StoredMessage, World } from './world.js';
 
 // Turns a message create/edit payload (JSON, or multipart payload_json + files[n]) into what a stored message
@@ -15,13 +16,12 @@ export interface UploadedFile {
   readonly bytes: Buffer;
 }
 
-const EPHEMERAL_FLAG = 1 << 6;
-/** Flags a sender may set when creating a message (suppress embeds, ephemeral, silent, components v2). */
-const CREATE_FLAGS = (1 << 2) | EPHEMERAL_FLAG | (1 << 12) | (1 << 15);
-/** Flags an edit may change (suppress embeds, components v2); the rest stay as they were. */
-const EDIT_FLAGS = (1 << 2) | (1 << 15);
+/** Flags a sender may set when creating a message. */
+const CREATE_FLAGS = MessageFlag.SuppressEmbeds | MessageFlag.Ephemeral | MessageFlag.SuppressNotifications | MessageFlag.IsComponentsV2;
+/** Flags an edit may change; the rest stay as they were. */
+const EDIT_FLAGS = MessageFlag.SuppressEmbeds | MessageFlag.IsComponentsV2;
 
-export const isEphemeral = (body: Record<string, unknown>): boolean => ((Number(body['flags'] ?? 0)) & EPHEMERAL_FLAG) !== 0;
+export const isEphemeral = (body: Record<string, unknown>): boolean => ((Number(body['flags'] ?? 0)) & MessageFlag.Ephemeral) !== 0;
 
 const CONTENT_TYPES: Record<string, string> = {
   '.png': 'image/png', '.jpg': 'image/jpeg', '.jpeg': 'image/jpeg', '.gif': 'image/gif', '.webp': 'image/webp',
@@ -126,7 +126,7 @@ export function applyMessageEdit(world: World, message: StoredMessage, body: Rec
   checkFiles(files, attachments.length);
   if (attachments !== message.attachments) {
     const before = message.attachments.map((attachment) => attachment.id).join();
-    message.attachments = attachments;
+    world.replaceAttachments(message, attachments);
     if (attachments.map((attachment) => attachment.id).join() !== before) changed.push('attachments');
   }
   if (body['content'] !== undefined) {

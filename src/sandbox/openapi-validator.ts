@@ -7,6 +7,8 @@ import { fileURLToPath } from 'node:url';
 import {
   SchemaCompiler, childPath, mergeValueProblems, showValue, type JsonType, type Schema, type SchemaCheck, type SchemaProblem,
 } from './json-schema.js';
+import { MAX_ATTACHMENTS } from './limits.js';
+import { matchTemplate, pathSegments, templateSegments, type PathSegment, type TemplateSegment } from './router.js';
 
 export const DISCORD_OPENAPI_PATH = fileURLToPath(new URL('../../../assets/discord/openapi.json', import.meta.url));
 
@@ -22,7 +24,7 @@ export interface RequestToValidate {
   fileFields?: string[];
 }
 
-export interface ValidationOutcome {
+interface ValidationOutcome {
   operationId: string | null;
   /** The spec's path template; set whenever the path matched, even if the method did not. */
   route: string | null;
@@ -38,9 +40,8 @@ const PERMISSION_BITFIELD_PROPERTIES = new Set(['default_member_permissions', 'p
 
 // The spec declares file parts (files[0] … files[9]) for message create and edit, but none for interaction callbacks
 // or webhook execution, although it takes multipart there and discord.js sends files[n] (interaction.reply and
-// followUp with files). Where a multipart body declares no file part, files[n] is accepted up to Discord's limit of 10
+// followUp with files). Where a multipart body declares no file part, files[n] is accepted up to Discord's limit of
 // attachments per message, the maxItems the spec gives `attachments`.
-const MAX_FILES_PER_MESSAGE = 10;
 const FILE_PART_NAME = /^files\[(0|[1-9][0-9]*)\]$/;
 // The spec types a file part as a string with contentEncoding binary; its content is the server's business.
 const FILE_PART_STAND_IN = '';
@@ -70,9 +71,7 @@ interface OpenApiDocument {
 
 interface Route {
   readonly template: string;
-  /** null where the template has a {parameter}, else the literal segment. */
-  readonly literals: readonly (string | null)[];
-  readonly parameterNames: readonly (string | null)[];
+  readonly segments: readonly TemplateSegment[];
   readonly item: PathItemSpec;
 }
 
@@ -85,7 +84,7 @@ interface PreparedParameter {
 
 interface PreparedMedia {
   readonly check: SchemaCheck;
-  /** File parts the multipart schema declares; empty where it declares none (see MAX_FILES_PER_MESSAGE). */
+  /** File parts the multipart schema declares; empty where it declares none (see fileFieldAllowed). */
   readonly fileParts: ReadonlySet<string>;
 }
 
@@ -108,7 +107,7 @@ export class OpenApiValidator {
     }
     this.#compiler = new SchemaCompiler(document, { digitStringIntegerProperties: PERMISSION_BITFIELD_PROPERTIES });
     const paths = Object.entries((document as OpenApiDocument).paths);
-    this.#routes = paths.map(([template, item]) => toRoute(template, item)).sort(literalsFirst);
+    this.#routes = paths.map(([template, item]) => ({ template, item, segments: templateSegments(template, specParameter) })).sort(literalsFirst);
   }
 
   static fromFile(specPath: string = DISCORD_OPENAPI_PATH): OpenApiValidator {
@@ -117,16 +116,13 @@ export class OpenApiValidator {
 
   validate(request: RequestToValidate): ValidationOutcome {
     const method = request.method.toUpperCase();
-    const segments = request.path.startsWith('/') ? request.path.slice(1).split('/').map(decodeSegment) : [];
-    const route = this.#routes.find((candidate) => routeMatches(candidate, segments));
-    if (!route) {
+    const found = this.#findRoute(pathSegments(request.path));
+    if (!found) {
       const problem = `${method} ${request.path}: no route in the Discord OpenAPI spec has this path`;
       return { operationId: null, route: null, pathParams: {}, problems: [problem] };
     }
-    const pathParams: Record<string, string> = {};
-    route.parameterNames.forEach((name, index) => {
-      if (name !== null) pathParams[name] = segments[index]!.text;
-    });
+    const { route, params } = found;
+    const pathParams = Object.fromEntries([...params].map(([name, segment]) => [name, segment.text]));
     const operation = METHODS.find((known) => known === method.toLowerCase() && route.item[known]);
     if (!operation) {
       const offered = METHODS.filter((known) => route.item[known]).map((known) => known.toUpperCase());
@@ -136,21 +132,27 @@ export class OpenApiValidator {
       };
     }
     const prepared = this.#prepare(route, operation);
-    const found: SchemaProblem[] = [];
-    route.parameterNames.forEach((name, index) => {
-      if (name === null) return;
-      const segment = segments[index]!;
+    const problems: SchemaProblem[] = [];
+    for (const [name, segment] of params) {
       const at = childPath('path', name);
-      if (segment.malformed) found.push({ at, rule: `is not valid percent-encoding (got ${showValue(segment.text)})` });
+      if (segment.malformed) problems.push({ at, rule: `is not valid percent-encoding (got ${showValue(segment.text)})` });
       const parameter = prepared.pathParameters.get(name);
-      parameter?.check(coerceText(segment.text, parameter.types), at, found);
-    });
-    this.#checkQuery(prepared, request.query, found);
-    this.#checkBody(prepared, request, found);
+      parameter?.check(coerceText(segment.text, parameter.types), at, problems);
+    }
+    this.#checkQuery(prepared, request.query, problems);
+    this.#checkBody(prepared, request, problems);
     return {
       operationId: prepared.operationId, route: route.template, pathParams,
-      problems: mergeValueProblems(found).map((problem) => `${problem.at}: ${problem.rule}`),
+      problems: mergeValueProblems(problems).map((problem) => `${problem.at}: ${problem.rule}`),
     };
+  }
+
+  #findRoute(segments: readonly PathSegment[]): { route: Route; params: Map<string, PathSegment> } | null {
+    for (const route of this.#routes) {
+      const params = matchTemplate(route.segments, segments);
+      if (params !== null) return { route, params };
+    }
+    return null;
   }
 
   #prepare(route: Route, method: Method): PreparedOperation {
@@ -264,7 +266,7 @@ function checkMultipart(media: PreparedMedia, payload: unknown, fileFields: read
   }
   for (const name of fileFields) {
     if (!fileFieldAllowed(media, name)) {
-      const allowed = media.fileParts.size > 0 ? [...media.fileParts].join(', ') : `files[0] … files[${MAX_FILES_PER_MESSAGE - 1}]`;
+      const allowed = media.fileParts.size > 0 ? [...media.fileParts].join(', ') : `files[0] … files[${MAX_ATTACHMENTS - 1}]`;
       found.push({ at: childPath('body', name), rule: `is not a file part this operation takes (it takes ${allowed})` });
     }
   }
@@ -277,41 +279,19 @@ function checkMultipart(media: PreparedMedia, payload: unknown, fileFields: read
 function fileFieldAllowed(media: PreparedMedia, name: string): boolean {
   if (media.fileParts.size > 0) return media.fileParts.has(name);
   const index = FILE_PART_NAME.exec(name)?.[1];
-  return index !== undefined && Number(index) < MAX_FILES_PER_MESSAGE;
+  return index !== undefined && Number(index) < MAX_ATTACHMENTS;
 }
 
-function toRoute(template: string, item: PathItemSpec): Route {
-  const segments = template.slice(1).split('/');
-  const parameterNames = segments.map((segment) => /^\{([^}]+)\}$/.exec(segment)?.[1] ?? null);
-  return { template, item, parameterNames, literals: segments.map((segment, index) => (parameterNames[index] === null ? segment : null)) };
-}
+const specParameter = (segment: string): string | null => /^\{([^}]+)\}$/.exec(segment)?.[1] ?? null;
 
 /** Sorts so the first route a path matches is the most literal one: '@original' before '{message_id}'. */
 function literalsFirst(a: Route, b: Route): number {
-  const shared = Math.min(a.literals.length, b.literals.length);
+  const shared = Math.min(a.segments.length, b.segments.length);
   for (let index = 0; index < shared; index++) {
-    const aLiteral = a.literals[index] !== null;
-    if (aLiteral !== (b.literals[index] !== null)) return aLiteral ? -1 : 1;
+    const aLiteral = a.segments[index]!.kind === 'literal';
+    if (aLiteral !== (b.segments[index]!.kind === 'literal')) return aLiteral ? -1 : 1;
   }
-  return a.literals.length - b.literals.length;
-}
-
-interface Segment {
-  readonly text: string;
-  readonly malformed: boolean;
-}
-
-function decodeSegment(raw: string): Segment {
-  try {
-    return { text: decodeURIComponent(raw), malformed: false };
-  } catch {
-    return { text: raw, malformed: true };
-  }
-}
-
-function routeMatches(route: Route, segments: readonly Segment[]): boolean {
-  if (route.literals.length !== segments.length) return false;
-  return route.literals.every((literal, index) => (literal === null ? segments[index]!.text !== '' : literal === segments[index]!.text));
+  return a.segments.length - b.segments.length;
 }
 
 /** Query and path values arrive as text; the schema says what they stand for. Unparseable text stays text and fails the type check. */

@@ -4,11 +4,11 @@ import { fail } from '../common/validation.js';
 // @discordjs/rest) waits and retries. Answers carry the X-RateLimit-* headers @discordjs/rest reads; it sleeps for
 // Retry-After (parsed as fractional seconds) before retrying, so a short value keeps tests quick without a tight loop.
 
-export const RETRY_AFTER_SECONDS = 0.25;
+const RETRY_AFTER_SECONDS = 0.25;
 /** The per-bucket quota the headers advertise; the sandbox never runs it down by itself. */
 const BUCKET_LIMIT = 5;
 
-export interface RateLimitAnswer {
+interface RateLimitAnswer {
   readonly limited: boolean;
   readonly headers: Record<string, string>;
 }

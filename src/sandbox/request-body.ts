@@ -5,11 +5,10 @@ import type { UploadedFile } from './message-content.js';
 // Reads a REST request's body: JSON, or multipart/form-data with payload_json and files[n] parts (parsed by the
 // fetch implementation built into Node, the same one discord.js sends with).
 
-export interface ParsedBody {
+interface ParsedBody {
   /** Parsed JSON (or payload_json for multipart); undefined when the request had no body. */
   readonly json: unknown;
   readonly files: UploadedFile[];
-  readonly bytes: number;
 }
 
 /** Reads the whole body, but keeps at most `keepBytes` of it; `bytes` tells how much came. */
@@ -23,7 +22,8 @@ export async function readBody(request: IncomingMessage, keepBytes: number): Pro
   return { data: bytes <= keepBytes ? Buffer.concat(chunks) : Buffer.alloc(0), bytes };
 }
 
-function parseJson(text: string): unknown {
+/** Parses JSON, refusing anything else as Discord does (50109). */
+export function parseJson(text: string): unknown {
   try {
     return JSON.parse(text);
   } catch {
@@ -32,9 +32,9 @@ function parseJson(text: string): unknown {
 }
 
 export async function parseBody(data: Buffer, contentType: string | null): Promise<ParsedBody> {
-  if (data.length === 0) return { json: undefined, files: [], bytes: 0 };
+  if (data.length === 0) return { json: undefined, files: [] };
   const mediaType = (contentType ?? '').split(';')[0]!.trim().toLowerCase();
-  if (mediaType !== 'multipart/form-data') return { json: parseJson(data.toString('utf8')), files: [], bytes: data.length };
+  if (mediaType !== 'multipart/form-data') return { json: parseJson(data.toString('utf8')), files: [] };
   let form: FormData;
   try {
     form = await new Response(data, { headers: { 'content-type': contentType! } }).formData();
@@ -50,5 +50,5 @@ export async function parseBody(data: Buffer, contentType: string | null): Promi
       files.push({ field, filename: value.name, contentType: value.type, bytes: Buffer.from(await value.arrayBuffer()) });
     }
   }
-  return { json, files, bytes: data.length };
+  return { json, files };
 }

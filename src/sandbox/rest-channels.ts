@@ -2,14 +2,14 @@ import { cannotEditOthersMessage, DiscordApiError, invalidFormBody } from './dis
 import { LimitBreach } from './limits.js';
 import { applyMessageEdit, fieldsForNewMessage } from './message-content.js';
 import { addReaction, checkUnicodeEmoji, removeReaction } from './reactions.js';
-import { bodyObject, noContent, ok, type RestAnswer, type RestRequest, type RestRoute } from './rest-types.js';
+import { MessageFlag } from './message-flags.js';
+import { bodyObject, endpoint, noContent, ok, type RestAnswer, type RestRequest, type RestRoute } from './rest-types.js';
 import type { SandboxServices } from './services.js';
 import { compareSnowflakes, type StoredMessage } from './world.js';
 
 // Channel routes the bot uses as itself: channel lookup, messages (list, send, fetch, edit, delete), its own
 // reactions and the list of who reacted.
 
-const EPHEMERAL_FLAG = 1 << 6;
 const REPLY_MESSAGE_TYPE = 19;
 const DEFAULT_PAGE_SIZE = 50;
 const missingPermissions = () => new DiscordApiError(403, 50013, 'Missing Permissions');
@@ -53,13 +53,13 @@ function createMessage(services: SandboxServices, request: RestRequest): RestAns
   const fields = fieldsForNewMessage(world, channel.id, body, request.files);
   const reference = body['message_reference'] as Record<string, unknown> | undefined | null;
   const referencedId = reference?.['message_id'] === undefined ? null : String(reference['message_id']);
-  if (referencedId !== null && !world.messagesIn(channel.id).some((message) => message.id === referencedId)) {
+  if (referencedId !== null && world.findMessage(referencedId)?.channelId !== channel.id) {
     const problem = `message_reference.message_id: ${referencedId} is not a message in channel ${channel.id}`;
     throw new LimitBreach(invalidFormBody([problem], 'MESSAGE_REFERENCE_UNKNOWN_MESSAGE'), [problem]);
   }
   const message = world.addMessage({
-    ...fields, flags: fields.flags & ~EPHEMERAL_FLAG, channelId: channel.id, authorId: world.botUser.id,
-    type: referencedId === null ? 0 : REPLY_MESSAGE_TYPE, interactionId: null, ephemeralFor: null, webhookId: null,
+    ...fields, flags: fields.flags & ~MessageFlag.Ephemeral, channelId: channel.id, authorId: world.botUser.id,
+    type: referencedId === null ? 0 : REPLY_MESSAGE_TYPE, interaction: null, ephemeralFor: null, webhookId: null,
     referencedMessageId: referencedId,
   });
   return ok(world.messageJson(message));
@@ -104,17 +104,18 @@ function listReactors(services: SandboxServices, request: RestRequest): RestAnsw
 
 const MESSAGE = '/channels/:channel/messages/:message';
 const MY_REACTION = `${MESSAGE}/reactions/:emoji/@me`;
-const endpoint = (handle: (services: SandboxServices, request: RestRequest) => RestAnswer, rateLimited = true) => ({ auth: true, rateLimited, handle });
+/** Message and reaction routes are where the bot meets Discord's rate limits. */
+const LIMITED = { rateLimited: true };
 
 export const channelRoutes: RestRoute[] = [
-  { method: 'GET', pattern: '/channels/:channel', handler: endpoint((services, request) => ok(services.world.channelJson(channelOf(services, request))), false) },
-  { method: 'POST', pattern: '/channels/:channel/typing', handler: endpoint(() => noContent, false) },
-  { method: 'GET', pattern: '/channels/:channel/messages', handler: endpoint(listMessages) },
-  { method: 'POST', pattern: '/channels/:channel/messages', handler: endpoint(createMessage) },
-  { method: 'GET', pattern: MESSAGE, handler: endpoint((services, request) => ok(services.world.messageJson(messageOf(services, request)))) },
-  { method: 'PATCH', pattern: MESSAGE, handler: endpoint(editMessage) },
-  { method: 'DELETE', pattern: MESSAGE, handler: endpoint(deleteMessage) },
-  { method: 'PUT', pattern: MY_REACTION, handler: endpoint(reactAsBot) },
-  { method: 'DELETE', pattern: MY_REACTION, handler: endpoint(unreactAsBot) },
-  { method: 'GET', pattern: `${MESSAGE}/reactions/:emoji`, handler: endpoint(listReactors) },
+  { method: 'GET', pattern: '/channels/:channel', handler: endpoint((services, request) => ok(services.world.channelJson(channelOf(services, request)))) },
+  { method: 'POST', pattern: '/channels/:channel/typing', handler: endpoint(() => noContent) },
+  { method: 'GET', pattern: '/channels/:channel/messages', handler: endpoint(listMessages, LIMITED) },
+  { method: 'POST', pattern: '/channels/:channel/messages', handler: endpoint(createMessage, LIMITED) },
+  { method: 'GET', pattern: MESSAGE, handler: endpoint((services, request) => ok(services.world.messageJson(messageOf(services, request))), LIMITED) },
+  { method: 'PATCH', pattern: MESSAGE, handler: endpoint(editMessage, LIMITED) },
+  { method: 'DELETE', pattern: MESSAGE, handler: endpoint(deleteMessage, LIMITED) },
+  { method: 'PUT', pattern: MY_REACTION, handler: endpoint(reactAsBot, LIMITED) },
+  { method: 'DELETE', pattern: MY_REACTION, handler: endpoint(unreactAsBot, LIMITED) },
+  { method: 'GET', pattern: `${MESSAGE}/reactions/:emoji`, handler: endpoint(listReactors, LIMITED) },
 ];

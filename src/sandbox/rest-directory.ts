@@ -1,8 +1,8 @@
 import { unknownApplication, unknownGuild } from './discord-errors.js';
 import { breach, commandLimitProblems } from './limits.js';
-import { ok, type RestAnswer, type RestRequest, type RestRoute } from './rest-types.js';
+import { endpoint, ok, type RestAnswer, type RestRequest, type RestRoute } from './rest-types.js';
 import type { SandboxServices } from './services.js';
-import type { RegisteredCommand } from './world.js';
+import { SANDBOX_LOCALE, type RegisteredCommand } from './world.js';
 
 // Everything else the bot reads or sets up: the gateway address, users, the guild and its members and roles, the
 // application, and slash-command registration (bulk overwrite keeps a command's id when its name stays).
@@ -62,8 +62,6 @@ function overwriteCommands(services: SandboxServices, request: RestRequest): Res
   return ok(registered);
 }
 
-const endpoint = (handle: (services: SandboxServices, request: RestRequest) => RestAnswer) => ({ auth: true, rateLimited: false, handle });
-
 export const directoryRoutes: RestRoute[] = [
   {
     method: 'GET', pattern: '/gateway/bot',
@@ -71,7 +69,7 @@ export const directoryRoutes: RestRoute[] = [
   },
   {
     method: 'GET', pattern: '/users/@me',
-    handler: endpoint(({ world }) => ok({ ...world.userJson(world.botUser), verified: true, mfa_enabled: false, email: null, locale: 'en-US' })),
+    handler: endpoint(({ world }) => ok({ ...world.userJson(world.botUser), verified: true, mfa_enabled: false, email: null, locale: SANDBOX_LOCALE })),
   },
   { method: 'GET', pattern: '/users/:user', handler: endpoint(({ world }, request) => ok(world.userJson(world.userById(request.params['user']!)))) },
   {

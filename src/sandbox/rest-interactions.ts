@@ -1,36 +1,24 @@
 import { alreadyAcknowledged, DiscordApiError, invalidFormBody, invalidWebhookToken, unknownInteraction, unknownMessage, unknownWebhook } from './discord-errors.js';
 import { ACKNOWLEDGE_DEADLINE_MS, LimitBreach, TOKEN_LIFETIME_MS } from './limits.js';
-import { applyMessageEdit, fieldsForNewMessage, isEphemeral, type UploadedFile } from './message-content.js';
-import { bodyObject, noContent, ok, type RestAnswer, type RestRequest, type RestRoute } from './rest-types.js';
+import { applyMessageEdit, fieldsForNewMessage, isEphemeral } from './message-content.js';
+import { MessageFlag } from './message-flags.js';
+import { bodyObject, endpoint, noContent, ok, type RestAnswer, type RestRequest, type RestRoute } from './rest-types.js';
 import type { SandboxServices } from './services.js';
-import type { InteractionRecord, StoredMessage } from './world.js';
+import { InteractionType, type InteractionRecord, type MessageFields, type StoredMessage } from './world.js';
 
 // Answering interactions: the callback (within 3 s, once) and the webhook routes an interaction token opens for
 // 15 minutes (@original, follow-ups).
 
-export const CallbackType = { Reply: 4, DeferredReply: 5, DeferredUpdate: 6, Update: 7 } as const;
-const EPHEMERAL_FLAG = 1 << 6;
-/** Discord shows a deferred reply as "thinking…" until it is edited. */
-const LOADING_FLAG = 1 << 7;
+const CallbackType = { Reply: 4, DeferredReply: 5, DeferredUpdate: 6, Update: 7 } as const;
 const CHAT_INPUT_COMMAND_MESSAGE_TYPE = 20;
 
-function newInteractionMessage(services: SandboxServices, interaction: InteractionRecord, body: Record<string, unknown>, files: UploadedFile[], isOriginal: boolean): StoredMessage {
+/** A message the bot posts through the interaction's webhook: the original answer, or a follow-up. */
+function addInteractionMessage(services: SandboxServices, interaction: InteractionRecord, fields: MessageFields, isOriginal: boolean): StoredMessage {
   const { world } = services;
-  const fields = fieldsForNewMessage(world, interaction.channelId, body, files);
+  const answersCommand = isOriginal && interaction.type === InteractionType.ApplicationCommand;
   return world.addMessage({
-    ...fields, channelId: interaction.channelId, authorId: world.botUser.id,
-    type: isOriginal && interaction.type === 2 ? CHAT_INPUT_COMMAND_MESSAGE_TYPE : 0, interactionId: interaction.id,
-    ephemeralFor: isEphemeral(body) ? interaction.userId : null, webhookId: world.applicationId, referencedMessageId: null,
-  });
-}
-
-function deferredMessage(services: SandboxServices, interaction: InteractionRecord, data: Record<string, unknown>): StoredMessage {
-  const { world } = services;
-  const ephemeral = isEphemeral(data);
-  return world.addMessage({
-    content: '', embeds: [], components: [], attachments: [], mentions: [], flags: LOADING_FLAG | (ephemeral ? EPHEMERAL_FLAG : 0),
-    channelId: interaction.channelId, authorId: world.botUser.id, type: interaction.type === 2 ? CHAT_INPUT_COMMAND_MESSAGE_TYPE : 0,
-    interactionId: interaction.id, ephemeralFor: ephemeral ? interaction.userId : null, webhookId: world.applicationId, referencedMessageId: null,
+    ...fields, channelId: interaction.channelId, authorId: world.botUser.id, type: answersCommand ? CHAT_INPUT_COMMAND_MESSAGE_TYPE : 0,
+    interaction, ephemeralFor: (fields.flags & MessageFlag.Ephemeral) !== 0 ? interaction.userId : null, webhookId: world.applicationId, referencedMessageId: null,
   });
 }
 
@@ -57,11 +45,15 @@ function callback(services: SandboxServices, request: RestRequest): RestAnswer {
   let messageId: string;
   switch (type) {
     case CallbackType.Reply:
-      messageId = newInteractionMessage(services, interaction, data, request.files, true).id;
+      messageId = addInteractionMessage(services, interaction, fieldsForNewMessage(world, interaction.channelId, data, request.files), true).id;
       break;
-    case CallbackType.DeferredReply:
-      messageId = deferredMessage(services, interaction, data).id;
+    case CallbackType.DeferredReply: {
+      // Discord shows a deferred reply as "thinking…" until it is edited.
+      const flags = MessageFlag.Loading | (isEphemeral(data) ? MessageFlag.Ephemeral : 0);
+      const fields = { content: '', embeds: [], components: [], attachments: [], mentions: [], flags };
+      messageId = addInteractionMessage(services, interaction, fields, true).id;
       break;
+    }
     case CallbackType.DeferredUpdate:
       messageId = componentOnly(interaction, type);
       break;
@@ -82,7 +74,7 @@ function callback(services: SandboxServices, request: RestRequest): RestAnswer {
   return ok({
     interaction: {
       id: interaction.id, type: interaction.type, response_message_id: message.id,
-      response_message_loading: (message.flags & LOADING_FLAG) !== 0, response_message_ephemeral: message.ephemeralFor !== null,
+      response_message_loading: (message.flags & MessageFlag.Loading) !== 0, response_message_ephemeral: message.ephemeralFor !== null,
     },
     resource: { type, message: world.messageJson(message) },
   });
@@ -116,8 +108,8 @@ function editMessage(services: SandboxServices, request: RestRequest): RestAnswe
   const { world } = services;
   const { message } = webhookMessage(services, request);
   const changed = applyMessageEdit(world, message, bodyObject(request), request.files);
-  if ((message.flags & LOADING_FLAG) !== 0) {
-    message.flags &= ~LOADING_FLAG;
+  if ((message.flags & MessageFlag.Loading) !== 0) {
+    message.flags &= ~MessageFlag.Loading;
     changed.push('flags');
   }
   world.recordEdit(message, changed);
@@ -134,7 +126,7 @@ function loadingOriginal(services: SandboxServices, interaction: InteractionReco
   if (interaction.callbackType !== CallbackType.DeferredReply || interaction.messageId === null) return null;
   try {
     const original = services.world.message(interaction.messageId, interaction.userId);
-    return (original.flags & LOADING_FLAG) !== 0 ? original : null;
+    return (original.flags & MessageFlag.Loading) !== 0 ? original : null;
   } catch {
     return null;
   }
@@ -151,9 +143,9 @@ function followUp(services: SandboxServices, request: RestRequest): RestAnswer {
     // Discord fills a still-loading deferred reply with the first follow-up (keeping the deferral's
     // ephemerality) instead of posting a second message; it does not show as edited.
     applyMessageEdit(world, message, body, request.files);
-    message.flags &= ~LOADING_FLAG;
+    message.flags &= ~MessageFlag.Loading;
   } else {
-    message = newInteractionMessage(services, interaction, body, request.files, false);
+    message = addInteractionMessage(services, interaction, fieldsForNewMessage(world, interaction.channelId, body, request.files), false);
     interaction.followUpIds.push(message.id);
   }
   return request.query.get('wait') === 'true' ? ok(world.messageJson(message)) : noContent;
@@ -162,13 +154,17 @@ function followUp(services: SandboxServices, request: RestRequest): RestAnswer {
 const ORIGINAL = '/webhooks/:application/:token/messages/@original';
 const BY_ID = '/webhooks/:application/:token/messages/:message';
 
+/** The interaction's id and token in the path authorise these routes. */
+const BY_TOKEN = { auth: false };
+const BY_TOKEN_LIMITED = { auth: false, rateLimited: true };
+
 export const interactionRoutes: RestRoute[] = [
-  { method: 'POST', pattern: '/interactions/:interaction/:token/callback', handler: { auth: false, rateLimited: false, handle: callback } },
-  { method: 'GET', pattern: ORIGINAL, handler: { auth: false, rateLimited: false, handle: getMessage } },
-  { method: 'PATCH', pattern: ORIGINAL, handler: { auth: false, rateLimited: true, handle: editMessage } },
-  { method: 'DELETE', pattern: ORIGINAL, handler: { auth: false, rateLimited: true, handle: deleteMessage } },
-  { method: 'GET', pattern: BY_ID, handler: { auth: false, rateLimited: false, handle: getMessage } },
-  { method: 'PATCH', pattern: BY_ID, handler: { auth: false, rateLimited: true, handle: editMessage } },
-  { method: 'DELETE', pattern: BY_ID, handler: { auth: false, rateLimited: true, handle: deleteMessage } },
-  { method: 'POST', pattern: '/webhooks/:application/:token', handler: { auth: false, rateLimited: true, handle: followUp } },
+  { method: 'POST', pattern: '/interactions/:interaction/:token/callback', handler: endpoint(callback, BY_TOKEN) },
+  { method: 'GET', pattern: ORIGINAL, handler: endpoint(getMessage, BY_TOKEN) },
+  { method: 'PATCH', pattern: ORIGINAL, handler: endpoint(editMessage, BY_TOKEN_LIMITED) },
+  { method: 'DELETE', pattern: ORIGINAL, handler: endpoint(deleteMessage, BY_TOKEN_LIMITED) },
+  { method: 'GET', pattern: BY_ID, handler: endpoint(getMessage, BY_TOKEN) },
+  { method: 'PATCH', pattern: BY_ID, handler: endpoint(editMessage, BY_TOKEN_LIMITED) },
+  { method: 'DELETE', pattern: BY_ID, handler: endpoint(deleteMessage, BY_TOKEN_LIMITED) },
+  { method: 'POST', pattern: '/webhooks/:application/:token', handler: endpoint(followUp, BY_TOKEN_LIMITED) },
 ];

@@ -15,15 +15,22 @@ export interface RestAnswer {
   readonly body?: unknown;
 }
 
-export interface RestEndpoint {
+type RestHandler = (services: SandboxServices, request: RestRequest) => RestAnswer;
+
+interface RestEndpoint {
   /** Needs `Authorization: Bot <token>`; interaction callbacks and webhook-token routes do not. */
   readonly auth: boolean;
   /** Counts toward the simulated rate limit (never the interaction callback: its 3 s deadline must hold). */
   readonly rateLimited: boolean;
-  readonly handle: (services: SandboxServices, request: RestRequest) => RestAnswer;
+  readonly handle: RestHandler;
 }
 
 export type RestRoute = Route<RestEndpoint>;
+
+/** Bot-authenticated and exempt from the simulated rate limit unless `access` says otherwise. */
+export function endpoint(handle: RestHandler, access: { auth?: boolean; rateLimited?: boolean } = {}): RestEndpoint {
+  return { auth: access.auth ?? true, rateLimited: access.rateLimited ?? false, handle };
+}
 
 export const ok = (body: unknown): RestAnswer => ({ status: 200, body });
 export const noContent: RestAnswer = { status: 204 };

@@ -1,18 +1,22 @@
 import { SimulatedClock, SnowflakeFactory } from './clock.js';
 import { ControlError, unknownChannel, unknownMessage, unknownUser } from './discord-errors.js';
+import { TOKEN_LIFETIME_MS } from './limits.js';
 import { ALL_PERMISSIONS, DEFAULT_EVERYONE_PERMISSIONS, Permission } from './permissions.js';
 
 // The fixed world of the local Discord — one application and bot, one guild with two text channels and two roles,
 // users made on first use — and the Discord-shaped JSON of each thing in it. Messages keep their attachments'
 // bytes and their edit history so tests can check exactly what the bot delivered.
 
-export const BOT_USER_NAME = 'wrongbot';
-export const GUILD_NAME = 'Sandbox';
-export const CHANNEL_NAMES = ['general', 'art'] as const;
-export type ChannelName = typeof CHANNEL_NAMES[number];
-export const ATTACHMENT_SIZE_LIMIT_BYTES = 10 * 1024 * 1024;
+const BOT_USER_NAME = 'wrongbot';
+const GUILD_NAME = 'Sandbox';
+const CHANNEL_NAMES = ['general', 'art'] as const;
+type ChannelName = typeof CHANNEL_NAMES[number];
 const USER_NAME_PATTERN = /^[a-z0-9_]{1,32}$/;
 const TEXT_CHANNEL_TYPE = 0;
+/** A sandbox left running (`npm start`) must not grow without end: older messages go, with their attachment bytes. */
+const MESSAGES_KEPT_PER_CHANNEL = 500;
+/** Past its token's lifetime nobody can answer an interaction; the margin leaves it to inspect a while longer. */
+const INTERACTION_KEPT_MS = TOKEN_LIFETIME_MS + 5 * 60 * 1000;
 
 /** The locale every sandbox user and the guild report. */
 export const SANDBOX_LOCALE = 'en-US';
@@ -35,14 +39,15 @@ export interface StoredAttachment {
   readonly height: number | null;
 }
 
-export interface MessageEdit { readonly at: number; readonly fields: string[] }
+interface MessageEdit { readonly at: number; readonly fields: string[] }
 
 /** What a message says: set when it is created, replaced field by field when it is edited. */
 export interface MessageFields {
   content: string;
   embeds: Record<string, unknown>[];
   components: Record<string, unknown>[];
-  attachments: StoredAttachment[];
+  /** Changed only through World.replaceAttachments, which keeps the download index in step. */
+  readonly attachments: StoredAttachment[];
   flags: number;
   mentions: string[];
 }
@@ -51,10 +56,11 @@ export interface StoredMessage extends MessageFields {
   readonly id: string;
   readonly channelId: string;
   readonly authorId: string;
-  /** 20 for a reply to a slash command, 0 otherwise (Discord's message types). */
+  /** Discord's message types: 20 for the original reply to a slash command, 19 for a reply to a message, else 0. */
   readonly type: number;
   readonly createdAt: number;
-  readonly interactionId: string | null;
+  /** The interaction this message answers; held here so the message keeps its metadata after World forgets it. */
+  readonly interaction: InteractionRecord | null;
   /** Only this user sees the message (flag 64 on an interaction reply). */
   readonly ephemeralFor: string | null;
   readonly webhookId: string | null;
@@ -65,12 +71,12 @@ export interface StoredMessage extends MessageFields {
   readonly reactions: Map<string, Set<string>>;
 }
 
-export type InteractionKind = 2 | 3;
+export const InteractionType = { ApplicationCommand: 2, MessageComponent: 3 } as const;
+export type InteractionKind = (typeof InteractionType)[keyof typeof InteractionType];
 
 export interface InteractionRecord {
   readonly id: string;
   readonly token: string;
-  /** 2 = application command, 3 = message component. */
   readonly type: InteractionKind;
   readonly userId: string;
   readonly channelId: string;
@@ -105,6 +111,13 @@ export class World {
   readonly #usersById = new Map<string, SandboxUser>();
   readonly #usersByName = new Map<string, SandboxUser>();
   readonly #messages = new Map<string, StoredMessage>();
+  /** Per channel, in creation order (which is id order). */
+  readonly #messagesByChannel = new Map<string, Map<string, StoredMessage>>();
+  /** Like Discord's last_message_id, it may name a message since deleted. */
+  readonly #lastMessageIds = new Map<string, string>();
+  /** Attachment id → the message that carries it, for downloads. */
+  readonly #attachmentOwners = new Map<string, StoredMessage>();
+  /** In creation order, so the expired ones are at the front. */
   readonly #interactions = new Map<string, InteractionRecord>();
   readonly #interactionsByToken = new Map<string, InteractionRecord>();
 
@@ -118,6 +131,7 @@ export class World {
     this.everyoneRole = { id: this.guildId, name: '@everyone', permissions: DEFAULT_EVERYONE_PERMISSIONS, position: 0 };
     this.adminRole = { id: this.ids.next(), name: 'Admin', permissions: Permission.Administrator, position: 1 };
     this.channels = CHANNEL_NAMES.map((name, position) => ({ id: this.ids.next(), name, position }));
+    for (const channel of this.channels) this.#messagesByChannel.set(channel.id, new Map());
     // The bot user's id is the application's id, as for every Discord bot.
     this.botUser = this.#addUser({ id: this.applicationId, name: BOT_USER_NAME, bot: true, admin: false, joinedAt: this.createdAt });
     this.ownerUser = this.ensureUser('owner', { admin: true });
@@ -180,14 +194,44 @@ export class World {
 
   addMessage(message: Omit<StoredMessage, 'id' | 'createdAt' | 'edits' | 'reactions' | 'editedAt'>): StoredMessage {
     const stored: StoredMessage = { ...message, id: this.ids.next(), createdAt: this.clock.now(), editedAt: null, edits: [], reactions: new Map() };
+    const inChannel = this.#channelMessages(stored.channelId);
+    inChannel.set(stored.id, stored);
     this.#messages.set(stored.id, stored);
+    this.#indexAttachments(stored);
+    if (stored.ephemeralFor === null) this.#lastMessageIds.set(stored.channelId, stored.id);
+    if (inChannel.size > MESSAGES_KEPT_PER_CHANNEL) this.deleteMessage(inChannel.keys().next().value!);
     return stored;
   }
 
-  /** A message as `viewerId` may see it: ephemeral messages exist only for their user. */
-  message(id: string, viewerId?: string): StoredMessage {
+  #channelMessages(channelId: string): Map<string, StoredMessage> {
+    const messages = this.#messagesByChannel.get(channelId);
+    if (messages === undefined) throw unknownChannel();
+    return messages;
+  }
+
+  #indexAttachments(message: StoredMessage): void {
+    for (const attachment of message.attachments) this.#attachmentOwners.set(attachment.id, message);
+  }
+
+  #unindexAttachments(message: StoredMessage): void {
+    for (const attachment of message.attachments) this.#attachmentOwners.delete(attachment.id);
+  }
+
+  replaceAttachments(message: StoredMessage, attachments: StoredAttachment[]): void {
+    this.#unindexAttachments(message);
+    (message as { attachments: StoredAttachment[] }).attachments = attachments;
+    this.#indexAttachments(message);
+  }
+
+  /** A message as `viewerId` may see it (ephemeral messages exist only for their user), or undefined. */
+  findMessage(id: string, viewerId?: string): StoredMessage | undefined {
     const message = this.#messages.get(id);
-    if (message === undefined || (message.ephemeralFor !== null && message.ephemeralFor !== viewerId)) throw unknownMessage();
+    return message === undefined || (message.ephemeralFor !== null && message.ephemeralFor !== viewerId) ? undefined : message;
+  }
+
+  message(id: string, viewerId?: string): StoredMessage {
+    const message = this.findMessage(id, viewerId);
+    if (message === undefined) throw unknownMessage();
     return message;
   }
 
@@ -199,23 +243,21 @@ export class World {
 
   /** An attachment still on some message in the channel (ephemeral ones too: their URLs are not guessable). */
   findAttachment(channelId: string, attachmentId: string): StoredAttachment | undefined {
-    for (const message of this.#messages.values()) {
-      if (message.channelId !== channelId) continue;
-      const attachment = message.attachments.find((candidate) => candidate.id === attachmentId);
-      if (attachment !== undefined) return attachment;
-    }
-    return undefined;
+    const owner = this.#attachmentOwners.get(attachmentId);
+    return owner?.channelId === channelId ? owner.attachments.find((attachment) => attachment.id === attachmentId) : undefined;
   }
 
   deleteMessage(id: string): void {
+    const message = this.#messages.get(id);
+    if (message === undefined) return;
     this.#messages.delete(id);
+    this.#channelMessages(message.channelId).delete(id);
+    this.#unindexAttachments(message);
   }
 
-  /** Oldest first (snowflakes sort by creation). */
+  /** Oldest first. */
   messagesIn(channelId: string, viewerId?: string): StoredMessage[] {
-    return [...this.#messages.values()]
-      .filter((message) => message.channelId === channelId && (message.ephemeralFor === null || message.ephemeralFor === viewerId))
-      .sort((a, b) => compareSnowflakes(a.id, b.id));
+    return [...this.#channelMessages(channelId).values()].filter((message) => message.ephemeralFor === null || message.ephemeralFor === viewerId);
   }
 
   recordEdit(message: StoredMessage, fields: string[]): void {
@@ -227,6 +269,12 @@ export class World {
   // ——— interactions ———
 
   addInteraction(interaction: InteractionRecord): void {
+    const keptSince = this.clock.now() - INTERACTION_KEPT_MS;
+    for (const old of this.#interactions.values()) {
+      if (old.createdAt >= keptSince) break;
+      this.#interactions.delete(old.id);
+      this.#interactionsByToken.delete(old.token);
+    }
     this.#interactions.set(interaction.id, interaction);
     this.#interactionsByToken.set(interaction.token, interaction);
   }
@@ -268,10 +316,9 @@ export class World {
   }
 
   channelJson(channel: TextChannel): Record<string, unknown> {
-    const last = this.messagesIn(channel.id).at(-1);
     return {
       id: channel.id, type: TEXT_CHANNEL_TYPE, guild_id: this.guildId, name: channel.name, position: channel.position,
-      permission_overwrites: [], parent_id: null, topic: null, nsfw: false, last_message_id: last?.id ?? null,
+      permission_overwrites: [], parent_id: null, topic: null, nsfw: false, last_message_id: this.#lastMessageIds.get(channel.id) ?? null,
       rate_limit_per_user: 0, flags: 0,
     };
   }
@@ -345,8 +392,8 @@ export class World {
     if (message.referencedMessageId !== null) {
       json['message_reference'] = { type: 0, message_id: message.referencedMessageId, channel_id: message.channelId, guild_id: this.guildId };
     }
-    const interaction = message.interactionId === null ? undefined : this.interaction(message.interactionId);
-    if (interaction !== undefined) {
+    const { interaction } = message;
+    if (interaction !== null) {
       const user = this.userJson(this.userById(interaction.userId));
       json['interaction_metadata'] = {
         id: interaction.id, type: interaction.type, user, authorizing_integration_owners: { '0': this.guildId },
@@ -360,7 +407,7 @@ export class World {
   }
 }
 
-export function isoTime(ms: number): string {
+function isoTime(ms: number): string {
   return new Date(ms).toISOString().replace('Z', '+00:00');
 }
 
