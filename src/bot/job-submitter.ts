@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { GenerationJobName, LoraChoice, LoraImageSettings, ImageSettings } from '../queue/contracts.js';
-import { randomSeed, type JobProducer } from '../queue/producer.js';
+import { randomSeed, type GenerationSubmission, type JobProducer } from '../queue/producer.js';
 import type { BotStore } from '../store/database.js';
 import type { JobRecord } from '../store/jobs.js';
 import type { Delivery } from './delivery.js';
@@ -42,7 +42,7 @@ export class JobSubmitter {
     const fullSettings: ImageSettings | LoraImageSettings = kind === 'imagine' ? { ...common, negativePrompt: negativePrompt ?? null } : common;
     const request = lora === null ? { settings: fullSettings } : { settings: fullSettings, lora };
     const record = this.record(origin, kind, request);
-    await this.enqueueing(record, () => this.producer.submit(kind, { ...this.envelope(record), ...request } as never, { jobId: record.jobId }));
+    await this.enqueueing(record, () => this.producer.submit(kind, { ...this.envelope(record), ...request } as GenerationSubmission<GenerationJobName>, { jobId: record.jobId }));
     await this.showQueued(record);
     return record;
   }
