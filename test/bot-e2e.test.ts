@@ -129,7 +129,15 @@ function datasetSidecars(): Array<Record<string, unknown>> {
   } catch {
     return [];
   }
-  return names.filter((name) => name.endsWith('.json')).map((name) => JSON.parse(readFileSync(path.join(dir, name), 'utf8')) as Record<string, unknown>);
+  // The bot may remove an entry between the listing and the read: such a file is simply no longer in the set.
+  return names.filter((name) => name.endsWith('.json')).flatMap((name) => {
+    try {
+      return [JSON.parse(readFileSync(path.join(dir, name), 'utf8')) as Record<string, unknown>];
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw error;
+    }
+  });
 }
 
 test('panel 👎 buttons: two members put panel 2 in the training set with its provenance; pressing again takes a vote back', async () => {
