@@ -121,7 +121,7 @@ test('decoding and re-encoding every graph message gives the same bytes, which o
 test('the rewritten UNet matches the base at strength 0 and diffusers\' fused LoRA at strength 1, per batch entry', async (t) => {
   const lora = readPeftLora();
   assert.equal(lora.length, 96);
-  const [base, withLora] = await Promise.all([createSession(unetBytes, UNET_DIR), createSession(addLoraBranches(unetBytes, lora), UNET_DIR)]);
+  const [base, withLora] = await Promise.all([createSession(unetBytes, UNET_DIR), createSession(addLoraBranches(unetBytes, { kind: 'constant', modules: lora }), UNET_DIR)]);
   try {
     assert.deepEqual([...withLora.inputNames].sort(), [...base.inputNames, LORA_STRENGTH_INPUT].sort());
     const baseOut = await runUnet(base, step0Feeds(timestep));
@@ -147,7 +147,7 @@ test('the rewritten UNet matches the base at strength 0 and diffusers\' fused Lo
 });
 
 test('the legacy opset-14 UNet with inline weights takes the same branches', async (t) => {
-  const session = await createSession(addLoraBranches(legacyUnetBytes, readPeftLora()), LEGACY_UNET_DIR);
+  const session = await createSession(addLoraBranches(legacyUnetBytes, { kind: 'constant', modules: readPeftLora() }), LEGACY_UNET_DIR);
   try {
     const difference = maxAbsDifference(await runUnet(session, step0Feeds(legacyTimestep, [1, 1])), referenceOut);
     t.diagnostic(`legacy UNet, strength 1 vs diffusers ${difference}`);
@@ -161,11 +161,11 @@ test('a module the graph lacks, wrong shapes and a second rewrite are errors nam
   const [first] = readPeftLora();
   assert.ok(first !== undefined);
   const missing = { ...first, module: 'down_blocks.1.attentions.0.transformer_blocks.0.ff.net.2' };
-  assert.throws(() => addLoraBranches(unetBytes, [missing]), /LoRA module down_blocks\.1\.attentions\.0\.transformer_blocks\.0\.ff\.net\.2 is not a projection/);
-  assert.throws(() => addLoraBranches(unetBytes, [{ ...first, inFeatures: 32, down: first.down.subarray(0, 4 * 32) }]), new RegExp(`LoRA module ${first.module.replaceAll('.', '\\.')} is 32→64 but .* is 64→64`));
-  assert.throws(() => addLoraBranches(unetBytes, [{ ...first, up: first.up.subarray(1) }]), new RegExp(`LoRA module ${first.module.replaceAll('.', '\\.')}: up has 255 values`));
-  assert.throws(() => addLoraBranches(unetBytes, [first, first]), /listed twice/);
-  assert.throws(() => addLoraBranches(addLoraBranches(unetBytes, [first]), [first]), /already has an input named lora_strength/);
+  assert.throws(() => addLoraBranches(unetBytes, { kind: 'constant', modules: [missing] }), /LoRA module down_blocks\.1\.attentions\.0\.transformer_blocks\.0\.ff\.net\.2 is not a projection/);
+  assert.throws(() => addLoraBranches(unetBytes, { kind: 'constant', modules: [{ ...first, inFeatures: 32, down: first.down.subarray(0, 4 * 32) }] }), new RegExp(`LoRA module ${first.module.replaceAll('.', '\\.')} is 32→64 but .* is 64→64`));
+  assert.throws(() => addLoraBranches(unetBytes, { kind: 'constant', modules: [{ ...first, up: first.up.subarray(1) }] }), new RegExp(`LoRA module ${first.module.replaceAll('.', '\\.')}: up has 255 values`));
+  assert.throws(() => addLoraBranches(unetBytes, { kind: 'constant', modules: [first, first] }), /listed twice/);
+  assert.throws(() => addLoraBranches(addLoraBranches(unetBytes, { kind: 'constant', modules: [first] }), { kind: 'constant', modules: [first] }), /already has an input named lora_strength/);
 });
 
 /** y = x · Wᵀ as a torch Linear exports it, all float16, weights inline. */
@@ -194,7 +194,7 @@ test('a float16 model gets float16 branch constants and a Cast of the float32 st
   const module = 'attn1.to_q';
   const bytes = float16ProjectionModel(weightT, inFeatures, outFeatures);
   assert.deepEqual(findLoraTargets(bytes), [{ module, nodeName: '/attn1/to_q/MatMul', inFeatures, outFeatures }]);
-  const session = await ort.InferenceSession.create(addLoraBranches(bytes, [{ module, rank, inFeatures, outFeatures, down, up, scale }]), { logSeverityLevel: 3 });
+  const session = await ort.InferenceSession.create(addLoraBranches(bytes, { kind: 'constant', modules: [{ module, rank, inFeatures, outFeatures, down, up, scale }] }), { logSeverityLevel: 3 });
   try {
     const x = Float32Array.of(1, 2, 3, -1, 0.5, 0);
     const strength = [0, 0.5];

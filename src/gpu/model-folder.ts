@@ -23,6 +23,7 @@ export interface SdxlModelFolder {
 }
 
 const SDXL_IMAGE_SIZE_PX = 1024;
+const SDXL_DOWN_BLOCKS = 3;
 const SUPPORTED_PIPELINES = ['StableDiffusionXLPipeline', 'ORTStableDiffusionXLPipeline'];
 const SUPPORTED_REFINERS = ['StableDiffusionXLImg2ImgPipeline', 'ORTStableDiffusionXLImg2ImgPipeline'];
 
@@ -114,4 +115,22 @@ function readVaeConfig(config: Record<string, unknown>, file: string): SdxlModel
     throw new ModelLoadError(`${file}: block_out_channels = ${JSON.stringify(blocks)} must be a non-empty list`);
   }
   return { scalingFactor, scaleFactor: 2 ** (blocks.length - 1) };
+}
+
+/** What training needs beyond generation: the VAE encoder, and the side multiple the UNet's downsampling needs. */
+export interface SdxlTrainingFiles {
+  vaeEncoder: string;
+  /** VAE factor × 2^(UNet down blocks − 1): each down block but the last halves the latent side. */
+  resolutionMultiple: number;
+}
+
+export function openSdxlTrainingFiles(folder: SdxlModelFolder): SdxlTrainingFiles {
+  const vaeEncoder = path.join(folder.root, 'vae_encoder', 'model.onnx');
+  if (!existsSync(vaeEncoder)) {
+    throw new ModelLoadError(`model folder ${folder.root} has no vae_encoder/model.onnx: training encodes its images with it (optimum exports it with the rest of the pipeline)`);
+  }
+  const unetConfigFile = path.join(folder.root, 'unet', 'config.json');
+  const blocks = existsSync(unetConfigFile) ? readJson(unetConfigFile)['block_out_channels'] : undefined;
+  const downBlocks = Array.isArray(blocks) && blocks.length > 0 ? blocks.length : SDXL_DOWN_BLOCKS;
+  return { vaeEncoder, resolutionMultiple: folder.vae.scaleFactor * 2 ** (downBlocks - 1) };
 }

@@ -121,18 +121,22 @@ export class OnnxModel {
     }
   }
 
-  /** Runs the model and returns the requested outputs as float32, whatever dtype the model computes in. */
-  async run(feeds: Record<string, ort.Tensor>, outputs: readonly string[]): Promise<Record<string, Float32Array>> {
+  /** Runs the model and returns the requested outputs as onnxruntime gives them. */
+  async runTensors(feeds: Record<string, ort.Tensor>, outputs: readonly string[]): Promise<ort.InferenceSession.ReturnType> {
     const started = performance.now();
-    let results: ort.InferenceSession.ReturnType;
     try {
-      results = await this.session.run(feeds, outputs);
+      return await this.session.run(feeds, outputs);
     } catch (cause) {
       throw new Error(`${this.label} failed: ${((cause as Error).message ?? String(cause)).trim()}`);
     } finally {
       this.clock.totalMs += performance.now() - started;
       this.clock.runs += 1;
     }
+  }
+
+  /** Runs the model and returns the requested outputs as float32, whatever dtype the model computes in. */
+  async run(feeds: Record<string, ort.Tensor>, outputs: readonly string[]): Promise<Record<string, Float32Array>> {
+    const results = await this.runTensors(feeds, outputs);
     const converted: Record<string, Float32Array> = {};
     for (const name of outputs) {
       const tensor = results[name];

@@ -119,18 +119,17 @@ function torchLinspace32(start: number, end: number, steps: number): Float32Arra
 }
 
 /** σ(t) = √((1 − ᾱ_t) / ᾱ_t) for every training timestep, ᾱ accumulated in double as torch.cumprod does on CPU. */
-function trainingSigmas(config: EulerConfig): Float32Array {
+function trainingAlphasCumprod(config: EulerConfig): Float32Array {
   const betas = config.betaSchedule === 'scaled_linear'
     ? torchLinspace32(Math.sqrt(config.betaStart), Math.sqrt(config.betaEnd), config.numTrainTimesteps).map((b) => f32(b * b))
     : torchLinspace32(config.betaStart, config.betaEnd, config.numTrainTimesteps);
-  const sigmas = new Float32Array(betas.length);
+  const alphasCumprod = new Float32Array(betas.length);
   let alphaCumprod = 1;
   for (let t = 0; t < betas.length; t++) {
     alphaCumprod *= f32(1 - betas[t]!);
-    const alphaBar = f32(alphaCumprod);
-    sigmas[t] = f32(Math.sqrt(f32(f32(1 - alphaBar) / alphaBar)));
+    alphasCumprod[t] = alphaCumprod;
   }
-  return sigmas;
+  return alphasCumprod;
 }
 
 /** √(σ² + 1) in float32 operations. */
@@ -146,9 +145,33 @@ export class EulerDiscreteScheduler {
   sigmas: Float32Array = new Float32Array(0);
   initNoiseSigma = 1;
 
+  /** ᾱ_t for every training timestep: the one table behind both sampling (σ) and training (`addNoise`). */
+  readonly alphasCumprod: Float32Array;
+
   constructor(config: EulerConfig) {
     this.config = config;
-    this.trainSigmas = trainingSigmas(config);
+    this.alphasCumprod = trainingAlphasCumprod(config);
+    this.trainSigmas = this.alphasCumprod.map((alphaBar) => f32(Math.sqrt(f32(f32(1 - alphaBar) / alphaBar))));
+  }
+
+  /**
+   * DDPM's forward process as the training script applies it, per sample: √ᾱ_t·x₀ + √(1−ᾱ_t)·noise in float32.
+   * `samples` and `noise` hold timesteps.length samples of equal size.
+   */
+  addNoise(samples: Float32Array, noise: Float32Array, timesteps: readonly number[]): Float32Array {
+    if (noise.length !== samples.length || samples.length % timesteps.length !== 0) {
+      throw new RangeError(`addNoise: ${samples.length} sample values, ${noise.length} noise values and ${timesteps.length} timesteps do not fit together`);
+    }
+    const size = samples.length / timesteps.length;
+    const noisy = new Float32Array(samples.length);
+    timesteps.forEach((t, sample) => {
+      const alphaBar = this.alphasCumprod[t];
+      if (!Number.isInteger(t) || alphaBar === undefined) throw new RangeError(`timestep ${t} must be an integer from 0 to ${this.alphasCumprod.length - 1}`);
+      const signal = f32(Math.sqrt(alphaBar));
+      const noiseScale = f32(Math.sqrt(f32(1 - alphaBar)));
+      for (let i = sample * size; i < (sample + 1) * size; i++) noisy[i] = f32(f32(signal * samples[i]!) + f32(noiseScale * noise[i]!));
+    });
+    return noisy;
   }
 
   static async fromDirectory(schedulerDir: string): Promise<EulerDiscreteScheduler> {

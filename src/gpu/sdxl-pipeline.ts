@@ -8,7 +8,8 @@ import { vaeOutputToRgb } from './image.js';
 import { roundHalfEven } from './float32.js';
 import { buildLoraUnet, type LoraUnet } from './lora/lora-unet.js';
 import { LORA_STRENGTH_INPUT } from './onnx/lora-graph.js';
-import { encodeWeightedPrompt, type TextEncoderPass, type WeightedEncoding } from './weighted-encoding.js';
+import { encodeWeightedPrompt, type WeightedEncoding } from './weighted-encoding.js';
+import { concatLastAxis, sdxlEncoderPasses } from './text-encoders.js';
 import type { WeightingSyntax } from './prompt-weighting.js';
 import type { Device } from './providers.js';
 import {
@@ -275,7 +276,7 @@ export class SdxlPipeline {
   ): Promise<PromptEncoding> {
     const key = `${weighting}\u0000${text}`;
     const cached = this.promptCache.get(key);
-    const encoding = cached ?? await encodeWeightedPrompt(text, weighting, this.encoderPasses());
+    const encoding = cached ?? await encodeWeightedPrompt(text, weighting, sdxlEncoderPasses(this.tokenizers, this.textEncoders));
     if (!noted.has(text)) {
       noted.add(text);
       if (encoding.droppedText !== null) {
@@ -288,24 +289,6 @@ export class SdxlPipeline {
     this.promptCache.set(key, encoding);
     if (this.promptCache.size > PROMPT_CACHE_ENTRIES) this.promptCache.delete(this.promptCache.keys().next().value!);
     return encoding;
-  }
-
-  /** hidden_states[-2] of each encoder, and the second encoder's pooled `text_embeds`. */
-  private encoderPasses(): TextEncoderPass[] {
-    return this.textEncoders.map((encoder, index) => {
-      const hiddenName = penultimateHiddenState(encoder);
-      const wantsPooled = index === 1;
-      return {
-        tokenizer: this.tokenizers[index]!,
-        encode: async (inputIds: number[]) => {
-          const result = await encoder.run(
-            { input_ids: encoder.numberInput('input_ids', inputIds, [1, inputIds.length]) },
-            wantsPooled ? [hiddenName, 'text_embeds'] : [hiddenName],
-          );
-          return { hidden: result[hiddenName]!, pooled: wantsPooled ? result['text_embeds']! : null };
-        },
-      };
-    });
   }
 
   private baseStage(
@@ -461,32 +444,6 @@ function describeLora(lora: LoraUnet): string[] {
       ? `LoRA key ${keys[0]} not applied: ${reason}`
       : `${keys.length} LoRA keys not applied: ${reason} (e.g. ${keys.slice(0, 3).join(', ')})`),
   ];
-}
-
-/** hidden_states[-2]: the outputs are named hidden_states.0 … hidden_states.N. */
-function penultimateHiddenState(encoder: OnnxModel): string {
-  const layers = encoder.outputNames
-    .map((name) => /^hidden_states\.(\d+)$/.exec(name)?.[1])
-    .filter((index): index is string => index !== undefined)
-    .map(Number);
-  if (layers.length < 2) {
-    throw new Error(`${encoder.label} exposes no hidden_states.N outputs; export it with output_hidden_states`);
-  }
-  return `hidden_states.${Math.max(...layers) - 1}`;
-}
-
-function concatLastAxis(parts: Float32Array[], rows: number): Float32Array {
-  const widths = parts.map((part) => part.length / rows);
-  const total = widths.reduce((a, b) => a + b, 0);
-  const out = new Float32Array(rows * total);
-  for (let r = 0; r < rows; r++) {
-    let offset = r * total;
-    parts.forEach((part, i) => {
-      out.set(part.subarray(r * widths[i]!, (r + 1) * widths[i]!), offset);
-      offset += widths[i]!;
-    });
-  }
-  return out;
 }
 
 /** uncond + g · (text − uncond) in float32, then diffusers' optional std rescale (guidance_rescale). */

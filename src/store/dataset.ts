@@ -2,7 +2,7 @@ import type Database from 'better-sqlite3';
 import { rmSync } from 'node:fs';
 import path from 'node:path';
 import { checkInteger } from '../common/validation.js';
-import { sha256Hex, writeFileAtomic } from './files.js';
+import { sha256Hex, writeFileAtomic } from '../common/files.js';
 import { checkJobId, checkPanelIndex } from '../common/job-ids.js';
 import type { ImageArchive, KeptPanel, PanelProvenance } from './images.js';
 import type { StoreLayout } from './layout.js';

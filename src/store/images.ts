@@ -1,7 +1,8 @@
 import type Database from 'better-sqlite3';
 import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { checkChoice, checkInteger, fail } from '../common/validation.js';
-import { removeFolderIfEmpty, sha256Hex, writeFileAtomic } from './files.js';
+import { sha256Hex, writeFileAtomic } from '../common/files.js';
+import { removeFolderIfEmpty } from './files.js';
 import { checkJobId, checkPanelIndex } from '../common/job-ids.js';
 import { GENERATION_JOB_NAMES, type GenerationJobName, type ImageSettings } from '../queue/contracts.js';
 import type { StoreLayout } from './layout.js';

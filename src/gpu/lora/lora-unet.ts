@@ -31,7 +31,7 @@ export interface RewriteResult {
 export async function rewriteUnetWithLora({ unetPath, loraPath }: RewriteRequest): Promise<RewriteResult> {
   const graph = new Uint8Array(await readFile(unetPath));
   const lora = await loadLora(loraPath, findLoraTargets(graph));
-  return { bytes: addLoraBranches(graph, lora.modules), appliedModules: lora.modules.length, skipped: lora.skipped };
+  return { bytes: addLoraBranches(graph, { kind: 'constant', modules: lora.modules }), appliedModules: lora.modules.length, skipped: lora.skipped };
 }
 
 /**

@@ -13,6 +13,7 @@ import {
   readTensor,
   readValueInfoName,
   renameNodeOutputs,
+  tensorRawData,
   type NodeSpec,
   type NodeView,
   type TensorView,
@@ -141,27 +142,85 @@ function transposedRawData(values: Float32Array, rows: number, cols: number, sca
   return raw;
 }
 
-function int64RawData(values: readonly number[]): Uint8Array {
-  const raw = new Uint8Array(values.length * 8);
-  const view = new DataView(raw.buffer);
-  values.forEach((value, index) => view.setBigInt64(index * 8, BigInt(value), true));
-  return raw;
+/**
+ * Where the branches' weights come from: baked into the graph (inference), or graph inputs `down_t` [in, rank] and
+ * `up_t` [rank, out] per module (see `trainableLoraInputs`) that a trainer feeds anew each step, with alpha / rank fed
+ * as the strength.
+ */
+export type LoraBranchWeights =
+  | { kind: 'constant'; modules: readonly LoraModule[] }
+  | { kind: 'trainable'; rank: number; modules: readonly string[] };
+
+/** The graph inputs that hold a trainable module's Aᵀ and Bᵀ. */
+export function trainableLoraInputs(module: string): { downT: string; upT: string } {
+  return { downT: `${PREFIX}/${module}/down_t`, upT: `${PREFIX}/${module}/up_t` };
+}
+
+interface Branch {
+  module: string;
+  target: GraphTarget;
+  /** Adds the branch's weights to the graph and returns the names of Aᵀ and (scaled) Bᵀ. */
+  weights(claim: (name: string) => string): { downT: string; upT: string };
+}
+
+function constantBranches(modules: readonly LoraModule[], targets: ReadonlyMap<string, GraphTarget>, initializers: Chunks[]): Branch[] {
+  return modules.map((lora) => {
+    const target = checkModule(lora, targets.get(lora.module));
+    const dataType = target.weightDataType;
+    return {
+      module: lora.module,
+      target,
+      weights: (claim) => {
+        const downT = claim(`${PREFIX}/${lora.module}/down_t`);
+        const upT = claim(`${PREFIX}/${lora.module}/up_t_scaled`);
+        initializers.push(encodeTensor(downT, dataType, [lora.inFeatures, lora.rank], transposedRawData(lora.down, lora.rank, lora.inFeatures, 1, dataType)));
+        // scale folded into the constant saves a Mul per projection per step.
+        initializers.push(encodeTensor(upT, dataType, [lora.rank, lora.outFeatures], transposedRawData(lora.up, lora.outFeatures, lora.rank, lora.scale, dataType)));
+        return { downT, upT };
+      },
+    };
+  });
+}
+
+function trainableBranches(rank: number, modules: readonly string[], targets: ReadonlyMap<string, GraphTarget>, inputs: Chunks[]): Branch[] {
+  if (!Number.isInteger(rank) || rank < 1) throw new LoraGraphError(`LoRA rank ${rank} must be a positive integer`);
+  return modules.map((module) => {
+    const target = targets.get(module);
+    if (target === undefined) throw new LoraGraphError(`LoRA module ${module} is not a projection of this UNet`);
+    if (target.weightDataType !== DataType.float) {
+      throw new LoraGraphError(`the UNet's weight for ${target.nodeName} is ${dataTypeName(target.weightDataType)}: training needs a float32 UNet (export one with optimum without --dtype fp16)`);
+    }
+    return {
+      module,
+      target,
+      weights: (claim) => {
+        const names = trainableLoraInputs(module);
+        inputs.push(lengthDelimitedField(GraphField.input, encodeTensorValueInfo(claim(names.downT), DataType.float, [target.inFeatures, rank])));
+        inputs.push(lengthDelimitedField(GraphField.input, encodeTensorValueInfo(claim(names.upT), DataType.float, [rank, target.outFeatures])));
+        return names;
+      },
+    };
+  });
 }
 
 /**
  * The model with a low-rank branch on each module's projection and the float32 input `lora_strength` [batch].
  * Throws, naming the module, when a module is not a target of this graph or its shapes do not fit.
  */
-export function addLoraBranches(modelBytes: Uint8Array, modules: readonly LoraModule[]): Uint8Array {
+export function addLoraBranches(modelBytes: Uint8Array, weights: LoraBranchWeights): Uint8Array {
   const model = decodeModel(modelBytes);
   const { targets, names, inputNames } = indexGraph(model.graph);
   if (inputNames.has(LORA_STRENGTH_INPUT)) throw new LoraGraphError(`the model already has an input named ${LORA_STRENGTH_INPUT}: its LoRA branches were added before`);
 
-  const byField = new Map<number, { lora: LoraModule; target: GraphTarget }>();
-  for (const lora of modules) {
-    const target = checkModule(lora, targets.get(lora.module));
-    if (byField.has(target.fieldIndex)) throw new LoraGraphError(`LoRA module ${lora.module} is listed twice`);
-    byField.set(target.fieldIndex, { lora, target });
+  const initializers: Chunks[] = [];
+  const weightInputs: Chunks[] = [];
+  const branches = weights.kind === 'constant'
+    ? constantBranches(weights.modules, targets, initializers)
+    : trainableBranches(weights.rank, weights.modules, targets, weightInputs);
+  const byField = new Map<number, Branch>();
+  for (const branch of branches) {
+    if (byField.has(branch.target.fieldIndex)) throw new LoraGraphError(`LoRA module ${branch.module} is listed twice`);
+    byField.set(branch.target.fieldIndex, branch);
   }
 
   const newNames: string[] = [LORA_STRENGTH_INPUT];
@@ -169,13 +228,12 @@ export function addLoraBranches(modelBytes: Uint8Array, modules: readonly LoraMo
     newNames.push(name);
     return name;
   };
-  const initializers: Chunks[] = [];
   const preludeNodes: NodeSpec[] = [];
   // Attention projections see x as [batch, tokens, features]: strength [batch] broadcasts once reshaped to [batch, 1, 1].
   const strengthByDataType = new Map<number, string>();
   const strengthFor = (dataType: number): string => {
     if (strengthByDataType.size === 0) {
-      initializers.push(encodeTensor(claim(STRENGTH_SHAPE), DataType.int64, [3], int64RawData([-1, 1, 1])));
+      initializers.push(encodeTensor(claim(STRENGTH_SHAPE), DataType.int64, [3], tensorRawData(DataType.int64, [-1, 1, 1])));
       preludeNodes.push({ name: claim(`${PREFIX}/strength/reshape`), opType: 'Reshape', input: [LORA_STRENGTH_INPUT, STRENGTH_SHAPE], output: [claim(STRENGTH_PER_SAMPLE)] });
       strengthByDataType.set(DataType.float, STRENGTH_PER_SAMPLE);
     }
@@ -183,24 +241,20 @@ export function addLoraBranches(modelBytes: Uint8Array, modules: readonly LoraMo
     if (known !== undefined) return known;
     const typeName = dataTypeName(dataType);
     const cast = claim(`${STRENGTH_PER_SAMPLE}_${typeName}`);
-    preludeNodes.push({ name: claim(`${PREFIX}/strength/cast_${typeName}`), opType: 'Cast', input: [STRENGTH_PER_SAMPLE], output: [cast], intAttributes: { to: dataType } });
+    preludeNodes.push({ name: claim(`${PREFIX}/strength/cast_${typeName}`), opType: 'Cast', input: [STRENGTH_PER_SAMPLE], output: [cast], attributes: { to: { kind: 'int', value: dataType } } });
     strengthByDataType.set(dataType, cast);
     return cast;
   };
 
   const branchByField = new Map<number, Chunks>();
-  for (const [fieldIndex, { lora, target }] of byField) {
-    const prefix = `${PREFIX}/${lora.module}`;
-    const dataType = target.weightDataType;
+  for (const [fieldIndex, branch] of byField) {
+    const prefix = `${PREFIX}/${branch.module}`;
+    const { target } = branch;
     const x = target.node.input[0]!;
     const output = target.node.output[0]!;
     const base = claim(`${prefix}/base`);
-    const downT = claim(`${prefix}/down_t`);
-    const upT = claim(`${prefix}/up_t_scaled`);
-    initializers.push(encodeTensor(downT, dataType, [lora.inFeatures, lora.rank], transposedRawData(lora.down, lora.rank, lora.inFeatures, 1, dataType)));
-    // scale folded into the constant saves a Mul per projection per step.
-    initializers.push(encodeTensor(upT, dataType, [lora.rank, lora.outFeatures], transposedRawData(lora.up, lora.outFeatures, lora.rank, lora.scale, dataType)));
-    const strength = strengthFor(dataType);
+    const { downT, upT } = branch.weights(claim);
+    const strength = strengthFor(target.weightDataType);
     const down = claim(`${prefix}/down_out`);
     const scaled = claim(`${prefix}/down_out_strength`);
     const delta = claim(`${prefix}/delta`);
@@ -224,7 +278,10 @@ export function addLoraBranches(modelBytes: Uint8Array, modules: readonly LoraMo
     seen.add(name);
   }
 
-  const strengthInput = lengthDelimitedField(GraphField.input, encodeTensorValueInfo(LORA_STRENGTH_INPUT, DataType.float, ['batch_size']));
+  const newInputs = [
+    ...lengthDelimitedField(GraphField.input, encodeTensorValueInfo(LORA_STRENGTH_INPUT, DataType.float, ['batch_size'])),
+    ...weightInputs.flat(),
+  ];
   const newInitializers = initializers.flatMap((tensor) => lengthDelimitedField(GraphField.initializer, tensor));
   const lastIndexOf = (number: number): number => model.graph.findLastIndex((field) => field.number === number);
   const firstNode = model.graph.findIndex((field) => field.number === GraphField.node);
@@ -237,8 +294,8 @@ export function addLoraBranches(modelBytes: Uint8Array, modules: readonly LoraMo
     ...(index === firstNode ? prelude : []),
     ...(branchByField.get(index) ?? [field.encoded]),
     ...(index === lastInitializer ? newInitializers : []),
-    ...(index === lastInput ? strengthInput : []),
+    ...(index === lastInput ? newInputs : []),
   ]);
-  if (lastInput === -1) graph.push(...strengthInput);
+  if (lastInput === -1) graph.push(...newInputs);
   return encodeModel(model, graph);
 }

@@ -92,6 +92,48 @@ export function varintValue(field: ProtoField): number {
   return readVarint(field.payload, { pos: 0 });
 }
 
+// int64 fields hold negative values (an axis of -1) as 10-byte two's complement varints.
+function readSignedVarint(bytes: Uint8Array, cursor: Cursor): number {
+  let value = 0n;
+  let shift = 0n;
+  for (;;) {
+    if (cursor.pos >= bytes.length) throw new ProtobufError(`truncated varint at byte ${cursor.pos}`);
+    const byte = bytes[cursor.pos++]!;
+    value |= BigInt(byte & 0x7f) << shift;
+    if ((byte & 0x80) === 0) break;
+    shift += 7n;
+    if (shift > 63n) throw new ProtobufError(`varint longer than 10 bytes at byte ${cursor.pos}`);
+  }
+  // Sentinels such as INT64_MAX (Slice's "to the end") only need to stay beyond any real dimension.
+  return Number(BigInt.asIntN(64, value));
+}
+
+/** An int64 field, sign included. */
+export function signedVarintValue(field: ProtoField): number {
+  if (field.wireType !== WireType.varint) throw new ProtobufError(`field ${field.number} is not a varint (wire type ${field.wireType})`);
+  return readSignedVarint(field.payload, { pos: 0 });
+}
+
+/** A `repeated int64` field, packed or not, sign included. */
+export function repeatedSignedVarintValues(field: ProtoField): number[] {
+  if (field.wireType === WireType.varint) return [signedVarintValue(field)];
+  if (field.wireType !== WireType.lengthDelimited) throw new ProtobufError(`field ${field.number} is not a repeated varint`);
+  const values: number[] = [];
+  const cursor: Cursor = { pos: 0 };
+  while (cursor.pos < field.payload.length) values.push(readSignedVarint(field.payload, cursor));
+  return values;
+}
+
+/** A `repeated float` field, packed or not. */
+export function repeatedFloatValues(field: ProtoField): number[] {
+  const view = new DataView(field.payload.buffer, field.payload.byteOffset, field.payload.byteLength);
+  if (field.wireType === WireType.fixed32) return [view.getFloat32(0, true)];
+  if (field.wireType !== WireType.lengthDelimited) throw new ProtobufError(`field ${field.number} is not a repeated float`);
+  const values: number[] = [];
+  for (let offset = 0; offset + 4 <= field.payload.length; offset += 4) values.push(view.getFloat32(offset, true));
+  return values;
+}
+
 /** A `repeated` integer field may be written one value per field or packed into one length-delimited field. */
 export function repeatedVarintValues(field: ProtoField): number[] {
   if (field.wireType === WireType.varint) return [varintValue(field)];
@@ -111,7 +153,8 @@ export function stringValue(field: ProtoField): string {
 }
 
 function encodeVarint(value: number): Uint8Array {
-  if (!Number.isSafeInteger(value) || value < 0) throw new ProtobufError(`cannot encode ${value} as an unsigned varint`);
+  if (Number.isSafeInteger(value) && value < 0) return encodeNegativeVarint(value);
+  if (!Number.isSafeInteger(value)) throw new ProtobufError(`cannot encode ${value} as a varint`);
   const bytes: number[] = [];
   let rest = value;
   while (rest >= 0x80) {
@@ -119,6 +162,17 @@ function encodeVarint(value: number): Uint8Array {
     rest = Math.floor(rest / 0x80);
   }
   bytes.push(rest);
+  return Uint8Array.from(bytes);
+}
+
+function encodeNegativeVarint(value: number): Uint8Array {
+  let rest = BigInt.asUintN(64, BigInt(value));
+  const bytes: number[] = [];
+  while (rest >= 0x80n) {
+    bytes.push(Number(rest & 0x7fn) | 0x80);
+    rest >>= 7n;
+  }
+  bytes.push(Number(rest));
   return Uint8Array.from(bytes);
 }
 
@@ -158,4 +212,21 @@ export function lengthDelimitedField(number: number, payload: readonly Uint8Arra
 
 export function stringField(number: number, value: string): Chunks {
   return lengthDelimitedField(number, [utf8Encoder.encode(value)]);
+}
+
+export function fixed32FloatField(number: number, value: number): Chunks {
+  const bytes = new Uint8Array(4);
+  new DataView(bytes.buffer).setFloat32(0, value, true);
+  return [key(number, WireType.fixed32), bytes];
+}
+
+export function packedVarintField(number: number, values: readonly number[]): Chunks {
+  return lengthDelimitedField(number, values.map(encodeVarint));
+}
+
+export function packedFloatField(number: number, values: readonly number[]): Chunks {
+  const bytes = new Uint8Array(values.length * 4);
+  const view = new DataView(bytes.buffer);
+  values.forEach((value, index) => view.setFloat32(index * 4, value, true));
+  return lengthDelimitedField(number, [bytes]);
 }
