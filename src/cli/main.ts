@@ -20,6 +20,7 @@ const COMMANDS: Readonly<Record<string, () => Promise<CommandEntry>>> = Object.f
   compare: () => import('./compare.js').then((m) => ({ run: m.runCompare, usage: m.COMPARE_USAGE })),
   noise: () => import('./noise.js').then((m) => ({ run: m.runNoise, usage: m.NOISE_USAGE })),
   tokenize: () => import('./tokenize.js').then((m) => ({ run: m.runTokenize, usage: m.TOKENIZE_USAGE })),
+  train: () => import('./train.js').then((m) => ({ run: m.runTrain, usage: m.TRAIN_USAGE })),
   worker: () => import('./worker.js').then((m) => ({ run: m.runWorker, usage: m.WORKER_USAGE })),
   enqueue: () => import('./enqueue.js').then((m) => ({ run: m.runEnqueue, usage: m.ENQUEUE_USAGE })),
 });

@@ -177,7 +177,12 @@ export const GRADIENT_RULES: Readonly<Record<string, GradientRule>> = Object.fre
     const bd = context.builder;
     requireFrozen(node, context, [1]);
     return elementwise(node, context, [
-      () => bd.op('Mul', [g, bd.op('Mul', [exponent, bd.op('Pow', [a, bd.op('Sub', [exponent, bd.constant(context.graph.elemType(exponent), [], [1])])])])]),
+      () => {
+        // ONNX lets the exponent have its own type (an int64 2 is common); the product with the base needs the base's.
+        const type = context.graph.elemType(a);
+        const p = context.graph.elemType(exponent) === type ? exponent : bd.op('Cast', [exponent], { to: attr.int(type) });
+        return bd.op('Mul', [g, bd.op('Mul', [p, bd.op('Pow', [a, bd.op('Sub', [p, bd.constant(type, [], [1])])])])]);
+      },
       null,
     ]);
   },
@@ -236,7 +241,7 @@ export const GRADIENT_RULES: Readonly<Record<string, GradientRule>> = Object.fre
     // d op(A) = alpha·dy·op(B)ᵀ and d op(B) = alpha·op(A)ᵀ·dy; a transposed operand takes the transpose back.
     const gradA = context.needs(a)
       ? (transA
-        ? b.op('Gemm', [bInput, g], { alpha: attr.float(alpha), transA: attr.int(transB ? 0 : 1), transB: attr.int(1) })
+        ? b.op('Gemm', [bInput, g], { alpha: attr.float(alpha), transA: attr.int(transB ? 1 : 0), transB: attr.int(1) })
         : b.op('Gemm', [g, bInput], { alpha: attr.float(alpha), transB: attr.int(transB ? 0 : 1) }))
       : undefined;
     const gradB = context.needs(bInput)

@@ -47,6 +47,9 @@ export function gaussianLoraInit(targets: readonly LoraTarget[], rank: number, s
  */
 export async function loraFromFile(path: string, targets: readonly LoraTarget[], fresh: LoraParameters): Promise<{ parameters: LoraParameters; notes: string[] }> {
   const loaded = await loadLora(path, targets);
+  const misfit = loaded.skipped.find(({ reason }) => reason.includes('do not fit'));
+  // Training on from a LoRA with a layer silently left out would not continue that LoRA.
+  if (misfit) throw new LoraParametersError(`--init-lora ${path}: ${misfit.key}: ${misfit.reason}`);
   const ranks = new Set(loaded.modules.map((module) => module.rank));
   if (ranks.size !== 1) throw new LoraParametersError(`--init-lora ${path}: its modules have ranks ${[...ranks].join(', ')}; training needs one rank`);
   const [rank] = ranks as unknown as [number];

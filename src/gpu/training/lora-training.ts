@@ -1,6 +1,7 @@
 import { accessSync, constants as fsConstants } from 'node:fs';
 import path from 'node:path';
 import { WRONGBOT_VERSION } from '../../common/version.js';
+import type { LoraTarget } from '../lora/lora-types.js';
 import { writeDiffusersLora } from '../lora/lora-writer.js';
 import { openSdxlModelFolder, openSdxlTrainingFiles, type SdxlModelFolder } from '../model-folder.js';
 import { OnnxModel, RunClock } from '../onnx-session.js';
@@ -141,6 +142,11 @@ export class LoraTrainingRun {
     return new LoraTrainingRun(request, recipe, folder, scheduler, prepared, prompt, unetStep, draws, []);
   }
 
+  /** The projections trained: every attention's to_q, to_k, to_v and to_out.0. */
+  get targets(): readonly LoraTarget[] {
+    return this.unetStep.targets;
+  }
+
   get trainingSetSha256(): string {
     return trainingSetHash(this.prepared.map((entry) => entry.image));
   }
@@ -170,9 +176,9 @@ export class LoraTrainingRun {
   }
 
   /** One step's forward and backward pass at the given weights, with every intermediate the script records. */
-  async computeStep(step: number, parameters: LoraParameters): Promise<StepOutcome> {
+  async computeStep(step: number, parameters: LoraParameters, draws: DrawSource = this.draws): Promise<StepOutcome> {
     const { recipe } = this;
-    const draw = this.draws.draw(step);
+    const draw = draws.draw(step);
     const samples = draw.imageIndices.map((index) => {
       const entry = this.prepared[index];
       if (entry === undefined) throw new TrainingDataError(this.request.modelDir, `step ${step} draws image ${index}, but there are ${this.prepared.length}`);

@@ -1,0 +1,147 @@
+import path from 'node:path';
+import { trainLora } from '../gpu/training/lora-trainer.js';
+import type { TrainingProgress, TrainingRequest } from '../gpu/training/lora-training.js';
+import type { RecipeOptions } from '../gpu/training/recipe.js';
+import { readReplayCase } from '../gpu/training/replay-case.js';
+import { listTrainingImages } from '../gpu/training/training-images.js';
+import { deviceOption } from './device-option.js';
+import { integerOption, numberOption, optionOrEnvironment, parseOptions, required, UsageError } from './options.js';
+
+export const TRAIN_USAGE = 'wrongbot train [--model DIR] --data DIR --out FILE.safetensors [--steps N] [--rank R] [--lr X] [--resolution R] '
+  + '[--batch-size B] [--seed N] [--prompt TEXT] [--init-lora FILE] [--checkpoint-every N] [--resume FILE] '
+  + '[--provider cpu|cuda[:N]|webgpu] [--dry-run]  |  wrongbot train [--model DIR] --replay CASE_DIR --out FILE.safetensors';
+
+const OPTIONS = {
+  model: { type: 'string' },
+  data: { type: 'string' },
+  out: { type: 'string' },
+  steps: { type: 'string' },
+  rank: { type: 'string' },
+  lr: { type: 'string' },
+  resolution: { type: 'string' },
+  'batch-size': { type: 'string' },
+  seed: { type: 'string' },
+  prompt: { type: 'string' },
+  'init-lora': { type: 'string' },
+  'checkpoint-every': { type: 'string' },
+  resume: { type: 'string' },
+  provider: { type: 'string' },
+  replay: { type: 'string' },
+  'dry-run': { type: 'boolean' },
+} as const;
+
+const PROGRESS_BAR_CELLS = 30;
+const PLAIN_PROGRESS_INTERVAL_MS = 1000;
+
+/** `wrong-v2.safetensors` → `wrong-v2.checkpoint.safetensors`, beside it. */
+function checkpointPath(out: string): string {
+  return path.join(path.dirname(out), `${path.basename(out, '.safetensors')}.checkpoint.safetensors`);
+}
+
+function optional(name: string, value: string | undefined): number | undefined {
+  return value === undefined ? undefined : integerOption(name, value);
+}
+
+function formatDuration(ms: number): string {
+  const seconds = Math.round(ms / 1000);
+  return seconds >= 3600 ? `${Math.floor(seconds / 3600)}h${String(Math.floor((seconds % 3600) / 60)).padStart(2, '0')}m`
+    : seconds >= 60 ? `${Math.floor(seconds / 60)}m${String(seconds % 60).padStart(2, '0')}s` : `${seconds}s`;
+}
+
+/** A bar redrawn in place on a terminal; plain lines, at most one a second, when stderr is a file or a pipe. */
+function progressReporter(): { report: (progress: TrainingProgress) => void; finish: () => void } {
+  const terminal = process.stderr.isTTY === true;
+  let lastPlainMs = 0;
+  return {
+    report: ({ step, totalSteps, loss, secondsPerStep, etaMs }) => {
+      const facts = `step ${step}/${totalSteps}  loss ${loss.toFixed(4)}  ${secondsPerStep.toFixed(2)} s/step  ${formatDuration(etaMs)} left`;
+      if (terminal) {
+        const filled = Math.round((step / totalSteps) * PROGRESS_BAR_CELLS);
+        process.stderr.write(`\r[${'#'.repeat(filled)}${'.'.repeat(PROGRESS_BAR_CELLS - filled)}] ${facts}\u001b[K`);
+      } else if (step === totalSteps || performance.now() - lastPlainMs >= PLAIN_PROGRESS_INTERVAL_MS) {
+        lastPlainMs = performance.now();
+        process.stderr.write(`${facts}\n`);
+      }
+    },
+    finish: () => {
+      if (terminal) process.stderr.write('\n');
+    },
+  };
+}
+
+export async function runTrain(argv: string[]): Promise<void> {
+  const values = parseOptions(argv, OPTIONS);
+  const modelDir = optionOrEnvironment('model', values.model, 'MODEL_DIR');
+  const device = deviceOption(values.provider);
+  const out = required('out', values.out);
+  const replay = values.replay;
+  if (replay !== undefined) {
+    const clashing = (['data', 'init-lora', 'resume', 'steps', 'rank', 'lr', 'resolution', 'batch-size', 'prompt'] as const).find((name) => values[name] !== undefined);
+    if (clashing) throw new UsageError(`--${clashing} cannot be combined with --replay: the case sets it`);
+  }
+
+  const recipe: RecipeOptions = {
+    steps: optional('steps', values.steps),
+    rank: optional('rank', values.rank),
+    resolution: optional('resolution', values.resolution),
+    batchSize: optional('batch-size', values['batch-size']),
+    seed: optional('seed', values.seed),
+    ...(values.lr === undefined ? {} : { learningRate: numberOption('lr', values.lr, 0) }),
+    ...(values.prompt === undefined ? {} : { prompt: values.prompt }),
+  };
+  for (const key of Object.keys(recipe) as (keyof RecipeOptions)[]) if (recipe[key] === undefined) delete recipe[key];
+  const every = optional('checkpoint-every', values['checkpoint-every']);
+  if (every !== undefined && every < 1) throw new UsageError(`--checkpoint-every ${every} must be at least 1`);
+  if (values['init-lora'] !== undefined && values.resume !== undefined) throw new UsageError('--init-lora and --resume cannot be combined: a checkpoint holds its own weights');
+
+  let request: TrainingRequest;
+  if (replay !== undefined) {
+    const recorded = readReplayCase(replay);
+    request = {
+      modelDir, device, recipe: { ...recorded.recipe, ...recipe }, images: recorded.images, draws: { kind: 'recorded', caseDir: replay },
+      start: { kind: 'lora', path: recorded.initLora }, outPath: out, checkpoint: null,
+    };
+  } else {
+    const data = required('data', values.data);
+    const listed = await listTrainingImages(data);
+    for (const file of listed.skipped) process.stderr.write(`skipping ${file}: not a PNG, JPEG or WebP image\n`);
+    request = {
+      modelDir, device, recipe, images: listed.images, draws: { kind: 'seeded' },
+      start: values.resume !== undefined ? { kind: 'checkpoint', path: values.resume }
+        : values['init-lora'] !== undefined ? { kind: 'lora', path: values['init-lora'] } : { kind: 'fresh' },
+      outPath: out,
+      checkpoint: every === undefined ? null : { every, path: checkpointPath(out) },
+    };
+  }
+
+  const progress = progressReporter();
+  const controller = new AbortController();
+  const onSignal = () => {
+    process.stderr.write('\nstopping after the current step…\n');
+    controller.abort();
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  const started = performance.now();
+  try {
+    const outcome = await trainLora(request, {
+      signal: controller.signal,
+      onPrepared: (resolved, images) => process.stderr.write(
+        `training ${resolved.steps} steps on ${images} images at ${resolved.resolution}², rank ${resolved.rank}, batch ${resolved.batchSize}, lr ${resolved.learningRate}, seed ${resolved.seed}\n`),
+      onProgress: (step) => {
+        // A replay's stdout is its per-step losses and nothing else, for a script to read.
+        if (replay !== undefined) process.stdout.write(`${JSON.stringify({ step: step.step - 1, loss: step.loss })}\n`);
+        progress.report(step);
+      },
+    });
+    for (const note of outcome.notes) process.stderr.write(`note: ${note}\n`);
+    progress.finish();
+    process.stderr.write(`wrote ${outcome.loraPath} (${outcome.steps} steps, final loss ${outcome.finalLoss.toFixed(4)}, ${formatDuration(performance.now() - started)})\n`);
+  } catch (error) {
+    progress.finish();
+    throw error;
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}
