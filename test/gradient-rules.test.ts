@@ -163,9 +163,16 @@ async function checkGradients(t: TestContext, c: GradientCase): Promise<void> {
   const r = uniform(random, count(yShape), [-1, 1]);
   const shapes = { ...c.inputs, r: yShape };
 
-  const [forward, training] = [await loadModel('forward', forwardBytes), await loadModel('gradients', bytes)];
+  const training = await loadModel('gradients', bytes);
+  let gradients: Record<string, Float32Array>;
   try {
-    const gradients = await training.run(feedsOf(new Map([...base, ['r', r]]), shapes), wrt.map(gradientOutput));
+    gradients = await training.run(feedsOf(new Map([...base, ['r', r]]), shapes), wrt.map(gradientOutput));
+  } finally {
+    await training.dispose();
+  }
+
+  const forward = await loadModel('forward', forwardBytes);
+  try {
     let worst = 0;
     for (const input of wrt) {
       const gradient = gradients[gradientOutput(input)]!;
@@ -192,7 +199,6 @@ async function checkGradients(t: TestContext, c: GradientCase): Promise<void> {
     t.diagnostic(`worst error ${(100 * worst).toFixed(1)}% of the tolerance`);
   } finally {
     await forward.dispose();
-    await training.dispose();
   }
 }
 

@@ -10,10 +10,6 @@ import { ModelLoadError } from '../onnx-session.js';
 // what it reads: Softmax its output, LayerNorm and GroupNorm their input, Mul both factors, the LoRA MatMuls x and
 // x·Aᵀ. test/memory-estimate.test.ts checks the kept figure against the tiny model's real training graph.
 
-export class UnetConfigError extends Error {
-  override name = 'UnetConfigError';
-}
-
 /** The UNet2DConditionModel fields that decide its shapes, one entry per down block (up blocks mirror them). */
 export interface UnetArchitecture {
   inChannels: number;
@@ -74,6 +70,23 @@ const KERNEL_3X3 = 9;
 /** Memory of the cards the dry run compares with, in GiB: what a "24 GB" card holds. */
 export const CARD_SIZES_GIB = [24, 16, 12] as const;
 
+/** The shape-deciding fields of stabilityai/stable-diffusion-xl-base-1.0's unet/config.json, for estimates without it. */
+export const SDXL_BASE_UNET_CONFIG: Readonly<Record<string, unknown>> = Object.freeze({
+  block_out_channels: [320, 640, 1280],
+  layers_per_block: 2,
+  transformer_layers_per_block: [1, 2, 10],
+  attention_head_dim: [5, 10, 20],
+  num_attention_heads: null,
+  cross_attention_dim: 2048,
+  down_block_types: ['DownBlock2D', 'CrossAttnDownBlock2D', 'CrossAttnDownBlock2D'],
+  up_block_types: ['CrossAttnUpBlock2D', 'CrossAttnUpBlock2D', 'UpBlock2D'],
+  mid_block_type: 'UNetMidBlock2DCrossAttn',
+  in_channels: 4,
+  out_channels: 4,
+  addition_embed_type: 'text_time',
+  projection_class_embeddings_input_dim: 2816,
+});
+
 const DOWN_BLOCKS: Readonly<Record<string, boolean>> = { DownBlock2D: false, CrossAttnDownBlock2D: true };
 const UP_BLOCKS: Readonly<Record<string, boolean>> = { UpBlock2D: false, CrossAttnUpBlock2D: true };
 const MID_BLOCK = 'UNetMidBlock2DCrossAttn';
@@ -93,7 +106,7 @@ export function readUnetArchitecture(configFile: string): UnetArchitecture {
 
 export function parseUnetArchitecture(config: Readonly<Record<string, unknown>>, source: string): UnetArchitecture {
   const bad = (key: string, rule: string): never => {
-    throw new UnetConfigError(`${source}: ${key} = ${JSON.stringify(config[key])} ${rule}`);
+    throw new ModelLoadError(`${source}: ${key} = ${JSON.stringify(config[key])} ${rule}`);
   };
   const count = (key: string, fallback?: number): number => {
     const value = config[key] ?? fallback;
@@ -102,7 +115,7 @@ export function parseUnetArchitecture(config: Readonly<Record<string, unknown>>,
   };
   const blockTypes = (key: string, known: Readonly<Record<string, boolean>>): boolean[] => {
     const value = config[key];
-    if (!Array.isArray(value) || value.some((type) => typeof type !== 'string' || !(type in known))) bad(key, `must list only ${Object.keys(known).join(', ')}`);
+    if (!Array.isArray(value) || value.some((type) => typeof type !== 'string' || !Object.hasOwn(known, type))) bad(key, `must list only ${Object.keys(known).join(', ')}`);
     return (value as string[]).map((type) => known[type]!);
   };
   const blockOutChannels = config['block_out_channels'];
@@ -119,14 +132,16 @@ export function parseUnetArchitecture(config: Readonly<Record<string, unknown>>,
   const crossAttentionDown = blockTypes('down_block_types', DOWN_BLOCKS);
   const crossAttentionUp = blockTypes('up_block_types', UP_BLOCKS);
   if (crossAttentionDown.length !== channels.length || crossAttentionUp.length !== channels.length) bad('down_block_types', 'and up_block_types must have one entry per block_out_channels');
-  if (config['mid_block_type'] !== undefined && config['mid_block_type'] !== MID_BLOCK) bad('mid_block_type', `is not modelled; only ${MID_BLOCK} is`);
-  for (const key of ['class_embed_type', 'encoder_hid_dim_type', 'time_cond_proj_dim']) {
-    if (config[key] !== undefined && config[key] !== null) bad(key, 'is not modelled; SDXL leaves it null');
+  // diffusers writes null (or false) for the options SDXL does not use; each would change the shapes walked here.
+  const given = (key: string) => config[key] ?? null;
+  if (given('mid_block_type') !== null && given('mid_block_type') !== MID_BLOCK) bad('mid_block_type', `is not modelled; only ${MID_BLOCK} is`);
+  for (const key of ['class_embed_type', 'encoder_hid_dim_type', 'time_cond_proj_dim', 'reverse_transformer_layers_per_block']) {
+    if (given(key) !== null) bad(key, 'is not modelled; SDXL leaves it null');
   }
-  if (config['reverse_transformer_layers_per_block'] !== undefined && config['reverse_transformer_layers_per_block'] !== null) {
-    bad('reverse_transformer_layers_per_block', 'is not modelled; SDXL leaves it null');
+  for (const key of ['only_cross_attention', 'dual_cross_attention']) {
+    if (given(key) !== null && given(key) !== false) bad(key, 'is not modelled; SDXL leaves it false');
   }
-  const additionType = config['addition_embed_type'] ?? null;
+  const additionType = given('addition_embed_type');
   if (additionType !== null && additionType !== 'text_time') bad('addition_embed_type', 'is not modelled; only text_time (SDXL) and null are');
   const crossAttentionDim = config['cross_attention_dim'];
   if (!Number.isInteger(crossAttentionDim) || (crossAttentionDim as number) < 1) bad('cross_attention_dim', 'must be one positive integer');
@@ -137,7 +152,7 @@ export function parseUnetArchitecture(config: Readonly<Record<string, unknown>>,
     layersPerBlock: perBlock('layers_per_block', config['layers_per_block'] ?? 2),
     transformerLayersPerBlock: perBlock('transformer_layers_per_block', config['transformer_layers_per_block'] ?? 1),
     // diffusers' own naming slip: without num_attention_heads, attention_head_dim is the number of heads.
-    heads: config['num_attention_heads'] !== undefined && config['num_attention_heads'] !== null
+    heads: given('num_attention_heads') !== null
       ? perBlock('num_attention_heads', config['num_attention_heads'])
       : perBlock('attention_head_dim', config['attention_head_dim'] ?? 8),
     crossAttentionDim: crossAttentionDim as number,
@@ -145,7 +160,7 @@ export function parseUnetArchitecture(config: Readonly<Record<string, unknown>>,
     crossAttentionUp,
     convInKernel: count('conv_in_kernel', 3),
     convOutKernel: count('conv_out_kernel', 3),
-    timeEmbeddingDim: config['time_embedding_dim'] === null || config['time_embedding_dim'] === undefined ? channels[0]! * 4 : count('time_embedding_dim'),
+    timeEmbeddingDim: given('time_embedding_dim') === null ? channels[0]! * 4 : count('time_embedding_dim'),
     additionEmbeddingInputDim: additionType === null ? null : count('projection_class_embeddings_input_dim'),
   };
 }
@@ -238,7 +253,8 @@ class StepTally {
     this.loraParameters += rank * (2 * channels + 2 * (keyWidth + channels) + 2 * channels);
     this.trained = true;
     const probabilities = heads * tokens * keyTokens;
-    // The key side reads the prompt embeddings, a graph input, in cross-attention; x is the normed hidden states.
+    // x, the normed hidden states, is counted once for the branches of q, k and v; cross-attention's k and v
+    // branches read the prompt embeddings instead, a graph input that is held anyway.
     this.kept += channels * tokens * 3 + channels * keyTokens * 2 + probabilities + rank * (2 * tokens + 2 * keyTokens);
     this.probabilities += probabilities;
     // Softmax's rule holds the gradient of the probabilities and of the scores at once.
@@ -348,7 +364,7 @@ function bytesText(bytes: number): string {
 export function formatTrainingMemory(estimate: TrainingMemoryEstimate): string[] {
   const { shape, largestScores } = estimate;
   const dtype = shape.elementBytes === 4 ? 'float32' : shape.elementBytes === 2 ? 'float16' : `${shape.elementBytes}-byte`;
-  const fits = CARD_SIZES_GIB.map((gib) => `${gib} GB ${estimate.totalBytes <= gib * GIB ? 'yes' : 'no'}`);
+  const fits = CARD_SIZES_GIB.map((gib) => `${gib} GB: ${estimate.totalBytes <= gib * GIB ? 'yes' : 'no'}`);
   return [
     `memory for one training step at ${shape.resolution}×${shape.resolution}, batch ${shape.batchSize}, rank ${shape.rank}, ${dtype} UNet (an estimate from the UNet's config):`,
     `  UNet weights: ${bytesText(estimate.weightBytes)} (${(estimate.unetParameters / 1e9).toFixed(2)} G parameters)`,
@@ -356,6 +372,6 @@ export function formatTrainingMemory(estimate: TrainingMemoryEstimate): string[]
       + ` (${bytesText(largestScores.bytes)} in each of ${largestScores.layers} layers at ${largestScores.tokens} tokens)`,
     `  largest transient of the backward pass: ${bytesText(estimate.transientBytes)} (${estimate.transientWhat})`,
     `  LoRA weights, gradients and AdamW moments: ${bytesText(estimate.loraBytes)} (${(estimate.loraParameters / 1e6).toFixed(2)} M float32 parameters)`,
-    `  total: ${bytesText(estimate.totalBytes)}; fits a card of ${fits.join(', ')} (leave some room for onnxruntime and the driver)`,
+    `  total: ${bytesText(estimate.totalBytes)}; fits a card of ${fits.join('; ')} (before the room onnxruntime and the driver take)`,
   ];
 }
