@@ -7,6 +7,7 @@ import { SafetensorsFile } from '../src/gpu/lora/safetensors.js';
 import { runCli } from './support/cli.js';
 import { startCliProcess } from './support/cli-process.js';
 import { fixturePath, readFixtureJson } from './support/fixtures.js';
+import { assertWeightsMatch } from './support/lora-weights.js';
 
 // `wrongbot train` as a user runs it: a separate process, its stdout, stderr, exit code and files.
 
@@ -44,28 +45,7 @@ for (const name of ['b1', 'b2']) {
         assert.ok(Math.abs(parsed.loss - expected) <= 1e-4 * expected, `step ${step}: loss ${parsed.loss} vs ${expected}`);
       });
       assert.match(result.stderr, /wrote .*replayed\.safetensors/);
-      const [mine, theirs] = await Promise.all([SafetensorsFile.open(out), SafetensorsFile.open(fixturePath('training-reference', name, 'final', 'pytorch_lora_weights.safetensors'))]);
-      try {
-        assert.deepEqual([...mine.entries.keys()].sort(), [...theirs.entries.keys()].sort());
-        const lr = json.optimizer.lr;
-        let count = 0;
-        let close = 0;
-        let worst = 0;
-        for (const key of theirs.entries.keys()) {
-          const a = await mine.readFloat32(key);
-          const b = await theirs.readFloat32(key);
-          for (let i = 0; i < a.length; i++) {
-            const difference = Math.abs(a[i]! - b[i]!);
-            count++;
-            if (difference <= lr / 100) close++;
-            worst = Math.max(worst, difference);
-          }
-        }
-        assert.ok(close / count >= 0.99, `${close} of ${count} weights within lr/100`);
-        assert.ok(worst <= 2 * lr * json.steps, `worst difference ${worst}`);
-      } finally {
-        await Promise.all([mine.close(), theirs.close()]);
-      }
+      await assertWeightsMatch(out, fixturePath('training-reference', name, 'final', 'pytorch_lora_weights.safetensors'), json.optimizer.lr, json.steps);
     } finally {
       rmSync(folder, { recursive: true, force: true });
     }
@@ -159,4 +139,14 @@ test('train: bad input is one line naming the thing, and nothing is written', as
   } finally {
     rmSync(folder, { recursive: true, force: true });
   }
+});
+
+test('train --dry-run prints the memory estimate for the model, resolution and batch, and trains nothing', async () => {
+  const small = await runCli(['train', '--model', MODEL_DIR, '--dry-run']);
+  const large = await runCli(['train', '--model', MODEL_DIR, '--dry-run', '--resolution', '256', '--batch-size', '2']);
+  assert.equal(small.code, 0, small.stderr);
+  assert.equal(large.code, 0, large.stderr);
+  assert.match(small.stdout, /memory for one training step at 128×128, batch 1, rank 4, float32 UNet/);
+  const total = (output: string) => Number(/total: ([\d.]+) MB/.exec(output)?.[1]);
+  assert.ok(total(large.stdout) > total(small.stdout), `256² batch 2 (${total(large.stdout)} MB) needs more than 128² batch 1 (${total(small.stdout)} MB)`);
 });

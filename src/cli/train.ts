@@ -1,7 +1,12 @@
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
+import { openSdxlModelFolder, openSdxlTrainingFiles } from '../gpu/model-folder.js';
+import { OnnxGraph } from '../gpu/onnx/onnx-graph.js';
+import { DataType } from '../gpu/onnx/onnx-proto.js';
 import { trainLora } from '../gpu/training/lora-trainer.js';
+import { estimateTrainingMemory, formatTrainingMemory, readUnetArchitecture } from '../gpu/training/memory-estimate.js';
 import type { TrainingProgress, TrainingRequest } from '../gpu/training/lora-training.js';
-import type { RecipeOptions } from '../gpu/training/recipe.js';
+import { resolveRecipe, type RecipeOptions } from '../gpu/training/recipe.js';
 import { readReplayCase } from '../gpu/training/replay-case.js';
 import { listTrainingImages } from '../gpu/training/training-images.js';
 import { deviceOption } from './device-option.js';
@@ -69,11 +74,29 @@ function progressReporter(): { report: (progress: TrainingProgress) => void; fin
   };
 }
 
+/** 2 for an fp16 export, 4 for fp32: what most of the UNet's weights are stored as (read from the graph, not the weights). */
+function readOnnxElementBytes(unetPath: string): number {
+  const types = [...OnnxGraph.decode(readFileSync(unetPath)).initializers.values()].map((initializer) => initializer.dataType);
+  const half = types.filter((type) => type === DataType.float16).length;
+  return half > types.filter((type) => type === DataType.float).length ? 2 : 4;
+}
+
+/** The estimate alone: no data, no session, so it answers for a 10 GB model on a machine that could not load it. */
+function printMemoryEstimate(modelDir: string, options: RecipeOptions): void {
+  const folder = openSdxlModelFolder(modelDir);
+  const recipe = resolveRecipe(options, { defaultResolution: folder.defaultImageSizePx, resolutionMultiple: openSdxlTrainingFiles(folder).resolutionMultiple });
+  const architecture = readUnetArchitecture(path.join(folder.root, 'unet', 'config.json'));
+  const elementBytes = readOnnxElementBytes(folder.paths.unet);
+  const estimate = estimateTrainingMemory(architecture, {
+    resolution: recipe.resolution, vaeScaleFactor: folder.vae.scaleFactor, batchSize: recipe.batchSize, rank: recipe.rank, elementBytes,
+  });
+  for (const line of formatTrainingMemory(estimate)) console.log(line);
+}
+
 export async function runTrain(argv: string[]): Promise<void> {
   const values = parseOptions(argv, OPTIONS);
   const modelDir = optionOrEnvironment('model', values.model, 'MODEL_DIR');
   const device = deviceOption(values.provider);
-  const out = required('out', values.out);
   const replay = values.replay;
   if (replay !== undefined) {
     const clashing = (['data', 'init-lora', 'resume', 'steps', 'rank', 'lr', 'resolution', 'batch-size', 'prompt'] as const).find((name) => values[name] !== undefined);
@@ -94,6 +117,12 @@ export async function runTrain(argv: string[]): Promise<void> {
   if (every !== undefined && every < 1) throw new UsageError(`--checkpoint-every ${every} must be at least 1`);
   if (values['init-lora'] !== undefined && values.resume !== undefined) throw new UsageError('--init-lora and --resume cannot be combined: a checkpoint holds its own weights');
 
+  if (values['dry-run'] === true) {
+    printMemoryEstimate(modelDir, recipe);
+    return;
+  }
+
+  const out = required('out', values.out);
   let request: TrainingRequest;
   if (replay !== undefined) {
     const recorded = readReplayCase(replay);

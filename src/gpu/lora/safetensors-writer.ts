@@ -1,4 +1,5 @@
 import { toFloat16Array } from '../float16.js';
+import { DTYPE_BYTES } from './safetensors.js';
 
 // Builds a safetensors file in memory, laid out as the reference implementation writes one, so that our reader and
 // everyone else's (Python's safetensors, ComfyUI, A1111) take it. Inputs are checked here rather than left for a
@@ -20,13 +21,6 @@ const METADATA_KEY = '__metadata__';
 
 /** The reference pads the header with spaces to this, so the data section starts aligned for readers that map it. */
 const HEADER_ALIGNMENT_BYTES = 8;
-
-const DTYPE_BYTES: ReadonlyMap<string, number> = new Map([
-  ['BOOL', 1], ['U8', 1], ['I8', 1], ['F8_E5M2', 1], ['F8_E4M3', 1],
-  ['I16', 2], ['U16', 2], ['F16', 2], ['BF16', 2],
-  ['I32', 4], ['U32', 4], ['F32', 4],
-  ['I64', 8], ['U64', 8], ['F64', 8],
-]);
 
 // Typed-array views use the host's byte order; safetensors is little-endian, as is every platform onnxruntime-node
 // ships for.

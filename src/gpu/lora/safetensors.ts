@@ -8,7 +8,7 @@ import { fromFloat16Array } from '../float16.js';
 /** The reference implementation's cap: no real header comes near it, so a larger one is a corrupt or hostile file. */
 export const MAX_HEADER_BYTES = 100_000_000;
 
-const DTYPE_BYTES: ReadonlyMap<string, number> = new Map([
+export const DTYPE_BYTES: ReadonlyMap<string, number> = new Map([
   ['BOOL', 1], ['U8', 1], ['I8', 1], ['F8_E5M2', 1], ['F8_E4M3', 1],
   ['I16', 2], ['U16', 2], ['F16', 2], ['BF16', 2],
   ['I32', 4], ['U32', 4], ['F32', 4],
