@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import ort from 'onnxruntime-node';
 import type { LoraModule } from '../src/gpu/lora/lora-types.js';
 import { addLoraBranches, findLoraTargets, LORA_STRENGTH_INPUT } from '../src/gpu/onnx/lora-graph.js';
+import { buildTrainingForward } from '../src/gpu/onnx/training-graph.js';
 import { DataType, decodeModel, encodeModel, encodeNode, encodeTensor, encodeTensorValueInfo, GraphField } from '../src/gpu/onnx/onnx-proto.js';
 import { decodeMessage, joinChunks, lengthDelimitedField, stringField, varintField } from '../src/gpu/onnx/protobuf.js';
 import { float16BitsToFloat32, toFloat16Array } from '../src/gpu/float16.js';
@@ -219,4 +220,13 @@ test('a float16 model gets float16 branch constants and a Cast of the float32 st
   } finally {
     await session.release();
   }
+});
+
+test('training refuses a float16 UNet, naming the projection and what to use instead', () => {
+  const bytes = float16ProjectionModel(Float32Array.of(0.5, -1, 0.25, 2, 1, 0), 3, 2);
+  assert.throws(
+    () => addLoraBranches(bytes, { kind: 'trainable', rank: 2, modules: ['attn1.to_q'] }),
+    /the UNet's weight for \/attn1\/to_q\/MatMul is float16: training needs a float32 UNet/,
+  );
+  assert.throws(() => buildTrainingForward(bytes, { rank: 2, modules: ['attn1.to_q'] }), /training needs a float32 UNet/);
 });
