@@ -8,6 +8,8 @@ import { formatDevice, parseDevice } from '../src/gpu/providers.js';
 import { benchLoraMemory, benchPipeline, benchTriptych, type PipelineFigures } from './pipeline.js';
 import { benchBot } from './bot.js';
 import { benchQueue } from './queue.js';
+import { benchTraining } from './training.js';
+import { CARD_SIZES_GIB } from '../src/gpu/training/memory-estimate.js';
 import { resolveRedis } from '../src/queue/redis.js';
 
 // `npm run bench`: prints the figures and rewrites BENCHMARKS.md with them, the machine and the date.
@@ -72,6 +74,30 @@ const loraRows: Array<[string, string]> = [
 console.log('[triptych and LoRA, cpu]');
 for (const [name, value] of loraRows) console.log(`  ${name}: ${value}`);
 
+const training = await benchTraining(TINY_MODEL_DIR);
+const speedRows = training.speed.map((f) => [
+  `${f.side}x${f.side}, batch ${f.batchSize}`, f.stepSeconds.toFixed(3), f.unetSeconds.toFixed(3), f.ratio.toFixed(2), `${(f.hostShare * 100).toFixed(1)} %`,
+]);
+const gb = (bytes: number) => (bytes / 1e9).toFixed(1);
+const [largestCard] = CARD_SIZES_GIB;
+const trainingRows: Array<[string, string]> = [
+  [`peak resident memory, fresh process, one training step at ${training.memory.side}x${training.memory.side}`, mib(training.memory.trainingBytes)],
+  [`peak resident memory, fresh process, one UNet forward at ${training.memory.side}x${training.memory.side}`, mib(training.memory.inferenceBytes)],
+  ['training ÷ inference', training.memory.ratio.toFixed(2)],
+  ...training.sdxl.flatMap((e): Array<[string, string]> => {
+    const at = `SDXL UNet on paper, ${e.shape.resolution}x${e.shape.resolution}, batch ${e.shape.batchSize}, float32`;
+    return [
+      [`${at}: weights + kept activations + largest transient + LoRA state (GB)`,
+        `${gb(e.weightBytes)} + ${gb(e.keptActivationBytes)} + ${gb(e.transientBytes)} + ${gb(e.loraBytes)} = ${gb(e.totalBytes)}`],
+      [`${at}: attention probabilities among the kept activations (GB)`, gb(e.attentionProbabilityBytes)],
+      [`${at}: fits a ${largestCard} GB card`, e.totalBytes <= largestCard * 2 ** 30 ? 'yes' : 'no'],
+    ];
+  }),
+];
+console.log('[training, tiny SDXL, cpu]');
+for (const [size, step, unet, ratio, host] of speedRows) console.log(`  ${size}: step ${step} s, UNet forward ${unet} s, ratio ${ratio}, host share ${host}`);
+for (const [name, value] of trainingRows) console.log(`  ${name}: ${value}`);
+
 const redis = await resolveRedis(process.env);
 const queue = await benchQueue(redis.url);
 const bot = await benchBot(redis.url, TINY_MODEL_DIR);
@@ -113,6 +139,18 @@ const markdown = [
   '| figure | value |',
   '| --- | --- |',
   ...loraRows.map(([name, value]) => `| ${name} | ${value} |`),
+  '',
+  '## Training',
+  '',
+  `Tiny SDXL on CPU, LoRA rank 4 on every attention projection. A training step is what \`wrongbot train\` does per step (the training graph's forward and backward pass, gradient clipping, AdamW on the host); the UNet forward is one run of the plain UNet over the same rows. Median of ${training.steps} of each after warm-up. Host share: the step's time outside onnxruntime's run(). Peak resident memory: the resident high-water mark (Linux's VmHWM: maxRSS would carry over the benchmark's own) of a fresh process that loads the model and takes one step, median of ${training.memory.samples} processes each. The SDXL rows are \`src/gpu/training/memory-estimate.ts\`'s estimate from the UNet's config, not a measurement.`,
+  '',
+  '| size, batch | training step (s) | UNet forward (s) | step ÷ forward | host share of the step |',
+  '| --- | --- | --- | --- | --- |',
+  ...speedRows.map((cells) => `| ${cells.join(' | ')} |`),
+  '',
+  '| figure | value |',
+  '| --- | --- |',
+  ...trainingRows.map(([name, value]) => `| ${name} | ${value} |`),
   '',
   '## Job queue',
   '',
