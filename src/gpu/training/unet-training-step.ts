@@ -44,10 +44,6 @@ export interface StepResult {
   gradients: NamedTensor[];
 }
 
-export async function trainableTargets(unetPath: string): Promise<LoraTarget[]> {
-  return findLoraTargets(await readFile(unetPath)).filter((target) => TRAINED_PROJECTIONS.test(target.module));
-}
-
 export class UnetTrainingStep {
   private constructor(
     private readonly model: OnnxModel,
