@@ -44,6 +44,15 @@ export interface StepResult {
   gradients: NamedTensor[];
 }
 
+/** The projections a training of this UNet trains, in graph order. */
+export function trainedTargets(unetBytes: Uint8Array): LoraTarget[] {
+  return findLoraTargets(unetBytes).filter((target) => TRAINED_PROJECTIONS.test(target.module));
+}
+
+export async function trainableTargets(unetPath: string): Promise<LoraTarget[]> {
+  return trainedTargets(await readFile(unetPath));
+}
+
 export class UnetTrainingStep {
   private constructor(
     private readonly model: OnnxModel,
@@ -55,7 +64,7 @@ export class UnetTrainingStep {
   static async create(unetPath: string, device: Device, clock: RunClock, options: { rank: number; shape: TrainingBatchShape }): Promise<UnetTrainingStep> {
     const { rank, shape } = options;
     const bytes = await readFile(unetPath);
-    const targets = findLoraTargets(bytes).filter((target) => TRAINED_PROJECTIONS.test(target.module));
+    const targets = trainedTargets(bytes);
     const modules = targets.map((target) => target.module);
     const forward = buildTrainingForward(bytes, { rank, modules });
     const externalDataDir = path.dirname(unetPath);
