@@ -1,5 +1,6 @@
 import { execFile } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -9,20 +10,23 @@ import type { Device } from '../src/gpu/providers.js';
 import { AdamW, clipGradNorm } from '../src/gpu/training/adamw.js';
 import { gaussianLoraInit, namedTensors, type LoraParameters } from '../src/gpu/training/lora-parameters.js';
 import {
-  estimateTrainingMemory, parseUnetArchitecture, SDXL_BASE_UNET_CONFIG, type TrainingMemoryEstimate,
+  estimateTrainingMemory, parseUnetArchitecture, readUnetArchitecture, SDXL_BASE_UNET_CONFIG, type TrainingMemoryEstimate,
 } from '../src/gpu/training/memory-estimate.js';
 import { TRAINING_DEFAULTS } from '../src/gpu/training/recipe.js';
 import { UnetTrainingStep, type TrainingBatch, type TrainingBatchShape } from '../src/gpu/training/unet-training-step.js';
+import { HELD_OUT_EXPERIMENT, runHeldOutExperiment } from '../test/support/held-out.js';
 
 // Training on the bundled tiny model on CPU: a whole optimizer step (forward, backward, clipping, AdamW) against one
-// plain UNet forward over the same rows, the host's share of the step, the resident high-water mark of a process
-// that trains against one that generates, and the paper estimate for the real SDXL UNet.
-// Run as a script with `probe training|inference MODEL_DIR`, this file is the fresh process of one memory sample.
+// plain UNet forward over the same rows, with and without gradient checkpointing, the host's share of the step, the
+// resident high-water mark of a process that trains against one that generates, the held-out loss before and after
+// the issue's 200-step training, and the paper estimate for the real SDXL UNet.
+// Run as a script with `probe KIND MODEL_DIR SIDE BATCH`, this file is the fresh process of one memory sample.
 
 export interface TrainingSpeedFigures {
   side: number;
   batchSize: number;
   stepSeconds: number;
+  checkpointedStepSeconds: number;
   unetSeconds: number;
   /** Step ÷ UNet forward. */
   ratio: number;
@@ -30,26 +34,33 @@ export interface TrainingSpeedFigures {
   hostShare: number;
 }
 
+type ProbeKind = 'inference' | 'training' | 'training-checkpointed';
+const PROBE_KINDS: readonly ProbeKind[] = ['inference', 'training', 'training-checkpointed'];
+
 export interface TrainingMemoryFigures {
-  /** Fresh processes per side; each figure is their median. */
-  samples: number;
   side: number;
-  trainingBytes: number;
-  inferenceBytes: number;
-  ratio: number;
+  batchSize: number;
+  /** Median resident high-water mark of fresh processes, per kind of step. */
+  peakBytes: Record<ProbeKind, number>;
+  /** The paper estimate for the tiny UNet at this size (activations only; weights and runtime come on top). */
+  estimate: TrainingMemoryEstimate;
 }
 
 export interface TrainingFigures {
   steps: number;
   speed: TrainingSpeedFigures[];
-  memory: TrainingMemoryFigures;
+  /** Fresh processes per figure. */
+  memorySamples: number;
+  memory: TrainingMemoryFigures[];
+  heldOut: { before: number; after: number; drop: number; triples: number };
   sdxl: TrainingMemoryEstimate[];
 }
 
 const CPU: Device = { kind: 'cpu', index: 0 };
 const SIDES_PX = [128, 256];
 const BATCH_SIZES = [1, 4];
-const MEMORY_SIDE_PX = 128;
+/** The default size, and one where activations, not weights and runtime, make most of a training step's memory. */
+const MEMORY_SHAPES = [{ side: 128, batchSize: 1 }, { side: 512, batchSize: 2 }] as const;
 /** The tiny UNet's conditioning: 77 prompt tokens of 64 features, 32 pooled features, 6 time ids. */
 const TINY_PROMPT = { tokens: 77, width: 64, pooledWidth: 32, timeIdCount: 6 } as const;
 const VAE_SCALE_FACTOR = 8;
@@ -149,8 +160,21 @@ async function benchShape(unetPath: string, side: number, batchSize: number): Pr
     await unet.dispose();
   }
 
+  const plain = await timeTrainingSteps(unetPath, shape, batch, false);
+  const checkpointed = await timeTrainingSteps(unetPath, shape, batch, true);
+  const stepSeconds = median(plain.stepMs) / 1000;
+  const unetSeconds = median(unetMs) / 1000;
+  const wallMs = plain.stepMs.reduce((a, b) => a + b, 0);
+  return {
+    side, batchSize, stepSeconds, checkpointedStepSeconds: median(checkpointed.stepMs) / 1000, unetSeconds,
+    ratio: stepSeconds / unetSeconds, hostShare: 1 - plain.runMs / wallMs,
+  };
+}
+
+/** Each measured step's wall time, and the time of those steps spent inside onnxruntime's run(). */
+async function timeTrainingSteps(unetPath: string, shape: TrainingBatchShape, batch: TrainingBatch, gradientCheckpointing: boolean): Promise<{ stepMs: number[]; runMs: number }> {
   const clock = new RunClock();
-  const step = await UnetTrainingStep.create(unetPath, CPU, clock, { rank: TRAINING_DEFAULTS.rank, shape });
+  const step = await UnetTrainingStep.create(unetPath, CPU, clock, { rank: TRAINING_DEFAULTS.rank, shape, gradientCheckpointing });
   const stepMs: number[] = [];
   try {
     const parameters = gaussianLoraInit(step.targets, TRAINING_DEFAULTS.rank, TRAINING_DEFAULTS.seed);
@@ -164,16 +188,13 @@ async function benchShape(unetPath: string, side: number, batchSize: number): Pr
   } finally {
     await step.dispose();
   }
-  const stepSeconds = median(stepMs) / 1000;
-  const unetSeconds = median(unetMs) / 1000;
-  const wallMs = stepMs.reduce((a, b) => a + b, 0);
-  return { side, batchSize, stepSeconds, unetSeconds, ratio: stepSeconds / unetSeconds, hostShare: 1 - clock.totalMs / wallMs };
+  return { stepMs, runMs: clock.totalMs };
 }
 
 const THIS_FILE = fileURLToPath(import.meta.url);
 
-async function childPeakBytes(kind: 'training' | 'inference', modelDir: string): Promise<number> {
-  const { stdout } = await promisify(execFile)(process.execPath, [THIS_FILE, 'probe', kind, modelDir]);
+async function childPeakBytes(kind: ProbeKind, modelDir: string, side: number, batchSize: number): Promise<number> {
+  const { stdout } = await promisify(execFile)(process.execPath, [THIS_FILE, 'probe', kind, modelDir, String(side), String(batchSize)]);
   return (JSON.parse(stdout.trim().split('\n').at(-1)!) as { peakResidentBytes: number }).peakResidentBytes;
 }
 
@@ -186,13 +207,14 @@ function peakResidentBytes(): number {
   return kib * 1024;
 }
 
-/** The child's side: load, take one step of the given kind at 128², report the process's high-water mark. */
-async function probe(kind: string, modelDir: string): Promise<void> {
+/** The child's side: load, take one step of the given kind and size, report the process's high-water mark. */
+async function probe(kind: string, modelDir: string, side: number, batchSize: number): Promise<void> {
   const unetPath = path.join(modelDir, 'unet', 'model.onnx');
-  const shape = batchShape(MEMORY_SIDE_PX, 1);
+  const shape = batchShape(side, batchSize);
   const batch = batchOf(shape);
-  if (kind === 'training') {
-    const step = await UnetTrainingStep.create(unetPath, CPU, new RunClock(), { rank: TRAINING_DEFAULTS.rank, shape });
+  if (kind === 'training' || kind === 'training-checkpointed') {
+    const gradientCheckpointing = kind === 'training-checkpointed';
+    const step = await UnetTrainingStep.create(unetPath, CPU, new RunClock(), { rank: TRAINING_DEFAULTS.rank, shape, gradientCheckpointing });
     await trainingStep(step, batch, gaussianLoraInit(step.targets, TRAINING_DEFAULTS.rank, TRAINING_DEFAULTS.seed), newOptimizer());
     await step.dispose();
   } else if (kind === 'inference') {
@@ -200,9 +222,22 @@ async function probe(kind: string, modelDir: string): Promise<void> {
     await unet.run(unetFeeds(unet, shape, batch), ['out_sample']);
     await unet.dispose();
   } else {
-    throw new Error(`probe ${kind}: expected training or inference`);
+    throw new Error(`probe ${kind}: expected one of ${PROBE_KINDS.join(', ')}`);
   }
   console.log(JSON.stringify({ peakResidentBytes: peakResidentBytes() }));
+}
+
+async function benchMemory(modelDir: string, side: number, batchSize: number): Promise<TrainingMemoryFigures> {
+  // Interleaved, so that drift on the machine affects every kind alike.
+  const samples = new Map<ProbeKind, number[]>(PROBE_KINDS.map((kind) => [kind, []]));
+  for (let i = 0; i < MEMORY_SAMPLES; i++) {
+    for (const kind of PROBE_KINDS) samples.get(kind)!.push(await childPeakBytes(kind, modelDir, side, batchSize));
+  }
+  const peakBytes = Object.fromEntries(PROBE_KINDS.map((kind) => [kind, median(samples.get(kind)!)])) as Record<ProbeKind, number>;
+  const estimate = estimateTrainingMemory(readUnetArchitecture(path.join(modelDir, 'unet', 'config.json')), {
+    resolution: side, vaeScaleFactor: VAE_SCALE_FACTOR, batchSize, rank: TRAINING_DEFAULTS.rank, elementBytes: FLOAT32_BYTES,
+  });
+  return { side, batchSize, peakBytes, estimate };
 }
 
 export async function benchTraining(modelDir: string): Promise<TrainingFigures> {
@@ -211,27 +246,26 @@ export async function benchTraining(modelDir: string): Promise<TrainingFigures> 
   for (const side of SIDES_PX) {
     for (const batchSize of BATCH_SIZES) speed.push(await benchShape(unetPath, side, batchSize));
   }
+  const memory: TrainingMemoryFigures[] = [];
+  for (const { side, batchSize } of MEMORY_SHAPES) memory.push(await benchMemory(modelDir, side, batchSize));
 
-  // Interleaved, so that drift on the machine affects both sides alike.
-  const training: number[] = [];
-  const inference: number[] = [];
-  for (let i = 0; i < MEMORY_SAMPLES; i++) {
-    training.push(await childPeakBytes('training', modelDir));
-    inference.push(await childPeakBytes('inference', modelDir));
+  const scratch = mkdtempSync(path.join(tmpdir(), 'wrongbot-bench-train-'));
+  let heldOut: TrainingFigures['heldOut'];
+  try {
+    const { before, after, drop } = await runHeldOutExperiment(path.join(scratch, 'held-out.safetensors'));
+    heldOut = { before, after, drop, triples: HELD_OUT_EXPERIMENT.triples };
+  } finally {
+    rmSync(scratch, { recursive: true, force: true });
   }
-  const trainingBytes = median(training);
-  const inferenceBytes = median(inference);
 
   const sdxl = parseUnetArchitecture(SDXL_BASE_UNET_CONFIG, 'SDXL base');
   const estimates = SDXL_RESOLUTIONS_PX.map((resolution) => estimateTrainingMemory(sdxl, {
     resolution, vaeScaleFactor: VAE_SCALE_FACTOR, batchSize: 1, rank: TRAINING_DEFAULTS.rank, elementBytes: FLOAT32_BYTES,
   }));
-  return {
-    steps: MEASURED_STEPS,
-    speed,
-    memory: { samples: MEMORY_SAMPLES, side: MEMORY_SIDE_PX, trainingBytes, inferenceBytes, ratio: trainingBytes / inferenceBytes },
-    sdxl: estimates,
-  };
+  return { steps: MEASURED_STEPS, speed, memorySamples: MEMORY_SAMPLES, memory, heldOut, sdxl: estimates };
 }
 
-if (process.argv[1] === THIS_FILE && process.argv[2] === 'probe') await probe(process.argv[3]!, process.argv[4]!);
+if (process.argv[1] === THIS_FILE && process.argv[2] === 'probe') {
+  const [kind, modelDir, side, batchSize] = process.argv.slice(3);
+  await probe(kind!, modelDir!, Number(side), Number(batchSize));
+}

@@ -6,13 +6,13 @@ import path from 'node:path';
 import { SafetensorsFile } from '../src/gpu/lora/safetensors.js';
 import { ImageGenerator } from '../src/gpu/image-generator.js';
 import { RunClock } from '../src/gpu/onnx-session.js';
-import { SeededDraws } from '../src/gpu/training/draws.js';
-import { gaussianLoraInit, loraFromFile, namedTensors, type LoraParameters } from '../src/gpu/training/lora-parameters.js';
+import { gaussianLoraInit, namedTensors, type LoraParameters } from '../src/gpu/training/lora-parameters.js';
 import { LoraTrainingRun, type TrainingRequest } from '../src/gpu/training/lora-training.js';
 import { readReplayCase, readStepArray } from '../src/gpu/training/replay-case.js';
 import { UnetTrainingStep } from '../src/gpu/training/unet-training-step.js';
 import { writeDiffusersLora } from '../src/gpu/lora/lora-writer.js';
 import { fixturePath, readFixtureJson } from './support/fixtures.js';
+import { HELD_OUT_EXPERIMENT, runHeldOutExperiment } from './support/held-out.js';
 import { assertWeightsMatch } from './support/lora-weights.js';
 
 // The training engine against diffusers' own train_dreambooth_lora_sdxl.py, replayed step for step on the tiny SDXL
@@ -34,7 +34,7 @@ function caseDir(name: string): string {
 function replayRequest(name: string, outPath: string): TrainingRequest {
   const recorded = readReplayCase(caseDir(name));
   return {
-    modelDir: MODEL_DIR, device: CPU, recipe: recorded.recipe, images: recorded.images, draws: { kind: 'recorded', caseDir: caseDir(name) },
+    modelDir: MODEL_DIR, device: CPU, gradientCheckpointing: false, recipe: recorded.recipe, images: recorded.images, draws: { kind: 'recorded', caseDir: caseDir(name) },
     start: { kind: 'lora', path: recorded.initLora }, outPath, checkpoint: null,
   };
 }
@@ -106,13 +106,14 @@ for (const name of ['b1', 'b2']) {
   });
 }
 
-test('the current and the legacy optimum exports (same weights) give the same gradients', async () => {
+test('the current and the legacy optimum exports (same weights), with and without gradient checkpointing, give the same gradients', async () => {
   const name = 'b1';
   const step = 1;
   const clock = new RunClock();
   const shape = { batchSize: 1, latent: [4, 16, 16] as const, promptEmbeds: [77, 64] as const, pooledWidth: 32, timeIdCount: 6 };
-  const steps = await Promise.all(['tiny-sdxl', 'tiny-sdxl-legacy-io'].map((model) =>
-    UnetTrainingStep.create(fixturePath(model, 'unet', 'model.onnx'), CPU, clock, { rank: 4, shape })));
+  const variants = ['tiny-sdxl', 'tiny-sdxl-legacy-io'].flatMap((model) => [false, true].map((gradientCheckpointing) => ({ model, gradientCheckpointing })));
+  const steps = await Promise.all(variants.map(({ model, gradientCheckpointing }) =>
+    UnetTrainingStep.create(fixturePath(model, 'unet', 'model.onnx'), CPU, clock, { rank: 4, shape, gradientCheckpointing })));
   try {
     const json = readFixtureJson<{ per_step: { timesteps: number[]; time_ids: number[][] }[] }>('training-reference', name, 'case.json');
     const parameters = gaussianLoraInit(steps[0]!.targets, 4, 0);
@@ -126,18 +127,21 @@ test('the current and the legacy optimum exports (same weights) give the same gr
       timeIds: Float32Array.from(json.per_step[step]!.time_ids.flat()),
       target: readStepArray(caseDir(name), step, { file: 'noise.bin' }),
     };
-    const [current, legacy] = await Promise.all(steps.map((unetStep) => unetStep.run(batch, parameters, 1)));
-    assert.ok(Math.abs(current!.loss - legacy!.loss) <= 1e-5 * current!.loss, `loss ${current!.loss} vs ${legacy!.loss}`);
-    let checked = 0;
-    current!.gradients.forEach(({ name: key, values }, index) => {
-      const other = legacy!.gradients[index]!;
-      assert.equal(other.name, key);
-      const largest = values.reduce((max, value) => Math.max(max, Math.abs(value)), 0);
-      assert.ok(largest > 0, `${key}: a non-zero gradient at step ${step}`);
-      assert.ok(maxAbsDiff(other.values, values) <= 1e-3 * largest, `${key}: the exports disagree by ${maxAbsDiff(other.values, values)}`);
-      checked++;
+    const [reference, ...others] = await Promise.all(steps.map((unetStep) => unetStep.run(batch, parameters, 1)));
+    others.forEach((other, o) => {
+      const variant = JSON.stringify(variants[o + 1]);
+      assert.ok(Math.abs(reference!.loss - other.loss) <= 1e-5 * reference!.loss, `${variant}: loss ${other.loss} vs ${reference!.loss}`);
+      let checked = 0;
+      reference!.gradients.forEach(({ name: key, values }, index) => {
+        const gradient = other.gradients[index]!;
+        assert.equal(gradient.name, key);
+        const largest = values.reduce((max, value) => Math.max(max, Math.abs(value)), 0);
+        assert.ok(largest > 0, `${key}: a non-zero gradient at step ${step}`);
+        assert.ok(maxAbsDiff(gradient.values, values) <= 1e-3 * largest, `${variant} ${key}: disagrees by ${maxAbsDiff(gradient.values, values)}`);
+        checked++;
+      });
+      assert.equal(checked, 192, 'A and B of all 96 projections');
     });
-    assert.equal(checked, 192, 'A and B of all 96 projections');
   } finally {
     await Promise.all(steps.map((unetStep) => unetStep.dispose()));
   }
@@ -146,26 +150,9 @@ test('the current and the legacy optimum exports (same weights) give the same gr
 test('200 steps at lr 1e-3 lower the held-out loss, and the LoRA written changes what generate draws', async () => {
   const folder = mkdtempSync(path.join(tmpdir(), 'wrongbot-train-'));
   const out = path.join(folder, 'wrong-test.safetensors');
-  const recorded = readReplayCase(caseDir('b1'));
-  const run = await LoraTrainingRun.prepare({
-    modelDir: MODEL_DIR, device: CPU, recipe: { steps: 200, learningRate: 1e-3, resolution: 128, seed: 7 }, images: recorded.images,
-    draws: { kind: 'seeded' }, start: { kind: 'fresh' }, outPath: out, checkpoint: null,
-  });
   try {
-    // A fixed held-out set of (image, noise, timestep) triples, drawn from a seed the training never uses.
-    const heldOut = new SeededDraws(987_654, recorded.images.length, 1, [4, 16, 16], 1000);
-    const heldOutLoss = async (parameters: LoraParameters) => {
-      let sum = 0;
-      for (let k = 0; k < 24; k++) sum += (await run.computeStep(k, parameters, heldOut)).loss;
-      return sum / 24;
-    };
-    const { parameters: initial } = await run.start();
-    const before = await heldOutLoss(initial);
-    const outcome = await run.train();
-    const { parameters: trained } = await loraFromFile(out, run.targets, initial);
-    const after = await heldOutLoss(trained);
-    const drop = (before - after) / before;
-    console.log(`# held-out loss over 24 triples: ${before.toFixed(4)} → ${after.toFixed(4)} (${(100 * drop).toFixed(2)} % lower); last training loss ${outcome.finalLoss.toFixed(4)}`);
+    const { before, after, drop, outcome, trainingSetSha256 } = await runHeldOutExperiment(out);
+    console.log(`# held-out loss over ${HELD_OUT_EXPERIMENT.triples} triples: ${before.toFixed(4)} → ${after.toFixed(4)} (${(100 * drop).toFixed(2)} % lower); last training loss ${outcome.finalLoss.toFixed(4)}`);
     assert.ok(drop >= 0.01, `held-out loss ${before} → ${after}: ${(100 * drop).toFixed(2)} % lower, expected at least 1 %`);
 
     const written = await SafetensorsFile.open(out);
@@ -173,7 +160,7 @@ test('200 steps at lr 1e-3 lower the held-out loss, and the LoRA written changes
     await written.close();
     assert.equal(metadata['wrongbot.steps'], '200');
     assert.equal(JSON.parse(metadata['wrongbot.recipe']!).learningRate, 1e-3);
-    assert.equal(metadata['wrongbot.training_set_sha256'], run.trainingSetSha256);
+    assert.equal(metadata['wrongbot.training_set_sha256'], trainingSetSha256);
     assert.equal(Number(metadata['wrongbot.final_loss']), outcome.finalLoss);
 
     const panel = { prompt: 'a cat', negativePrompt: null, guidanceScale: 5, guidanceRescale: 0 };
@@ -191,7 +178,6 @@ test('200 steps at lr 1e-3 lower the held-out loss, and the LoRA written changes
       await Promise.all([base.close(), withLora.close()]);
     }
   } finally {
-    await run.dispose();
     rmSync(folder, { recursive: true, force: true });
   }
 });
@@ -201,7 +187,7 @@ test('a NaN loss stops the training at that step and writes nothing', async () =
   const out = path.join(folder, 'never.safetensors');
   const poisoned = path.join(folder, 'nan-lora.safetensors');
   const run = await LoraTrainingRun.prepare({
-    modelDir: MODEL_DIR, device: CPU, recipe: { steps: 3, resolution: 128 }, images: readReplayCase(caseDir('b1')).images,
+    modelDir: MODEL_DIR, device: CPU, gradientCheckpointing: false, recipe: { steps: 3, resolution: 128 }, images: readReplayCase(caseDir('b1')).images,
     draws: { kind: 'seeded' }, start: { kind: 'lora', path: poisoned }, outPath: out, checkpoint: null,
   });
   try {

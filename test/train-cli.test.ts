@@ -27,12 +27,13 @@ function dataFolder(root: string): string {
   return data;
 }
 
-for (const name of ['b1', 'b2']) {
-  test(`train --replay ${name}: one JSON loss line per step on stdout, and the script's weights in the file`, async () => {
+// b2 replays with gradient checkpointing: recomputing activations must not move a loss or a weight.
+for (const [name, extra] of [['b1', []], ['b2', ['--gradient-checkpointing']]] as const) {
+  test(`train --replay ${[name, ...extra].join(' ')}: one JSON loss line per step on stdout, and the script's weights in the file`, async () => {
     const folder = tempFolder();
     try {
       const out = path.join(folder, 'replayed.safetensors');
-      const result = await runCli(['train', '--model', MODEL_DIR, '--replay', fixturePath('training-reference', name), '--out', out]);
+      const result = await runCli(['train', '--model', MODEL_DIR, '--replay', fixturePath('training-reference', name), '--out', out, ...extra]);
       assert.equal(result.code, 0, result.stderr);
       const json = readFixtureJson<{ steps: number; optimizer: { lr: number }; per_step: { loss: number }[] }>('training-reference', name, 'case.json');
       const lines = result.stdout.trimEnd().split('\n');
@@ -149,4 +150,6 @@ test('train --dry-run prints the memory estimate for the model, resolution and b
   assert.match(small.stdout, /memory for one training step at 128×128, batch 1, rank 4, float32 UNet/);
   const total = (output: string) => Number(/total: ([\d.]+) MB/.exec(output)?.[1]);
   assert.ok(total(large.stdout) > total(small.stdout), `256² batch 2 (${total(large.stdout)} MB) needs more than 128² batch 1 (${total(small.stdout)} MB)`);
+  const checkpointed = Number(/with --gradient-checkpointing: .* total ([\d.]+) MB/.exec(large.stdout)?.[1]);
+  assert.ok(checkpointed < total(large.stdout), `with checkpointing ${checkpointed} MB, without ${total(large.stdout)} MB`);
 });

@@ -14,7 +14,7 @@ import { integerOption, numberOption, optionOrEnvironment, parseOptions, require
 
 export const TRAIN_USAGE = 'wrongbot train [--model DIR] --data DIR --out FILE.safetensors [--steps N] [--rank R] [--lr X] [--resolution R] '
   + '[--batch-size B] [--seed N] [--prompt TEXT] [--init-lora FILE] [--checkpoint-every N] [--resume FILE] '
-  + '[--provider cpu|cuda[:N]|webgpu] [--dry-run]  |  wrongbot train [--model DIR] --replay CASE_DIR --out FILE.safetensors';
+  + '[--provider cpu|cuda[:N]|webgpu] [--gradient-checkpointing] [--dry-run]  |  wrongbot train [--model DIR] --replay CASE_DIR --out FILE.safetensors';
 
 const OPTIONS = {
   model: { type: 'string' },
@@ -32,6 +32,7 @@ const OPTIONS = {
   resume: { type: 'string' },
   provider: { type: 'string' },
   replay: { type: 'string' },
+  'gradient-checkpointing': { type: 'boolean' },
   'dry-run': { type: 'boolean' },
 } as const;
 
@@ -97,6 +98,7 @@ export async function runTrain(argv: string[]): Promise<void> {
   const values = parseOptions(argv, OPTIONS);
   const modelDir = optionOrEnvironment('model', values.model, 'MODEL_DIR');
   const device = deviceOption(values.provider);
+  const gradientCheckpointing = values['gradient-checkpointing'] === true;
   const replay = values.replay;
   if (replay !== undefined) {
     const clashing = (['data', 'init-lora', 'resume', 'steps', 'rank', 'lr', 'resolution', 'batch-size', 'prompt'] as const).find((name) => values[name] !== undefined);
@@ -127,7 +129,7 @@ export async function runTrain(argv: string[]): Promise<void> {
   if (replay !== undefined) {
     const recorded = readReplayCase(replay);
     request = {
-      modelDir, device, recipe: { ...recorded.recipe, ...recipe }, images: recorded.images, draws: { kind: 'recorded', caseDir: replay },
+      modelDir, device, gradientCheckpointing, recipe: { ...recorded.recipe, ...recipe }, images: recorded.images, draws: { kind: 'recorded', caseDir: replay },
       start: { kind: 'lora', path: recorded.initLora }, outPath: out, checkpoint: null,
     };
   } else {
@@ -135,7 +137,7 @@ export async function runTrain(argv: string[]): Promise<void> {
     const listed = await listTrainingImages(data);
     for (const file of listed.skipped) process.stderr.write(`skipping ${file}: not a PNG, JPEG or WebP image\n`);
     request = {
-      modelDir, device, recipe, images: listed.images, draws: { kind: 'seeded' },
+      modelDir, device, gradientCheckpointing, recipe, images: listed.images, draws: { kind: 'seeded' },
       start: values.resume !== undefined ? { kind: 'checkpoint', path: values.resume }
         : values['init-lora'] !== undefined ? { kind: 'lora', path: values['init-lora'] } : { kind: 'fresh' },
       outPath: out,

@@ -9,6 +9,7 @@ import {
   tensorRawData,
   type AttributeValue,
   type NodeSpec,
+  type NodeView,
 } from './onnx-proto.js';
 import { lengthDelimitedField, type Chunks } from './protobuf.js';
 
@@ -56,6 +57,14 @@ export class GraphBuilder {
     const out = output ?? this.fresh(opType);
     this.nodes.push({ name: this.fresh(`${opType}_node`), opType, input, output: [out], ...(attributes ? { attributes } : {}) });
     return out;
+  }
+
+  /** Adds a node that computes what `node` of the graph does, from `input` into fresh values; returns their names. */
+  copy(node: NodeView, input: readonly string[]): string[] {
+    if (node.domain !== '') throw new GraphBuilderError(`cannot copy node ${node.name}: its operator ${node.domain}.${node.opType} is not a standard ONNX one`);
+    const output = node.output.map((name) => (name === '' ? '' : this.fresh(node.opType)));
+    this.nodes.push({ name: this.fresh(`${node.opType}_node`), opType: node.opType, input, output, attributes: Object.fromEntries(node.attributes) });
+    return output;
   }
 
   input(name: string, elemType: number, dims: readonly (number | string)[]): string {
@@ -113,13 +122,14 @@ export class GraphBuilder {
 /**
  * The model with the builder's additions: `prelude` nodes before the first node (they may feed any node), the
  * builder's nodes after the last (they may read any value), its initializers, inputs and outputs beside the graph's
- * own, and the fields at `drop` (nodes, inputs, outputs) left out.
+ * own, and the fields at the indices of `replace` (nodes, inputs, outputs) replaced by the encoded fields given there,
+ * or left out where those are empty.
  */
-export function rewriteModel(graph: OnnxGraph, builder: GraphBuilder, options: { prelude?: GraphBuilder; drop?: ReadonlySet<number> } = {}): Uint8Array {
+export function rewriteModel(graph: OnnxGraph, builder: GraphBuilder, options: { prelude?: GraphBuilder; replace?: ReadonlyMap<number, Chunks> } = {}): Uint8Array {
   const fields = graph.model.graph;
   const added = builder.encoded();
   const prelude = options.prelude?.encoded();
-  const drop = options.drop ?? new Set<number>();
+  const replace = options.replace ?? new Map<number, Chunks>();
   const lastIndexOf = (number: number): number => fields.findLastIndex((field) => field.number === number);
   const firstNode = fields.findIndex((field) => field.number === GraphField.node);
   const lastNode = lastIndexOf(GraphField.node);
@@ -128,7 +138,7 @@ export function rewriteModel(graph: OnnxGraph, builder: GraphBuilder, options: {
   const lastOutput = lastIndexOf(GraphField.output);
   const chunks: Chunks = fields.flatMap((field, index) => [
     ...(index === firstNode && prelude ? [...prelude.initializers, ...prelude.inputs, ...prelude.nodes] : []),
-    ...(drop.has(index) ? [] : [field.encoded]),
+    ...(replace.get(index) ?? [field.encoded]),
     ...(index === lastNode ? added.nodes : []),
     ...(index === lastInitializer ? added.initializers : []),
     ...(index === lastInput ? added.inputs : []),

@@ -12,7 +12,7 @@ import {
   readNode,
   readTensor,
   readValueInfoName,
-  renameNodeOutputs,
+  renameNodeValues,
   tensorRawData,
   type NodeSpec,
   type NodeView,
@@ -267,7 +267,7 @@ export function addLoraBranches(modelBytes: Uint8Array, weights: LoraBranchWeigh
       { name: claim(`${prefix}/add`), opType: 'Add', input: [base, delta], output: [output] },
     ];
     branchByField.set(fieldIndex, [
-      ...lengthDelimitedField(GraphField.node, renameNodeOutputs(model.graph[fieldIndex]!.payload, [base])),
+      ...lengthDelimitedField(GraphField.node, renameNodeValues(model.graph[fieldIndex]!.payload, 'output', [base])),
       ...nodes.flatMap((node) => lengthDelimitedField(GraphField.node, encodeNode(node))),
     ]);
   }

@@ -234,20 +234,21 @@ export function readConstantTensor(payload: Uint8Array): ConstantTensor | null {
   return { dataType, dims, values };
 }
 
-/** The node with its outputs renamed, every other field (attributes included) kept as it was. */
-export function renameNodeOutputs(payload: Uint8Array, outputs: readonly string[]): Chunks {
+/** The node with its inputs or its outputs renamed, every other field (attributes included) kept as it was. */
+export function renameNodeValues(payload: Uint8Array, which: 'input' | 'output', names: readonly string[]): Chunks {
+  const number = NodeField[which];
   const chunks: Chunks = [];
   let next = 0;
   for (const field of decodeMessage(payload)) {
-    if (field.number !== NodeField.output) {
+    if (field.number !== number) {
       chunks.push(field.encoded);
       continue;
     }
-    const name = outputs[next++];
-    if (name === undefined) throw new Error(`renameNodeOutputs: the node has more outputs than the ${outputs.length} names given`);
-    chunks.push(...stringField(NodeField.output, name));
+    const name = names[next++];
+    if (name === undefined) throw new Error(`renameNodeValues: the node has more ${which}s than the ${names.length} names given`);
+    chunks.push(...stringField(number, name));
   }
-  if (next !== outputs.length) throw new Error(`renameNodeOutputs: the node has ${next} outputs, ${outputs.length} names were given`);
+  if (next !== names.length) throw new Error(`renameNodeValues: the node has ${next} ${which}s, ${names.length} names were given`);
   return chunks;
 }
 

@@ -36,6 +36,8 @@ export class TrainingOutputError extends Error {
 export interface TrainingRequest {
   modelDir: string;
   device: Device;
+  /** Trades time for memory without changing a number of the result, so it is not part of the recipe. */
+  gradientCheckpointing: boolean;
   recipe: RecipeOptions;
   /** The training images; a step's image indices refer to this order. */
   images: string[];
@@ -134,6 +136,7 @@ export class LoraTrainingRun {
     const latent = [4, latentSide, latentSide] as const;
     const unetStep = await UnetTrainingStep.create(folder.paths.unet, request.device, clock, {
       rank: recipe.rank,
+      gradientCheckpointing: request.gradientCheckpointing,
       shape: { batchSize: recipe.batchSize, latent, promptEmbeds: [prompt.tokens, prompt.width], pooledWidth: prompt.pooled.length, timeIdCount: 6 },
     });
     const draws = request.draws.kind === 'seeded'
@@ -208,6 +211,18 @@ export class LoraTrainingRun {
       noisyLatents,
       ...result,
     };
+  }
+
+  /**
+   * The mean loss over `draws` batches of (image, noise, timestep) drawn from `seed`, the same at any weights: a
+   * measure of fit on draws the training (seeded by the recipe) does not make.
+   */
+  async heldOutLoss(parameters: LoraParameters, options: { seed: number; draws: number }): Promise<number> {
+    const { recipe, unetStep, prepared, scheduler } = this;
+    const heldOut = new SeededDraws(options.seed, prepared.length, recipe.batchSize, unetStep.shape.latent, scheduler.alphasCumprod.length);
+    let sum = 0;
+    for (let k = 0; k < options.draws; k++) sum += (await this.computeStep(k, parameters, heldOut)).loss;
+    return sum / options.draws;
   }
 
   async train(callbacks: TrainingCallbacks = {}): Promise<TrainingOutcome> {

@@ -8,7 +8,9 @@ import { ModelLoadError } from '../onnx-session.js';
 // `buildTrainingGraph` makes: a frozen Conv or MatMul keeps no input (its weight takes no gradient), values computed
 // before the first LoRA branch keep nothing (no gradient reaches them), and each rule of `gradient-rules.ts` keeps
 // what it reads: Softmax its output, LayerNorm and GroupNorm their input, Mul both factors, the LoRA MatMuls x and
-// x·Aᵀ. test/memory-estimate.test.ts checks the kept figure against the tiny model's real training graph.
+// x·Aᵀ. With gradient checkpointing (recompute.ts) the forward keeps only each resnet's and transformer block's input
+// (and what lies outside them, the output head), and one segment at a time is recomputed beside them.
+// test/memory-estimate.test.ts checks both figures against the tiny model's real training graphs.
 
 /** The UNet2DConditionModel fields that decide its shapes, one entry per down block (up blocks mirror them). */
 export interface UnetArchitecture {
@@ -47,6 +49,10 @@ export interface TrainingMemoryEstimate {
   weightBytes: number;
   /** Forward values the backward pass reads, all kept from the forward pass until it does. */
   keptActivationBytes: number;
+  /** With gradient checkpointing: the segment inputs (and values outside segments) held from the forward pass. */
+  checkpointBytes: number;
+  /** With gradient checkpointing: the largest segment's recomputed values and the gated copy of its input. */
+  largestSegmentBytes: number;
   /** The part of `keptActivationBytes` that is attention probabilities (the Softmax outputs). */
   attentionProbabilityBytes: number;
   /** The largest attention score tensor of the batch, [batch, heads, tokens, tokens], and where it is. */
@@ -58,6 +64,8 @@ export interface TrainingMemoryEstimate {
   /** LoRA weights, their gradients and AdamW's two moments, all float32. */
   loraBytes: number;
   totalBytes: number;
+  /** The total with gradient checkpointing, which holds checkpoint and one segment instead of every kept value. */
+  checkpointedTotalBytes: number;
 }
 
 /** CLIP's context: the prompt embeddings every cross-attention reads. */
@@ -170,6 +178,10 @@ class StepTally {
   parameters = 0;
   loraParameters = 0;
   kept = 0;
+  held = 0;
+  largestSegment = 0;
+  /** What the open segment's backward reads, or null between segments. */
+  private segment: number | null = null;
   probabilities = 0;
   transient = { elements: 0, what: '' };
   scores = { elements: 0, channels: 0, heads: 0, tokens: 0, layers: 0 };
@@ -186,6 +198,26 @@ class StepTally {
     this.parameters += inChannels * outChannels * kernelArea + outChannels;
   }
 
+  /** A forward value the backward pass reads, if a gradient reaches it. */
+  private keep(elements: number): void {
+    if (!this.trained) return;
+    this.kept += elements;
+    if (this.segment === null) this.held += elements;
+    else this.segment += elements;
+  }
+
+  /** A resnet or a stretch of a transformer, which checkpointing recomputes from its input of `inputElements`. */
+  private inSegment(inputElements: number, body: () => void): void {
+    this.segment = 0;
+    body();
+    // Only a segment whose backward reads something of its own is recomputed; it then holds its input.
+    if (this.segment > 0) {
+      this.held += inputElements;
+      this.largestSegment = Math.max(this.largestSegment, this.segment + inputElements);
+    }
+    this.segment = null;
+  }
+
   private transientCandidate(elements: number, what: string): void {
     if (elements > this.transient.elements) this.transient = { elements, what };
   }
@@ -193,7 +225,7 @@ class StepTally {
   /** GroupNorm (reshaped InstanceNormalization, which reads its input) and, with `silu`, x·sigmoid(x) after it. */
   private groupNorm(channels: number, pixels: number, silu: boolean): void {
     this.parameters += 2 * channels;
-    if (this.trained) this.kept += channels * pixels * (silu ? 3 : 1);
+    this.keep(channels * pixels * (silu ? 3 : 1));
   }
 
   stem(): void {
@@ -208,35 +240,43 @@ class StepTally {
   }
 
   resnet(inChannels: number, outChannels: number, pixels: number): void {
-    this.groupNorm(inChannels, pixels, true);
-    this.conv(inChannels, outChannels, KERNEL_3X3);
-    this.linear(this.arch.timeEmbeddingDim, outChannels, true);
-    this.groupNorm(outChannels, pixels, true);
-    this.conv(outChannels, outChannels, KERNEL_3X3);
-    if (inChannels !== outChannels) this.conv(inChannels, outChannels, 1);
+    this.inSegment(inChannels * pixels, () => {
+      this.groupNorm(inChannels, pixels, true);
+      this.conv(inChannels, outChannels, KERNEL_3X3);
+      this.linear(this.arch.timeEmbeddingDim, outChannels, true);
+      this.groupNorm(outChannels, pixels, true);
+      this.conv(outChannels, outChannels, KERNEL_3X3);
+      if (inChannels !== outChannels) this.conv(inChannels, outChannels, 1);
+    });
   }
 
   resample(channels: number): void {
     this.conv(channels, channels, KERNEL_3X3);
   }
 
+  /** norm and proj_in, each transformer block, then proj_out: each a segment of its own. */
   transformer(channels: number, layers: number, heads: number, tokens: number): void {
-    this.groupNorm(channels, tokens, false);
-    this.linear(channels, channels, true);
+    const hidden = channels * tokens;
+    this.inSegment(hidden, () => {
+      this.groupNorm(channels, tokens, false);
+      this.linear(channels, channels, true);
+    });
     for (let layer = 0; layer < layers; layer++) {
-      this.layerNorm(channels, tokens);
-      this.attention(channels, heads, tokens, tokens, channels);
-      this.layerNorm(channels, tokens);
-      this.attention(channels, heads, tokens, TEXT_TOKENS, this.arch.crossAttentionDim);
-      this.layerNorm(channels, tokens);
-      this.feedForward(channels, tokens);
+      this.inSegment(hidden, () => {
+        this.layerNorm(channels, tokens);
+        this.attention(channels, heads, tokens, tokens, channels);
+        this.layerNorm(channels, tokens);
+        this.attention(channels, heads, tokens, TEXT_TOKENS, this.arch.crossAttentionDim);
+        this.layerNorm(channels, tokens);
+        this.feedForward(channels, tokens);
+      });
     }
-    this.linear(channels, channels, true);
+    this.inSegment(hidden, () => this.linear(channels, channels, true));
   }
 
   private layerNorm(channels: number, tokens: number): void {
     this.parameters += 2 * channels;
-    if (this.trained) this.kept += channels * tokens;
+    this.keep(channels * tokens);
   }
 
   /**
@@ -255,7 +295,7 @@ class StepTally {
     const probabilities = heads * tokens * keyTokens;
     // x, the normed hidden states, is counted once for the branches of q, k and v; cross-attention's k and v
     // branches read the prompt embeddings instead, a graph input that is held anyway.
-    this.kept += channels * tokens * 3 + channels * keyTokens * 2 + probabilities + rank * (2 * tokens + 2 * keyTokens);
+    this.keep(channels * tokens * 3 + channels * keyTokens * 2 + probabilities + rank * (2 * tokens + 2 * keyTokens));
     this.probabilities += probabilities;
     // Softmax's rule holds the gradient of the probabilities and of the scores at once.
     this.transientCandidate(2 * probabilities, `the score gradients of one ${heads}-head attention over ${tokens}×${keyTokens} tokens`);
@@ -271,7 +311,7 @@ class StepTally {
     this.linear(channels, 2 * inner, true);
     this.linear(inner, channels, true);
     // hidden, gate, gate/√2 (Erf's input), 1 + erf and gelu(gate)
-    this.kept += 5 * inner * tokens;
+    this.keep(5 * inner * tokens);
     // Each half's gradient is padded back to the projection's width and the two are summed.
     this.transientCandidate(3 * 2 * inner * tokens, `the GEGLU projection's gradients at ${channels} channels over ${tokens} tokens`);
   }
@@ -281,7 +321,7 @@ class StepTally {
     this.groupNorm(blockOutChannels[0]!, pixels, true);
     this.conv(blockOutChannels[0]!, outChannels, convOutKernel ** 2);
     // The loss's seed reads prediction − target.
-    this.kept += outChannels * pixels;
+    this.keep(outChannels * pixels);
   }
 }
 
@@ -336,6 +376,8 @@ export function estimateTrainingMemory(unet: UnetArchitecture, shape: TrainingMe
   const perBatch = batchSize * elementBytes;
   const weightBytes = tally.parameters * elementBytes;
   const keptActivationBytes = tally.kept * perBatch;
+  const checkpointBytes = tally.held * perBatch;
+  const largestSegmentBytes = tally.largestSegment * perBatch;
   const transientBytes = tally.transient.elements * perBatch;
   const loraBytes = tally.loraParameters * LORA_BYTES_PER_PARAMETER;
   const { elements, ...where } = tally.scores;
@@ -344,6 +386,8 @@ export function estimateTrainingMemory(unet: UnetArchitecture, shape: TrainingMe
     unetParameters: tally.parameters,
     weightBytes,
     keptActivationBytes,
+    checkpointBytes,
+    largestSegmentBytes,
     attentionProbabilityBytes: tally.probabilities * perBatch,
     largestScores: { bytes: elements * perBatch, ...where },
     transientBytes,
@@ -351,6 +395,7 @@ export function estimateTrainingMemory(unet: UnetArchitecture, shape: TrainingMe
     loraParameters: tally.loraParameters,
     loraBytes,
     totalBytes: weightBytes + keptActivationBytes + transientBytes + loraBytes,
+    checkpointedTotalBytes: weightBytes + checkpointBytes + largestSegmentBytes + transientBytes + loraBytes,
   };
 }
 
@@ -364,7 +409,7 @@ function bytesText(bytes: number): string {
 export function formatTrainingMemory(estimate: TrainingMemoryEstimate): string[] {
   const { shape, largestScores } = estimate;
   const dtype = shape.elementBytes === 4 ? 'float32' : shape.elementBytes === 2 ? 'float16' : `${shape.elementBytes}-byte`;
-  const fits = CARD_SIZES_GIB.map((gib) => `${gib} GB: ${estimate.totalBytes <= gib * GIB ? 'yes' : 'no'}`);
+  const fits = (total: number) => CARD_SIZES_GIB.map((gib) => `${gib} GB: ${total <= gib * GIB ? 'yes' : 'no'}`).join('; ');
   return [
     `memory for one training step at ${shape.resolution}×${shape.resolution}, batch ${shape.batchSize}, rank ${shape.rank}, ${dtype} UNet (an estimate from the UNet's config):`,
     `  UNet weights: ${bytesText(estimate.weightBytes)} (${(estimate.unetParameters / 1e9).toFixed(2)} G parameters)`,
@@ -372,6 +417,8 @@ export function formatTrainingMemory(estimate: TrainingMemoryEstimate): string[]
       + ` (${bytesText(largestScores.bytes)} in each of ${largestScores.layers} layers at ${largestScores.tokens} tokens)`,
     `  largest transient of the backward pass: ${bytesText(estimate.transientBytes)} (${estimate.transientWhat})`,
     `  LoRA weights, gradients and AdamW moments: ${bytesText(estimate.loraBytes)} (${(estimate.loraParameters / 1e6).toFixed(2)} M float32 parameters)`,
-    `  total: ${bytesText(estimate.totalBytes)}; fits a card of ${fits.join('; ')} (before the room onnxruntime and the driver take)`,
+    `  total: ${bytesText(estimate.totalBytes)}; fits a card of ${fits(estimate.totalBytes)} (before the room onnxruntime and the driver take)`,
+    `  with --gradient-checkpointing: ${bytesText(estimate.checkpointBytes)} held from the forward pass and ${bytesText(estimate.largestSegmentBytes)} for the largest segment recomputed,`
+      + ` total ${bytesText(estimate.checkpointedTotalBytes)}; fits a card of ${fits(estimate.checkpointedTotalBytes)}`,
   ];
 }
