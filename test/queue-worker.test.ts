@@ -1,3 +1,4 @@
+import { once } from 'node:events';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -42,6 +43,8 @@ interface Harness {
 async function harness(label: string, url = TEST_REDIS_URL, maxQueuedPerUser?: number, prefix = testPrefix(label)): Promise<Harness> {
   prefixes.push(prefix);
   const redis = producerConnection(url);
+  // The producer's connection fails commands until it is connected (no offline queue), as the bot's does.
+  if (redis.status !== 'ready') await once(redis, 'ready');
   const producer = new JobProducer(redis, prefix, maxQueuedPerUser);
   const eventsConnection = new Redis(url, { maxRetriesPerRequest: null });
   const events = new QueueEvents(QUEUE_NAMES.generation, { connection: eventsConnection, prefix });
