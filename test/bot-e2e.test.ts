@@ -240,7 +240,7 @@ test('/defaults: an admin’s server defaults apply to the next command', async 
   await assertNoViolations();
 });
 
-test('/train: a member without Manage Server is refused by the bot itself, an admin queues a training job', async () => {
+test('/train: a member without Manage Server is refused by the bot itself; an admin\'s training snapshots the set, trains on the worker and yields a candidate version', async () => {
   const redis = new Redis(TEST_REDIS_URL, { maxRetriesPerRequest: 1 });
   const training = new Queue(QUEUE_NAMES.training, { connection: redis, prefix: stack.prefix });
   try {
@@ -248,11 +248,28 @@ test('/train: a member without Manage Server is refused by the bot itself, an ad
       'Discord itself does not deliver the command to a member without the permission');
     const forced = await stack.sandbox.command({ user: 'frank', command: 'train', options: { steps: 10 }, force: true });
     assert.match(await ephemeralReplyTo('frank', forced.interactionId), /Only server admins/);
-    assert.equal(await training.count(), 0, 'nothing was queued for the non-admin');
+    assert.equal(await training.getJobCountByTypes('waiting', 'active', 'completed', 'failed'), 0, 'nothing was queued for the non-admin');
+
     await stack.sandbox.createUser('grace', { admin: true });
-    const allowed = await stack.sandbox.command({ user: 'grace', command: 'train', options: { steps: 10 } });
-    await stack.waitForMessages((messages) => answerTo(messages, allowed.interactionId)?.content.includes('Queued'), 'the training job’s queued message');
-    assert.equal(await training.count(), 1);
+    const early = await stack.sandbox.command({ user: 'grace', command: 'train', options: { steps: 3 } });
+    assert.match(await ephemeralReplyTo('grace', early.interactionId), /The training set is empty/);
+
+    // One image in the set, as members put it there.
+    const { interactionId } = await stack.sandbox.command({ user: 'dave', command: 'imagine', options: { prompt: 'a blurry boat', seed: 8, size: '64x64' } });
+    const result = await resultOf(interactionId);
+    for (const voter of ['alice', 'bob']) await stack.sandbox.react(voter, result.id, THUMBS_DOWN);
+    await stack.sandbox.waitFor(async () => datasetSidecars().length > 0, { what: 'the curated boat', timeoutMs: 10_000 });
+
+    const allowed = await stack.sandbox.command({ user: 'grace', command: 'train', options: { steps: 3, seed: 4 } });
+    const trained = await stack.waitForMessages((messages) => {
+      const answer = answerTo(messages, allowed.interactionId);
+      // A failure ends the wait too, so the assertion below shows what the bot said.
+      return answer && /Trained|failed|empty|not queued/.test(answer.content) ? answer : null;
+    }, 'the trained candidate', { timeoutMs: 120_000 });
+    assert.match(trained.content, /✅ Trained candidate version `wrong-v1` · 3 steps · final loss \d+\.\d{4}/);
+    const description = String(trained.embeds[0]?.['description']);
+    assert.match(description, /the \d+ image\(s\) of the training set as it was at \/train, 3 steps, seed 4, starting from tiny_sdxl_lora_kohya/);
+    assert.ok(await redis.exists(`${stack.prefix}:wrongbot:lora:wrong-v1`), 'the candidate\'s file is in Redis for every worker');
   } finally {
     await training.obliterate({ force: true });
     await training.close();

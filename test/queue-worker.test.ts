@@ -1,7 +1,7 @@
 import { once } from 'node:events';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Queue, QueueEvents } from 'bullmq';
@@ -12,6 +12,9 @@ import {
 import { JobProducer, type GenerationSubmission } from '../src/queue/producer.js';
 import { producerConnection } from '../src/queue/redis.js';
 import { ResultsStore } from '../src/queue/results-store.js';
+import { TrainingTransfer } from '../src/queue/training-transfer.js';
+import { sha256Hex } from '../src/common/files.js';
+import { SafetensorsFile } from '../src/gpu/lora/safetensors.js';
 import { runCli } from './support/cli.js';
 import { fixturePath, REPO_ROOT_DIR } from './support/fixtures.js';
 import { startTestRedis } from './support/redis-server.js';
@@ -274,11 +277,16 @@ test('SIGTERM past the grace period hands the running job back, and another work
   assert.equal((await finished(h, shorter.jobId)).workerId, next.id);
 });
 
-test('a training job takes the GPU only when no generation runs, and holds it until done', async () => {
-  const h = await harness('training');
-  const log = path.join(work, 'trainer.log');
-  const trainer = `"${process.execPath}" "${path.join(REPO_ROOT_DIR, 'dist', 'test', 'support', 'fake-trainer.js')}"`;
-  await startWorker(h.prefix, { TRAINER_COMMAND: trainer, FAKE_TRAINER_LOG: log });
+/** Case b1's images, sent to Redis as the bot sends a snapshot's: what a worker with no DATA_DIR trains on. */
+async function sendSnapshot(h: Harness): Promise<{ images: string[]; files: string[] }> {
+  const folder = fixturePath('training-reference', 'b1', 'images');
+  const files = readdirSync(folder).filter((name) => name.endsWith('.png')).map((name) => path.join(folder, name));
+  const images = files.map((file) => ({ sha256: sha256Hex(readFileSync(file)), path: file })).sort((a, b) => a.sha256.localeCompare(b.sha256));
+  await new TrainingTransfer(h.redis, h.producer.keys).putImages(images);
+  return { images: images.map((image) => image.sha256), files: images.map((image) => image.path) };
+}
+
+async function trainingEvents(h: Harness): Promise<QueueEvents> {
   const trainConnection = new Redis(TEST_REDIS_URL, { maxRetriesPerRequest: null });
   const trainEvents = new QueueEvents(QUEUE_NAMES.training, { connection: trainConnection, prefix: h.prefix });
   closers.push(async () => {
@@ -286,19 +294,72 @@ test('a training job takes the GPU only when no generation runs, and holds it un
     trainConnection.disconnect();
   });
   await trainEvents.waitUntilReady();
+  return trainEvents;
+}
+
+test('TRAINER_COMMAND trains from the snapshot in Redis, takes the GPU only when no generation runs, and its LoRA goes back to Redis', async () => {
+  const h = await harness('training');
+  const log = path.join(work, 'trainer.log');
+  const trainer = `"${process.execPath}" "${path.join(REPO_ROOT_DIR, 'dist', 'test', 'support', 'fake-trainer.js')}"`;
+  await startWorker(h.prefix, { TRAINER_COMMAND: trainer, FAKE_TRAINER_LOG: log, FAKE_TRAINER_LORA: TINY_LORA });
+  const trainEvents = await trainingEvents(h);
+  const snapshot = await sendSnapshot(h);
   const before = await h.producer.submit('imagine', imagine('lee', 'before training', { steps: 40, width: 128, height: 128 }));
-  const trainId = await h.producer.submitTraining({ requester: requester('admin'), replyTo: noReply, baseVersion: null, steps: 7 });
+  const trainId = await h.producer.submitTraining({
+    requester: requester('admin'), replyTo: noReply, snapshot: { id: 7, images: snapshot.images }, version: 'wrong-v7', baseVersion: null, steps: 7, seed: 1,
+  });
   await new Promise((resolve) => setTimeout(resolve, 300));
   const during = await h.producer.submit('imagine', imagine('mia', 'submitted while training waits', { steps: 1 }));
   const trainJob = (await h.producer.training.getJob(trainId))!;
   const trained = await trainJob.waitUntilFinished(trainEvents, 60_000);
-  assert.equal(trained.loraVersion, 'wrong-trained-7');
+  assert.equal(trained.version, 'wrong-v7', 'the version is the one the job names');
+  assert.deepEqual(trained.losses, [1, 1 / 2, 1 / 3, 1 / 4, 1 / 5, 1 / 6, 1 / 7]);
+  assert.equal(trained.finalLoss, 1 / 7);
+  const stored = await h.redis.getBuffer(h.producer.keys.loraFile('wrong-v7'));
+  assert.ok(stored?.equals(readFileSync(TINY_LORA)), 'the file the trainer wrote is in Redis under the version');
   await finished(h, during.jobId);
-  const times = Object.fromEntries(readFileSync(log, 'utf8').trim().split('\n').map((line) => line.split(' ')).map(([event, at]) => [event!, Number(at)]));
+  const lines = readFileSync(log, 'utf8').trim().split('\n').map((line) => line.split(' '));
+  assert.deepEqual(lines.find(([event]) => event === 'images')?.[1]?.split(','), snapshot.images, 'the trainer got every image of the snapshot, intact');
+  const times = Object.fromEntries(lines.map(([event, at]) => [event!, Number(at)]));
   const beforeJob = (await h.producer.generation.getJob(before.jobId))!;
   const duringJob = (await h.producer.generation.getJob(during.jobId))!;
   assert.ok(beforeJob.finishedOn! <= times['start']!, 'the trainer started after the running generation finished');
   assert.ok(duringJob.processedOn! >= times['end']!, 'generation waited until training was done');
+});
+
+test('the built-in engine trains a job from Redis into the tensors `wrongbot train` writes for the same images, seed and steps', async () => {
+  const h = await harness('builtin-training');
+  await startWorker(h.prefix);
+  const trainEvents = await trainingEvents(h);
+  const snapshot = await sendSnapshot(h);
+  const steps = 3;
+  const seed = 5;
+  const trainId = await h.producer.submitTraining({
+    requester: requester('admin'), replyTo: noReply, snapshot: { id: 1, images: snapshot.images }, version: 'wrong-v1', baseVersion: null, steps, seed,
+  });
+  const trained = await (await h.producer.training.getJob(trainId))!.waitUntilFinished(trainEvents, 120_000);
+  assert.equal(trained.losses.length, steps);
+  const fromQueue = path.join(work, 'wrong-v1.safetensors');
+  writeFileSync(fromQueue, (await h.redis.getBuffer(h.producer.keys.loraFile('wrong-v1')))!);
+
+  // The snapshot as a folder, its images named by hash as the worker names them.
+  const data = path.join(work, 'builtin-data');
+  mkdirSync(data);
+  snapshot.files.forEach((file, i) => copyFileSync(file, path.join(data, `${snapshot.images[i]}.png`)));
+  const fromCli = path.join(work, 'cli.safetensors');
+  const cli = await runCli(['train', '--model', fixturePath('tiny-sdxl'), '--data', data, '--steps', String(steps), '--seed', String(seed), '--out', fromCli]);
+  assert.equal(cli.code, 0, cli.stderr);
+  const [queued, direct] = await Promise.all([SafetensorsFile.open(fromQueue), SafetensorsFile.open(fromCli)]);
+  try {
+    const names = [...direct.entries.keys()];
+    assert.deepEqual([...queued.entries.keys()], names);
+    assert.equal(names.length, 192, 'A and B of all 96 projections');
+    const bytes = (values: Float32Array) => Buffer.from(values.buffer, values.byteOffset, values.byteLength);
+    for (const name of names) assert.ok(bytes(await queued.readFloat32(name)).equals(bytes(await direct.readFloat32(name))), `${name} is byte-identical`);
+    assert.equal(queued.metadata['wrongbot.losses'], direct.metadata['wrongbot.losses']);
+  } finally {
+    await Promise.all([queued.close(), direct.close()]);
+  }
 });
 
 test('a producer whose Redis is gone fails fast with a clear error', async () => {

@@ -7,7 +7,7 @@ import { REPO_ROOT_DIR } from './support/fixtures.js';
 // Every setting the code reads from the environment is documented in .env.example and in the README, so the two
 // cannot drift from the code unnoticed.
 
-const READS = /(?:optionalString|requiredString|integerSetting|numberSetting|snowflakes|present)\(\s*\w+,\s*'([A-Z][A-Z0-9_]+)'|env\['([A-Z][A-Z0-9_]+)'\]|env\.([A-Z][A-Z0-9_]+)/g;
+const READS = /(?:optionalString|requiredString|integerSetting|numberSetting|booleanSetting|snowflakes|present)\(\s*\w+,\s*'([A-Z][A-Z0-9_]+)'|env\['([A-Z][A-Z0-9_]+)'\]|env\.([A-Z][A-Z0-9_]+)/g;
 
 function sourceFiles(dir: string): string[] {
   return readdirSync(dir, { withFileTypes: true }).flatMap((entry) => {

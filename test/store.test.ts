@@ -429,3 +429,35 @@ test('an invalid job id is refused with an error naming it, before any file is w
     /panels\[0\]\.provenance\.panelIndex = 8 must be an integer from 0 to 7/);
   assert.deepEqual(readdirSync(path.join(h.dataDir, 'images')), []);
 });
+
+test('training snapshots: frozen and sorted entries, a version number never handed out twice, a candidate recorded once', (t) => {
+  const h = harness(t);
+  let store = h.open();
+  const hash = (digit: string) => digit.repeat(64);
+  const first = store.trainings.snapshot({
+    jobId: store.jobs.insert(newJob({ kind: 'train' })).jobId, baseVersion: null, steps: 30, seed: 4, createdBy: 'admin-1',
+    entries: [{ id: 9, sha256: hash('b') }, { id: 3, sha256: hash('a') }],
+  });
+  assert.equal(first.version, 'wrong-v1');
+  assert.deepEqual(first.entries.map((entry) => entry.id), [3, 9], 'sorted by image hash, as the train job lists them');
+  const second = store.trainings.snapshot({
+    jobId: store.jobs.insert(newJob({ kind: 'train' })).jobId, baseVersion: 'wrong-v1', steps: 30, seed: 5, createdBy: 'admin-1', entries: [],
+  });
+  assert.equal(second.version, 'wrong-v2');
+
+  h.clock.ms += 60_000;
+  const candidate = store.trainings.addCandidate(second, 0.25);
+  assert.deepEqual(candidate, {
+    name: 'wrong-v2', status: 'candidate', parent: 'wrong-v1', snapshotId: second.id, steps: 30, seed: 5, finalLoss: 0.25,
+    createdBy: 'admin-1', createdAt: h.clock.ms,
+  });
+  h.clock.ms += 60_000;
+  assert.deepEqual(store.trainings.addCandidate(second, 0.5), candidate, 'delivering the result again changes nothing');
+
+  store = reopen(h, store);
+  assert.deepEqual(store.trainings.snapshotOfJob(first.jobId), first);
+  assert.deepEqual(store.trainings.versions().map((version) => version.name), ['wrong-v2']);
+  // A failed training's number stays used: the next snapshot does not reuse it.
+  const third = store.trainings.snapshot({ jobId: store.jobs.insert(newJob({ kind: 'train' })).jobId, baseVersion: null, steps: 1, seed: 1, createdBy: 'admin-1', entries: [] });
+  assert.equal(third.version, 'wrong-v3');
+});

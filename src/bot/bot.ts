@@ -4,6 +4,7 @@ import type { Redis } from 'ioredis';
 import { JobProducer } from '../queue/producer.js';
 import { producerConnection, workerConnection } from '../queue/redis.js';
 import { ResultsStore } from '../queue/results-store.js';
+import { TrainingTransfer } from '../queue/training-transfer.js';
 import { BotStore } from '../store/database.js';
 import { commandDefinitions } from '../commands/index.js';
 import type { BotConfig } from './config.js';
@@ -72,7 +73,7 @@ export async function startBot(config: BotConfig, redisUrl: string, log: (line: 
     });
     const context: BotContext = {
       config, store, producer, delivery, log,
-      submitter: new JobSubmitter(store, producer, delivery, log),
+      submitter: new JobSubmitter(store, producer, new TrainingTransfer(commands, producer.keys, config.trainingTransfer), delivery, log),
       curation: new Curation(store, config.votesToCurate, log),
     };
     // Wired before anything is awaited, so no interaction that arrives after READY goes unanswered.

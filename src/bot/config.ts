@@ -4,6 +4,7 @@ import {
 import { DEFAULT_STEPS, MAX_IMAGE_SIDE_PX, MAX_LORA_STRENGTH, MAX_STEPS } from '../common/generation-limits.js';
 import { InvalidRequestError } from '../common/validation.js';
 import { loraVersionOf } from '../queue/contracts.js';
+import { DEFAULT_MAX_TRAINING_SET_BYTES, DEFAULT_TRAINING_IMAGE_TTL_SECONDS } from '../queue/training-transfer.js';
 import { DEFAULT_MAX_QUEUED_PER_USER } from '../queue/producer.js';
 import { parseImageSizes, SDXL_IMAGE_SIZES, type ImageSize } from './image-sizes.js';
 
@@ -35,6 +36,8 @@ export interface BotConfig {
   defaults: { size: ImageSize; steps: number; guidanceScale: number; loraStrength: number };
   /** The LoRA version /wrong and /compare ask the workers for; null when no LoRA is deployed. */
   loraVersion: string | null;
+  /** How the training set travels to the workers through Redis. */
+  trainingTransfer: { imageTtlSeconds: number; maxSetBytes: number };
 }
 
 function snowflakes(env: Env, key: string): string[] {
@@ -104,5 +107,9 @@ export function readBotConfig(env: Env, token: string): BotConfig {
       loraStrength: numberSetting(env, 'DEFAULT_LORA_STRENGTH', DEFAULT_LORA_STRENGTH, -MAX_LORA_STRENGTH, MAX_LORA_STRENGTH),
     },
     loraVersion: loraVersion(env),
+    trainingTransfer: {
+      imageTtlSeconds: DEFAULT_TRAINING_IMAGE_TTL_SECONDS,
+      maxSetBytes: integerSetting(env, 'MAX_TRAINING_SET_MB', DEFAULT_MAX_TRAINING_SET_BYTES / 2 ** 20, 1, 1_000_000) * 2 ** 20,
+    },
   };
 }

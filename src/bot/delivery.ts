@@ -218,7 +218,9 @@ export class Delivery {
   private async deliver(job: JobRecord, bullJob: Job): Promise<void> {
     if (job.kind === 'train') {
       const result = bullJob.returnvalue as TrainJobResult;
-      const shown = await this.options.messages.show(job, (inChannel) => trainedView(job, result.loraVersion, inChannel), { final: true });
+      const snapshot = this.options.store.trainings.snapshotOfJob(job.jobId);
+      if (snapshot !== null) this.options.store.trainings.addCandidate(snapshot, result.finalLoss);
+      const shown = await this.options.messages.show(job, (inChannel) => trainedView(job, result, inChannel), { final: true });
       if (shown) this.options.store.jobs.finish(job.jobId, 'delivered');
       return;
     }

@@ -1,9 +1,13 @@
 import { randomUUID } from 'node:crypto';
-import type { GenerationJobName, LoraChoice, LoraImageSettings, ImageSettings } from '../queue/contracts.js';
+import { MAX_TRAINING_IMAGES, type GenerationJobName, type LoraChoice, type LoraImageSettings, type ImageSettings } from '../queue/contracts.js';
 import { randomSeed, type GenerationSubmission, type JobProducer } from '../queue/producer.js';
+import { TrainingTransfer, TrainingTransferError } from '../queue/training-transfer.js';
 import type { BotStore } from '../store/database.js';
+import type { DatasetEntry } from '../store/dataset.js';
 import type { JobRecord } from '../store/jobs.js';
+import type { TrainingSnapshot } from '../store/trainings.js';
 import type { Delivery } from './delivery.js';
+import { UserFacingError } from './errors.js';
 
 // Turns a member's request into a recorded, queued job: the record is written first (so no queue event can arrive for
 // a job the bot does not know), then the job is enqueued, then its message shows where it stands.
@@ -25,10 +29,17 @@ export interface JobOrigin {
 
 export type GenerationSettings = Omit<ImageSettings, 'seed' | 'negativePrompt'> & { seed: number | null; negativePrompt?: string | null };
 
+export interface TrainingRequest {
+  steps: number;
+  seed: number | null;
+  baseVersion: string | null;
+}
+
 export class JobSubmitter {
   constructor(
     private readonly store: BotStore,
     private readonly producer: JobProducer,
+    private readonly transfer: TrainingTransfer,
     private readonly delivery: Delivery,
     private readonly log: (line: string) => void,
     private readonly now: () => number = Date.now,
@@ -47,11 +58,43 @@ export class JobSubmitter {
     return record;
   }
 
-  async submitTraining(origin: JobOrigin, request: { baseVersion: string | null; steps: number }): Promise<JobRecord> {
-    const record = this.record(origin, 'train', request);
-    await this.enqueueing(record, () => this.producer.submitTraining({ ...this.envelope(record), ...request }, { jobId: record.jobId }));
+  /**
+   * Freezes the training set as it is now (the snapshot), sends its images to Redis for whichever worker trains, and
+   * queues the training of the version the snapshot names.
+   */
+  async submitTraining(origin: JobOrigin, request: TrainingRequest): Promise<{ record: JobRecord; snapshot: TrainingSnapshot }> {
+    const entries = this.distinctImages(this.store.dataset.list({ limit: MAX_TRAINING_IMAGES + 1 }));
+    if (entries.length === 0) throw new UserFacingError('The training set is empty: 👎 some images first, then /train.');
+    if (entries.length > MAX_TRAINING_IMAGES) throw new UserFacingError(`The training set has more than ${MAX_TRAINING_IMAGES} images; remove some with /dataset first.`);
+    // Sent before anything is recorded: a set Redis refuses leaves no job behind. Unused images expire.
+    try {
+      await this.transfer.putImages(entries.map((entry) => ({ sha256: entry.sha256, path: entry.imagePath })));
+    } catch (error) {
+      if (error instanceof TrainingTransferError) throw new UserFacingError(`The training was not queued: ${error.message}.`);
+      throw error;
+    }
+    const seed = request.seed ?? randomSeed();
+    const record = this.record(origin, 'train', { ...request, seed, images: entries.length });
+    const snapshot = this.store.trainings.snapshot({
+      jobId: record.jobId, baseVersion: request.baseVersion, steps: request.steps, seed, createdBy: origin.userId,
+      entries: entries.map((entry) => ({ id: entry.id, sha256: entry.sha256 })),
+    });
+    await this.enqueueing(record, () => this.producer.submitTraining({
+      ...this.envelope(record),
+      snapshot: { id: snapshot.id, images: snapshot.entries.map((entry) => entry.sha256) },
+      version: snapshot.version,
+      baseVersion: snapshot.baseVersion,
+      steps: snapshot.steps,
+      seed: snapshot.seed,
+    }, { jobId: record.jobId }));
     await this.showQueued(record);
-    return record;
+    return { record, snapshot };
+  }
+
+  /** One entry per image: two panels with the same pixels are one training example. */
+  private distinctImages(entries: readonly DatasetEntry[]): DatasetEntry[] {
+    const seen = new Set<string>();
+    return entries.filter((entry) => !seen.has(entry.sha256) && seen.add(entry.sha256));
   }
 
   private record(origin: JobOrigin, kind: JobRecord['kind'], request: object): JobRecord {

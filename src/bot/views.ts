@@ -1,7 +1,7 @@
 import {
   ButtonStyle, ComponentType, type APIActionRowComponent, type APIButtonComponent, type APIEmbed,
 } from 'discord.js';
-import type { GenerationJobResult, JobProgress, LoraChoice } from '../queue/contracts.js';
+import type { GenerationJobResult, JobProgress, LoraChoice, TrainJobResult } from '../queue/contracts.js';
 import type { JobStanding } from '../queue/producer.js';
 import type { JobRecord } from '../store/jobs.js';
 import { encodeButton } from './custom-ids.js';
@@ -39,6 +39,9 @@ export interface GenerationRequestRecord {
 export interface TrainRequestRecord {
   baseVersion: string | null;
   steps: number;
+  /** Absent from trainings queued before snapshots existed. */
+  seed?: number;
+  images?: number;
 }
 
 export function clip(text: string, maxChars: number): string {
@@ -93,7 +96,8 @@ function trainEmbed(job: JobRecord): APIEmbed {
   const request = job.request as unknown as TrainRequestRecord;
   return {
     title: '/train',
-    description: `A new "wrong" LoRA version from the curated set, ${request.steps} steps, starting from ${request.baseVersion ?? 'the base model'}.`,
+    description: `A new "wrong" LoRA version from ${request.images === undefined ? 'the curated set' : `the ${request.images} image(s) of the training set as it was at /train`},`
+      + ` ${request.steps} steps${request.seed === undefined ? '' : `, seed ${request.seed}`}, starting from ${request.baseVersion ?? 'scratch'}.`,
     footer: { text: `job ${job.jobId} · for ${clip(job.userName, 80)}` },
   };
 }
@@ -134,6 +138,7 @@ export function queuedView(job: JobRecord, standing: JobStanding | null): Messag
 export function progressView(job: JobRecord, progress: JobProgress): MessageView {
   const verb = job.kind === 'train' ? '🧪 Training' : '🎨 Generating';
   const content = `${verb} · ${progressBar(progress.step, progress.totalSteps)} step ${progress.step}/${progress.totalSteps}`
+    + (progress.loss === undefined ? '' : ` · loss ${progress.loss.toFixed(4)}`)
     + (progress.step < progress.totalSteps ? ` · about ${formatDuration(progress.etaMs)} left` : ' · finishing');
   return { content, embeds: [embedFor(job)], components: job.kind === 'train' ? [] : [cancelRow(job)], mentionUserIds: [] };
 }
@@ -166,8 +171,9 @@ export function resultView(job: JobRecord, result: GenerationJobResult, shown: D
   return { content, embeds: [embed], components, mentionUserIds: inChannel ? [job.userId] : [] };
 }
 
-export function trainedView(job: JobRecord, loraVersion: string, inChannel: boolean): MessageView {
-  const content = `${inChannel ? `<@${job.userId}> ` : ''}✅ Trained LoRA version \`${loraVersion}\`.`;
+export function trainedView(job: JobRecord, result: TrainJobResult, inChannel: boolean): MessageView {
+  const loss = result.finalLoss === null ? '' : ` · final loss ${result.finalLoss.toFixed(4)}`;
+  const content = `${inChannel ? `<@${job.userId}> ` : ''}✅ Trained candidate version \`${result.version}\` · ${result.steps} steps${loss} · ${formatDuration(result.durationMs)}.`;
   return { content, embeds: [embedFor(job)], components: [], mentionUserIds: inChannel ? [job.userId] : [] };
 }
 

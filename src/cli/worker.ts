@@ -1,4 +1,4 @@
-import { integerSetting, optionalString, queuePrefix, requiredString } from '../common/environment.js';
+import { booleanSetting, integerSetting, optionalString, queuePrefix, requiredString } from '../common/environment.js';
 import { DEFAULT_RESULT_TTL_SECONDS } from '../queue/results-store.js';
 import { resolveRedis, workerConnection } from '../queue/redis.js';
 import {
@@ -25,6 +25,7 @@ export async function runWorker(argv: string[]): Promise<void> {
     stalledIntervalMs: integerSetting(env, 'WORKER_STALLED_INTERVAL_MS', DEFAULT_STALLED_INTERVAL_MS, 500),
     shutdownGraceMs: integerSetting(env, 'WORKER_SHUTDOWN_GRACE_MS', DEFAULT_SHUTDOWN_GRACE_MS, 0),
     trainerCommand: optionalString(env, 'TRAINER_COMMAND'),
+    gradientCheckpointing: booleanSetting(env, 'TRAIN_GRADIENT_CHECKPOINTING', false),
   };
   const redis = await resolveRedis(env);
   for (const warning of redis.warnings) timestamped(`warning: ${warning}`);

@@ -2,12 +2,15 @@ import {
   ApplicationCommandOptionType, InteractionContextType, type ChatInputCommandInteraction,
   type RESTPostAPIChatInputApplicationCommandsJSONBody,
 } from 'discord.js';
+import { MAX_SEED } from '../common/generation-limits.js';
 import type { BotContext } from '../bot/context.js';
 import { ADMIN_PERMISSION, originOf, requireAdmin } from '../bot/members.js';
 import { MAX_TRAIN_STEPS, validateLoraVersion } from '../queue/contracts.js';
 
 /** diffusers' DreamBooth LoRA examples train SDXL for about this many steps. */
 export const DEFAULT_TRAIN_STEPS = 500;
+/** What `base` takes to train from scratch (peft's initialisation) instead of continuing a version. */
+export const FROM_SCRATCH = 'none';
 
 export const definition = {
   name: 'train',
@@ -16,18 +19,20 @@ export const definition = {
   default_member_permissions: String(ADMIN_PERMISSION),
   options: [
     { type: ApplicationCommandOptionType.Integer, name: 'steps', description: `Training steps (default ${DEFAULT_TRAIN_STEPS})`, min_value: 1, max_value: MAX_TRAIN_STEPS },
-    { type: ApplicationCommandOptionType.String, name: 'base', description: 'LoRA version to continue from (default: the deployed one)', max_length: 64 },
+    { type: ApplicationCommandOptionType.Integer, name: 'seed', description: 'Seed of the training\'s random draws (default: random)', min_value: 0, max_value: MAX_SEED },
+    { type: ApplicationCommandOptionType.String, name: 'base', description: `LoRA version to continue from (default: the deployed one; "${FROM_SCRATCH}": from scratch)`, max_length: 64 },
   ],
 } as const satisfies RESTPostAPIChatInputApplicationCommandsJSONBody;
 
 export async function execute(interaction: ChatInputCommandInteraction, context: BotContext): Promise<void> {
   // Checked before anything is deferred or queued: a refused member gets only a private message.
   requireAdmin(interaction, context.config, 'train a new LoRA version');
-  const base = interaction.options.getString('base');
-  const baseVersion = base === null ? context.config.loraVersion : validateLoraVersion('base', base.trim());
+  const base = interaction.options.getString('base')?.trim() ?? null;
+  const baseVersion = base === null ? context.config.loraVersion : base === FROM_SCRATCH ? null : validateLoraVersion('base', base);
   await interaction.deferReply();
   await context.submitter.submitTraining(originOf(interaction), {
     baseVersion,
     steps: interaction.options.getInteger('steps') ?? DEFAULT_TRAIN_STEPS,
+    seed: interaction.options.getInteger('seed'),
   });
 }

@@ -32,6 +32,16 @@ export function integerSetting(env: Env, key: string, fallback: number, min: num
   return value;
 }
 
+const BOOLEANS: Readonly<Record<string, boolean>> = { '1': true, true: true, yes: true, '0': false, false: false, no: false };
+
+export function booleanSetting(env: Env, key: string, fallback: boolean): boolean {
+  const text = present(env, key);
+  if (text === undefined) return fallback;
+  const value = BOOLEANS[text.toLowerCase()];
+  if (value === undefined) throw new ConfigError(`${key} = ${JSON.stringify(text)} must be one of ${Object.keys(BOOLEANS).join(', ')}`);
+  return value;
+}
+
 const PREFIX_PATTERN = /^[A-Za-z0-9_.-]{1,64}$/;
 
 /** BullMQ's key prefix: one per deployment (or per test), so several can share a Redis. */

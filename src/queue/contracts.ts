@@ -68,10 +68,21 @@ export interface WrongJobData extends JobEnvelope {
 
 export type CompareJobData = WrongJobData;
 
+/** The training set as the bot froze it when /train was run: what the worker trains on, whatever comes later. */
+export interface TrainingSnapshotRef {
+  id: number;
+  /** sha256 of every image, sorted: the images travel through Redis under these names (see TrainingTransfer). */
+  images: string[];
+}
+
 export interface TrainJobData extends JobEnvelope {
-  /** The LoRA version to start from; null trains from the base model. */
+  snapshot: TrainingSnapshotRef;
+  /** The name the bot gave the version this training makes. */
+  version: string;
+  /** The LoRA version to continue from; null starts from peft's initialisation. */
   baseVersion: string | null;
   steps: number;
+  seed: number;
 }
 
 export interface StoredImage {
@@ -105,7 +116,12 @@ export interface GenerationJobResult {
 }
 
 export interface TrainJobResult {
-  loraVersion: string;
+  version: string;
+  steps: number;
+  /** Every step's loss, in order. */
+  losses: number[];
+  /** null when the trainer reported no loss. */
+  finalLoss: number | null;
   workerId: string;
   durationMs: number;
 }
@@ -114,6 +130,8 @@ export interface JobProgress {
   step: number;
   totalSteps: number;
   etaMs: number;
+  /** Training reports its last loss. */
+  loss?: number;
 }
 
 export interface JobContracts {
@@ -142,6 +160,9 @@ export const TRAIN_JOB_OPTIONS = Object.freeze({
 } as const satisfies JobsOptions);
 
 export const MAX_TRAIN_STEPS = 100_000;
+/** A training set larger than this many images is refused: each travels through Redis. */
+export const MAX_TRAINING_IMAGES = 10_000;
+const SHA256_HEX = /^[0-9a-f]{64}$/;
 const MAX_ID_CHARS = 100;
 const MAX_NAME_CHARS = 200;
 const LORA_VERSION_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
@@ -222,6 +243,21 @@ function validateLora(value: unknown): LoraChoice {
   };
 }
 
+function validateSnapshotRef(value: unknown): TrainingSnapshotRef {
+  const snapshot = checkObject('snapshot', value);
+  checkKeys('snapshot', snapshot, ['id', 'images']);
+  const images = snapshot['images'];
+  if (!Array.isArray(images) || images.length === 0 || images.length > MAX_TRAINING_IMAGES) {
+    fail('snapshot.images', Array.isArray(images) ? `${images.length} images` : images, `must list 1 to ${MAX_TRAINING_IMAGES} image hashes`);
+  }
+  const hashes = (images as unknown[]).map((hash, i) => {
+    if (typeof hash !== 'string' || !SHA256_HEX.test(hash)) fail(`snapshot.images[${i}]`, hash, 'must be a lowercase hex sha256');
+    return hash as string;
+  });
+  if (hashes.some((hash, i) => i > 0 && hash <= hashes[i - 1]!)) fail('snapshot.images', 'unsorted or repeated hashes', 'must be sorted and distinct');
+  return { id: checkInteger('snapshot.id', snapshot['id'], 1, Number.MAX_SAFE_INTEGER), images: hashes };
+}
+
 /**
  * The job's data if it follows its contract; otherwise an InvalidRequestError naming the field and value. The
  * producer calls it before enqueueing and the worker again before running, because Redis is shared and anything
@@ -238,11 +274,14 @@ export function validateJobData<N extends JobName>(name: N, raw: unknown): JobCo
       checkKeys('data', data, ['requester', 'replyTo', 'settings', 'lora']);
       return { ...validateEnvelope(data), settings: validateSettings(data['settings'], false), lora: validateLora(data['lora']) } as JobContracts[N]['data'];
     case 'train':
-      checkKeys('data', data, ['requester', 'replyTo', 'baseVersion', 'steps']);
+      checkKeys('data', data, ['requester', 'replyTo', 'snapshot', 'version', 'baseVersion', 'steps', 'seed']);
       return {
         ...validateEnvelope(data),
+        snapshot: validateSnapshotRef(data['snapshot']),
+        version: validateLoraVersion('version', data['version']),
         baseVersion: data['baseVersion'] == null ? null : validateLoraVersion('baseVersion', data['baseVersion']),
         steps: checkInteger('steps', data['steps'], 1, MAX_TRAIN_STEPS),
+        seed: checkInteger('seed', data['seed'], 0, MAX_SEED),
       } as JobContracts[N]['data'];
     default:
       return fail('name', name, `is not a job; use one of ${[...GENERATION_JOB_NAMES, TRAIN_JOB_NAME].join(', ')}`);

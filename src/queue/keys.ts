@@ -22,6 +22,16 @@ export class QueueKeys {
     return `${this.prefix}:wrongbot:cancel:${jobId}`;
   }
 
+  /** A training image, under its sha256: one copy however many snapshots name it. */
+  trainingImage(sha256: string): string {
+    return `${this.prefix}:wrongbot:training-image:${sha256}`;
+  }
+
+  /** A LoRA version's safetensors file. */
+  loraFile(version: string): string {
+    return `${this.prefix}:wrongbot:lora:${version}`;
+  }
+
   get controlChannel(): string {
     return `${this.prefix}:wrongbot:control`;
   }

@@ -4,6 +4,7 @@ import { SqliteTrainingSet, type TrainingSet } from './dataset.js';
 import { SqliteGuildDefaultsBook, type GuildDefaultsBook } from './guild-defaults.js';
 import { SqliteImageArchive, type ImageArchive } from './images.js';
 import { SqliteJobRecords, type JobRecords } from './jobs.js';
+import { SqliteTrainings, type Trainings } from './trainings.js';
 import { StoreLayout } from './layout.js';
 import { SqliteVoteBook, type VoteBook } from './votes.js';
 
@@ -84,6 +85,29 @@ export const MIGRATIONS: readonly string[] = [
      rejected_at INTEGER NOT NULL,
      PRIMARY KEY (job_id, panel_index)
    ) STRICT;`,
+
+  // AUTOINCREMENT: a snapshot's number names the version it trains (wrong-vN), so it is never handed out twice.
+  `CREATE TABLE training_snapshots (
+     id INTEGER PRIMARY KEY AUTOINCREMENT,
+     job_id TEXT NOT NULL UNIQUE REFERENCES jobs (job_id),
+     base_version TEXT,
+     steps INTEGER NOT NULL,
+     seed INTEGER NOT NULL,
+     entries TEXT NOT NULL,
+     created_by TEXT NOT NULL,
+     created_at INTEGER NOT NULL
+   ) STRICT;
+   CREATE TABLE lora_versions (
+     name TEXT PRIMARY KEY,
+     status TEXT NOT NULL CHECK (status IN ('candidate')),
+     parent TEXT,
+     snapshot_id INTEGER REFERENCES training_snapshots (id),
+     steps INTEGER,
+     seed INTEGER,
+     final_loss REAL,
+     created_by TEXT NOT NULL,
+     created_at INTEGER NOT NULL
+   ) STRICT;`,
 ];
 
 const BUSY_TIMEOUT_MS = 5_000;
@@ -121,6 +145,7 @@ export class BotStore {
     readonly votes: VoteBook,
     readonly dataset: TrainingSet,
     readonly guilds: GuildDefaultsBook,
+    readonly trainings: Trainings,
   ) {}
 
   /** Creates the data dir's folders and brings its database up to date. */
@@ -146,6 +171,7 @@ export class BotStore {
         new SqliteVoteBook(db, now),
         new SqliteTrainingSet(db, layout, images, now),
         new SqliteGuildDefaultsBook(db, now),
+        new SqliteTrainings(db, now),
       );
     } catch (error) {
       db.close();

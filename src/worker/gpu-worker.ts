@@ -13,8 +13,9 @@ import { isCancelRequested, listenForCancels } from '../queue/control.js';
 import { recordDuration } from '../queue/durations.js';
 import { QueueKeys } from '../queue/keys.js';
 import { ResultsStore } from '../queue/results-store.js';
+import { TrainingTransfer } from '../queue/training-transfer.js';
 import { planGeneration, storeImages, type LoadedLora } from './generation-job.js';
-import { runTrainer } from './trainer.js';
+import { runTrainingJob } from './training-job.js';
 
 // A process that owns one GPU: it loads the pipeline once and takes jobs one at a time. Several of them, on one
 // host or many, share a Redis and split the work through BullMQ alone. Inference runs in the pipeline's own
@@ -43,7 +44,10 @@ export interface GpuWorkerOptions {
   stalledIntervalMs?: number;
   /** How long SIGTERM lets a running job finish before handing it back to the queue. */
   shutdownGraceMs?: number;
+  /** Another trainer than the built-in engine (see trainer.ts). */
   trainerCommand?: string | null;
+  /** The built-in engine recomputes activations instead of keeping them: SDXL at 1024² then fits 24 GB. */
+  gradientCheckpointing?: boolean;
   log?: (line: string) => void;
 }
 
@@ -62,18 +66,20 @@ export class GpuWorker {
   readonly id: string;
   private readonly keys: QueueKeys;
   private readonly results: ResultsStore;
+  private readonly transfer: TrainingTransfer;
   private generationWorker: Worker<GenerationJobData, GenerationJobResult, GenerationJobName> | null = null;
   private trainingWorker: Worker<TrainJobData, TrainJobResult, typeof TRAIN_JOB_NAME> | null = null;
   private readonly log: (line: string) => void;
 
   private constructor(
     private readonly options: GpuWorkerOptions,
-    private readonly generator: ImageGenerator,
+    private generator: ImageGenerator,
     private readonly lora: LoadedLora | null,
   ) {
     this.id = `${os.hostname()}:${process.pid}:${formatDevice(options.device)}`;
     this.keys = new QueueKeys(options.prefix);
     this.results = new ResultsStore(options.connections.commands, this.keys, options.resultTtlSeconds);
+    this.transfer = new TrainingTransfer(options.connections.commands, this.keys);
     this.log = options.log ?? (() => {});
   }
 
@@ -81,11 +87,14 @@ export class GpuWorker {
   static async start(options: GpuWorkerOptions): Promise<GpuWorker> {
     // Named before the models load, so a badly named LoRA file fails in a second rather than after a minute.
     const lora = options.loraPath === null ? null : { version: loraVersionOf(options.loraPath) };
-    const generator = await ImageGenerator.start(options.modelDir, options.device, { loraPath: options.loraPath });
-    const worker = new GpuWorker(options, generator, lora);
-    for (const notice of generator.loaded.notices) worker.log(`note: ${notice}`);
+    const worker = new GpuWorker(options, await GpuWorker.loadGenerator(options), lora);
+    for (const notice of worker.generator.loaded.notices) worker.log(`note: ${notice}`);
     await worker.listen();
     return worker;
+  }
+
+  private static loadGenerator(options: GpuWorkerOptions): Promise<ImageGenerator> {
+    return ImageGenerator.start(options.modelDir, options.device, { loraPath: options.loraPath });
   }
 
   private async listen(): Promise<void> {
@@ -100,15 +109,11 @@ export class GpuWorker {
       ...common,
       connection: connections.generation,
     });
-    // Only a worker that can train takes training jobs; the others leave them to it.
-    const trainerCommand = this.options.trainerCommand;
-    this.trainingWorker = trainerCommand
-      ? new Worker(QUEUE_NAMES.training, (job, _token, signal) => this.train(job, trainerCommand, signal), {
-        ...common,
-        connection: connections.training,
-      })
-      : null;
-    const workers = [this.generationWorker, ...(this.trainingWorker ? [this.trainingWorker] : [])];
+    this.trainingWorker = new Worker(QUEUE_NAMES.training, (job, _token, signal) => this.train(job, signal), {
+      ...common,
+      connection: connections.training,
+    });
+    const workers = [this.generationWorker, this.trainingWorker];
     for (const worker of workers) {
       worker.on('failed', (job, error) => this.log(`job ${job?.id} (${job?.name}) failed: ${error.message}`));
       worker.on('completed', (job) => this.log(`job ${job.id} (${job.name}) done`));
@@ -120,7 +125,7 @@ export class GpuWorker {
       }
     });
     await Promise.all(workers.map((worker) => worker.waitUntilReady()));
-    const abilities = [this.lora ? `LoRA ${this.lora.version}` : 'no LoRA', this.trainingWorker ? 'trains' : 'does not train'];
+    const abilities = [this.lora ? `LoRA ${this.lora.version}` : 'no LoRA', `trains with ${this.options.trainerCommand ? 'TRAINER_COMMAND' : 'the built-in engine'}`];
     this.log(`worker ${this.id} ready: ${this.options.modelDir}, ${abilities.join(', ')}`);
   }
 
@@ -172,12 +177,11 @@ export class GpuWorker {
     throw new UnrecoverableError(CANCELLED);
   }
 
-  /** Training waits until no generation runs here, then holds the GPU until it is done. */
-  private async train(
-    job: Job<TrainJobData, TrainJobResult, typeof TRAIN_JOB_NAME>,
-    command: string,
-    signal: AbortSignal | undefined,
-  ): Promise<TrainJobResult> {
+  /**
+   * Training waits until no generation runs here, then holds the GPU until it is done: the inference sessions are
+   * released first (the training graph needs the memory) and loaded again after.
+   */
+  private async train(job: Job<TrainJobData, TrainJobResult, typeof TRAIN_JOB_NAME>, signal: AbortSignal | undefined): Promise<TrainJobResult> {
     let data: TrainJobData;
     try {
       data = validateJobData(TRAIN_JOB_NAME, job.data);
@@ -188,17 +192,26 @@ export class GpuWorker {
     const started = performance.now();
     await this.generationWorker!.pause();
     try {
-      this.log(`job ${job.id} (train) holds the GPU`);
-      const outcome = await runTrainer(command, data, {
+      this.log(`job ${job.id} (train ${data.version}) holds the GPU`);
+      await this.generator.close();
+      const { options } = this;
+      const outcome = await runTrainingJob(data, {
+        modelDir: options.modelDir,
+        device: options.device,
+        transfer: this.transfer,
+        ownLora: this.lora && options.loraPath !== null ? { version: this.lora.version, path: options.loraPath } : null,
+        trainerCommand: options.trainerCommand ?? null,
+        gradientCheckpointing: options.gradientCheckpointing ?? false,
         signal: signal ?? new AbortController().signal,
         onProgress: throttledProgress(job, PROGRESS_INTERVAL_MS),
         log: (line) => this.log(`trainer: ${line}`),
       });
-      return { loraVersion: outcome.loraVersion, workerId: this.id, durationMs: performance.now() - started };
+      return { version: data.version, ...outcome, workerId: this.id, durationMs: performance.now() - started };
     } catch (error) {
       if (signal?.aborted) throw new UnrecoverableError(CANCELLED);
       throw error;
     } finally {
+      this.generator = await GpuWorker.loadGenerator(this.options);
       this.generationWorker!.resume();
     }
   }

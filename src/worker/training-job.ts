@@ -1,0 +1,88 @@
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { trainLora } from '../gpu/training/lora-trainer.js';
+import { TRAINING_DEFAULTS } from '../gpu/training/recipe.js';
+import type { Device } from '../gpu/providers.js';
+import type { JobProgress, TrainJobData } from '../queue/contracts.js';
+import type { TrainingTransfer } from '../queue/training-transfer.js';
+import { runTrainer } from './trainer.js';
+
+// One train job on a worker, from the snapshot in Redis to the new version's file in Redis:
+//   1. the snapshot's images into a folder of the job's own (nothing is read from this host's DATA_DIR);
+//   2. the LoRA to continue from, from Redis (or this worker's own LORA_PATH, when that is the version named);
+//   3. training: the built-in engine in a thread, or TRAINER_COMMAND;
+//   4. the file to Redis under the version's name, where every worker and the bot can fetch it.
+
+export interface TrainingJobEnvironment {
+  modelDir: string;
+  device: Device;
+  transfer: TrainingTransfer;
+  /** The version this worker serves from its own LORA_PATH, which a training may continue from. */
+  ownLora: { version: string; path: string } | null;
+  trainerCommand: string | null;
+  gradientCheckpointing: boolean;
+  signal: AbortSignal;
+  onProgress: (progress: JobProgress) => void;
+  log: (line: string) => void;
+}
+
+export interface TrainingJobOutcome {
+  steps: number;
+  losses: number[];
+  finalLoss: number | null;
+}
+
+export async function runTrainingJob(data: TrainJobData, environment: TrainingJobEnvironment): Promise<TrainingJobOutcome> {
+  const { transfer, signal } = environment;
+  const workDir = mkdtempSync(path.join(tmpdir(), `wrongbot-train-${data.version}-`));
+  try {
+    // 1. The snapshot's images.
+    const dataDir = path.join(workDir, 'images');
+    mkdirSync(dataDir);
+    const images = await transfer.fetchImages(data.snapshot.images, dataDir);
+
+    // 2. The LoRA to continue from.
+    const initLora = data.baseVersion === null ? null : await fetchBaseLora(data.baseVersion, workDir, environment);
+
+    // 3. Training.
+    const outPath = path.join(workDir, `${data.version}.safetensors`);
+    let losses: number[];
+    if (environment.trainerCommand !== null) {
+      const outcome = await runTrainer(environment.trainerCommand, {
+        modelDir: environment.modelDir, dataDir, images, prompt: TRAINING_DEFAULTS.prompt, steps: data.steps, seed: data.seed, initLora, outPath,
+      }, { signal, onProgress: environment.onProgress, log: environment.log });
+      losses = outcome.losses;
+    } else {
+      const outcome = await trainLora({
+        modelDir: environment.modelDir,
+        device: environment.device,
+        gradientCheckpointing: environment.gradientCheckpointing,
+        recipe: { steps: data.steps, seed: data.seed },
+        images,
+        draws: { kind: 'seeded' },
+        start: initLora === null ? { kind: 'fresh' } : { kind: 'lora', path: initLora },
+        outPath,
+        checkpoint: null,
+      }, {
+        signal,
+        onProgress: ({ step, totalSteps, etaMs, loss }) => environment.onProgress({ step, totalSteps, etaMs, loss }),
+      });
+      for (const note of outcome.notes) environment.log(`note: ${note}`);
+      losses = outcome.losses;
+    }
+
+    // 4. The file, for every worker and the bot.
+    await transfer.putLora(data.version, outPath);
+    return { steps: data.steps, losses, finalLoss: losses.at(-1) ?? null };
+  } finally {
+    rmSync(workDir, { recursive: true, force: true });
+  }
+}
+
+async function fetchBaseLora(version: string, workDir: string, environment: TrainingJobEnvironment): Promise<string> {
+  const file = path.join(workDir, `${version}.base.safetensors`);
+  if (await environment.transfer.fetchLora(version, file)) return file;
+  if (environment.ownLora?.version === version) return environment.ownLora.path;
+  throw new Error(`the LoRA version ${version} to continue from is neither in Redis nor this worker's LORA_PATH`);
+}
