@@ -111,6 +111,43 @@ async function residentBytes(modelDir: string, loraPath: string): Promise<number
 const MEMORY_SAMPLES = 5;
 
 /** Resident memory of a worker process with the LoRA branches in its UNet against one without. */
+export interface LoraSwitchFigures {
+  switches: number;
+  /** A one-step 64x64 image whose request names the other LoRA version than the one before. */
+  switchingSeconds: number;
+  /** The same image when the version stays. */
+  stayingSeconds: number;
+}
+
+const SWITCHES = 10;
+
+/** What serving another LoRA version costs a running pipeline: the versions alternate, with no session rebuilt. */
+export async function benchLoraSwitch(modelDir: string, loraPaths: readonly [string, string]): Promise<LoraSwitchFigures> {
+  const generator = await ImageGenerator.start(modelDir, { kind: 'cpu', index: 0 }, { takesLora: true });
+  try {
+    const image = (loraPath: string): GenerationRequest => ({
+      seed: 1, steps: 1, width: 64, height: 64, loraPath,
+      panels: [{ prompt: 'a cat', negativePrompt: 'wrong', guidanceScale: 5, guidanceRescale: 0, loraStrength: 1 }],
+    });
+    const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
+    const timed = async (loraPath: string) => {
+      const started = performance.now();
+      await generator.generate(image(loraPath));
+      return (performance.now() - started) / 1000;
+    };
+    await timed(loraPaths[0]);
+    const switching: number[] = [];
+    const staying: number[] = [];
+    for (let i = 1; i <= SWITCHES; i++) {
+      switching.push(await timed(loraPaths[i % 2]!));
+      staying.push(await timed(loraPaths[i % 2]!));
+    }
+    return { switches: SWITCHES, switchingSeconds: median(switching), stayingSeconds: median(staying) };
+  } finally {
+    await generator.close();
+  }
+}
+
 export async function benchLoraMemory(modelDir: string, loraPath: string): Promise<MemoryFigures> {
   const without: number[] = [];
   const withLora: number[] = [];

@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import ort from 'onnxruntime-node';
 import { decodeToRgb } from '../src/gpu/image.js';
 import { formatDevice, parseDevice } from '../src/gpu/providers.js';
-import { benchLoraMemory, benchPipeline, benchTriptych, type PipelineFigures } from './pipeline.js';
+import { benchLoraMemory, benchLoraSwitch, benchPipeline, benchTriptych, type PipelineFigures } from './pipeline.js';
 import { benchBot } from './bot.js';
 import { benchQueue } from './queue.js';
 import { benchTraining } from './training.js';
@@ -18,6 +18,8 @@ import { resolveRedis } from '../src/queue/redis.js';
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const TINY_MODEL_DIR = path.join(REPO_ROOT, 'test', 'fixtures', 'tiny-sdxl');
 const TINY_LORA = path.join(REPO_ROOT, 'test', 'fixtures', 'tiny-sdxl-lora', 'tiny_sdxl_lora_kohya.safetensors');
+/** A second LoRA version for the tiny model: the weights diffusers' script trained in case b1. */
+const TRAINED_TINY_LORA = path.join(REPO_ROOT, 'test', 'fixtures', 'training-reference', 'b1', 'final', 'pytorch_lora_weights.safetensors');
 
 function machine(): string {
   const cpus = os.cpus();
@@ -62,6 +64,7 @@ for (const [device, f] of figures) {
 
 const triptych = await benchTriptych(TINY_MODEL_DIR, TINY_LORA);
 const memory = await benchLoraMemory(TINY_MODEL_DIR, TINY_LORA);
+const loraSwitch = await benchLoraSwitch(TINY_MODEL_DIR, [TINY_LORA, TRAINED_TINY_LORA]);
 const mib = (bytes: number) => `${(bytes / 2 ** 20).toFixed(0)} MiB`;
 const loraRows: Array<[string, string]> = [
   ['one image (LoRA, negative "wrong"), seconds', triptych.singleSeconds.toFixed(3)],
@@ -70,6 +73,9 @@ const loraRows: Array<[string, string]> = [
   ['worker resident memory without LoRA', mib(memory.withoutLoraBytes)],
   ['worker resident memory with the LoRA branch', mib(memory.withLoraBytes)],
   ['with ÷ without', memory.ratio.toFixed(3)],
+  [`one-step 64x64 image that switches the LoRA version (median of ${loraSwitch.switches}), seconds`, loraSwitch.switchingSeconds.toFixed(3)],
+  ['the same image, version unchanged, seconds', loraSwitch.stayingSeconds.toFixed(3)],
+  ['cost of switching the served version (difference), seconds', (loraSwitch.switchingSeconds - loraSwitch.stayingSeconds).toFixed(3)],
 ];
 console.log('[triptych and LoRA, cpu]');
 for (const [name, value] of loraRows) console.log(`  ${name}: ${value}`);
@@ -153,7 +159,7 @@ const markdown = [
   ...sections,
   '## Triptych and LoRA branch',
   '',
-  'Tiny SDXL on CPU, 128x128, 20 steps, guidance 13, the kohya test LoRA. Memory: resident set of a fresh process after loading and one image, median of 5 processes each.',
+  'Tiny SDXL on CPU, 128x128, 20 steps, guidance 13, the kohya test LoRA. Memory: resident set of a fresh process after loading and one image, median of 5 processes each. Switching: a worker-style pipeline (LoRA branches, no LoRA at start) alternates between the kohya test LoRA and the weights diffusers trained in case b1, feeding other weights to the same session.',
   '',
   '| figure | value |',
   '| --- | --- |',

@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import ort from 'onnxruntime-node';
 import type { LoraModule } from '../src/gpu/lora/lora-types.js';
-import { addLoraBranches, findLoraTargets, LORA_STRENGTH_INPUT } from '../src/gpu/onnx/lora-graph.js';
+import { loraBranchValues } from '../src/gpu/lora/lora-feeds.js';
+import { addLoraBranches, findLoraTargets, LORA_STRENGTH_INPUT, trainableLoraInputs } from '../src/gpu/onnx/lora-graph.js';
 import { buildTrainingForward } from '../src/gpu/onnx/training-graph.js';
 import { DataType, decodeModel, encodeModel, encodeNode, encodeTensor, encodeTensorValueInfo, GraphField } from '../src/gpu/onnx/onnx-proto.js';
 import { decodeMessage, joinChunks, lengthDelimitedField, stringField, varintField } from '../src/gpu/onnx/protobuf.js';
@@ -82,6 +83,22 @@ function maxAbsDifference(actual: Float32Array, expected: Float32Array): number 
   return max;
 }
 
+const RANK = 4;
+
+/** The UNet with fed branches on every projection, and the feeds that give those branches `modules`' weights. */
+function withFedLora(bytes: Uint8Array, modules: readonly LoraModule[], rank = RANK): { bytes: Uint8Array; feeds: Record<string, ort.Tensor> } {
+  const targets = findLoraTargets(bytes);
+  const values = loraBranchValues(modules, targets, rank);
+  const feeds: Record<string, ort.Tensor> = {};
+  for (const target of targets) {
+    const names = trainableLoraInputs(target.module);
+    const { downT, upT } = values.get(target.module)!;
+    feeds[names.downT] = new ort.Tensor('float32', downT, [target.inFeatures, rank]);
+    feeds[names.upT] = new ort.Tensor('float32', upT, [rank, target.outFeatures]);
+  }
+  return { bytes: addLoraBranches(bytes, { purpose: 'inference', rank, modules: targets.map((target) => target.module) }), feeds };
+}
+
 function half(values: Float32Array, row: 0 | 1): Float32Array {
   const size = values.length / 2;
   return values.subarray(row * size, (row + 1) * size);
@@ -122,13 +139,14 @@ test('decoding and re-encoding every graph message gives the same bytes, which o
 test('the rewritten UNet matches the base at strength 0 and diffusers\' fused LoRA at strength 1, per batch entry', async (t) => {
   const lora = readPeftLora();
   assert.equal(lora.length, 96);
-  const [base, withLora] = await Promise.all([createSession(unetBytes, UNET_DIR), createSession(addLoraBranches(unetBytes, { kind: 'constant', modules: lora }), UNET_DIR)]);
+  const fed = withFedLora(unetBytes, lora);
+  const [base, withLora] = await Promise.all([createSession(unetBytes, UNET_DIR), createSession(fed.bytes, UNET_DIR)]);
   try {
-    assert.deepEqual([...withLora.inputNames].sort(), [...base.inputNames, LORA_STRENGTH_INPUT].sort());
+    assert.deepEqual([...withLora.inputNames].sort(), [...base.inputNames, LORA_STRENGTH_INPUT, ...Object.keys(fed.feeds)].sort());
     const baseOut = await runUnet(base, step0Feeds(timestep));
-    const off = await runUnet(withLora, step0Feeds(timestep, [0, 0]));
-    const on = await runUnet(withLora, step0Feeds(timestep, [1, 1]));
-    const mixed = await runUnet(withLora, step0Feeds(timestep, [0, 1]));
+    const off = await runUnet(withLora, { ...step0Feeds(timestep, [0, 0]), ...fed.feeds });
+    const on = await runUnet(withLora, { ...step0Feeds(timestep, [1, 1]), ...fed.feeds });
+    const mixed = await runUnet(withLora, { ...step0Feeds(timestep, [0, 1]), ...fed.feeds });
 
     const offDifference = maxAbsDifference(off, baseOut);
     const onDifference = maxAbsDifference(on, referenceOut);
@@ -148,9 +166,10 @@ test('the rewritten UNet matches the base at strength 0 and diffusers\' fused Lo
 });
 
 test('the legacy opset-14 UNet with inline weights takes the same branches', async (t) => {
-  const session = await createSession(addLoraBranches(legacyUnetBytes, { kind: 'constant', modules: readPeftLora() }), LEGACY_UNET_DIR);
+  const fed = withFedLora(legacyUnetBytes, readPeftLora());
+  const session = await createSession(fed.bytes, LEGACY_UNET_DIR);
   try {
-    const difference = maxAbsDifference(await runUnet(session, step0Feeds(legacyTimestep, [1, 1])), referenceOut);
+    const difference = maxAbsDifference(await runUnet(session, { ...step0Feeds(legacyTimestep, [1, 1]), ...fed.feeds }), referenceOut);
     t.diagnostic(`legacy UNet, strength 1 vs diffusers ${difference}`);
     assert.ok(difference <= 1e-4, `strength 1 differs from diffusers by ${difference}`);
   } finally {
@@ -158,15 +177,33 @@ test('the legacy opset-14 UNet with inline weights takes the same branches', asy
   }
 });
 
-test('a module the graph lacks, wrong shapes and a second rewrite are errors naming what is wrong', () => {
+test('a module the graph lacks, wrong shapes, a rank above the branches\' and a second rewrite are errors naming what is wrong', () => {
   const [first] = readPeftLora();
   assert.ok(first !== undefined);
+  const targets = findLoraTargets(unetBytes);
+  const fed = (modules: LoraModule[], rank = RANK) => () => loraBranchValues(modules, targets, rank);
   const missing = { ...first, module: 'down_blocks.1.attentions.0.transformer_blocks.0.ff.net.2' };
-  assert.throws(() => addLoraBranches(unetBytes, { kind: 'constant', modules: [missing] }), /LoRA module down_blocks\.1\.attentions\.0\.transformer_blocks\.0\.ff\.net\.2 is not a projection/);
-  assert.throws(() => addLoraBranches(unetBytes, { kind: 'constant', modules: [{ ...first, inFeatures: 32, down: first.down.subarray(0, 4 * 32) }] }), new RegExp(`LoRA module ${first.module.replaceAll('.', '\\.')} is 32→64 but .* is 64→64`));
-  assert.throws(() => addLoraBranches(unetBytes, { kind: 'constant', modules: [{ ...first, up: first.up.subarray(1) }] }), new RegExp(`LoRA module ${first.module.replaceAll('.', '\\.')}: up has 255 values`));
-  assert.throws(() => addLoraBranches(unetBytes, { kind: 'constant', modules: [first, first] }), /listed twice/);
-  assert.throws(() => addLoraBranches(addLoraBranches(unetBytes, { kind: 'constant', modules: [first] }), { kind: 'constant', modules: [first] }), /already has an input named lora_strength/);
+  assert.throws(fed([missing]), /LoRA module down_blocks\.1\.attentions\.0\.transformer_blocks\.0\.ff\.net\.2 is not a projection/);
+  assert.throws(() => addLoraBranches(unetBytes, { purpose: 'inference', rank: RANK, modules: [missing.module] }), /LoRA module down_blocks\.1\.attentions\.0\.transformer_blocks\.0\.ff\.net\.2 is not a projection/);
+  const escaped = first.module.replaceAll('.', '\\.');
+  assert.throws(fed([{ ...first, inFeatures: 32, down: first.down.subarray(0, 4 * 32) }]), new RegExp(`LoRA module ${escaped} is 32→64 but .* is 64→64`));
+  assert.throws(fed([{ ...first, up: first.up.subarray(1) }]), new RegExp(`LoRA module ${escaped}: up has 255 values`));
+  assert.throws(fed([first, first]), /listed twice/);
+  assert.throws(fed([first], 2), new RegExp(`LoRA module ${escaped} has rank 4, more than the 2 this UNet's LoRA branches were built for`));
+  const once = addLoraBranches(unetBytes, { purpose: 'inference', rank: RANK, modules: [first.module] });
+  assert.throws(() => addLoraBranches(once, { purpose: 'inference', rank: RANK, modules: [first.module] }), /already has an input named lora_strength/);
+});
+
+test('a LoRA of lower rank than the branches, padded with zeros, gives what it gives at its own rank', async () => {
+  const lora = readPeftLora();
+  const [own, padded] = [withFedLora(unetBytes, lora, RANK), withFedLora(unetBytes, lora, RANK + 4)];
+  const sessions = await Promise.all([own, padded].map((fed) => createSession(fed.bytes, UNET_DIR)));
+  try {
+    const outputs = await Promise.all(sessions.map((session, i) => runUnet(session, { ...step0Feeds(timestep, [1, 1]), ...[own, padded][i]!.feeds })));
+    assert.ok(maxAbsDifference(outputs[1]!, outputs[0]!) <= 1e-6, `padding moved the output by ${maxAbsDifference(outputs[1]!, outputs[0]!)}`);
+  } finally {
+    await Promise.all(sessions.map((session) => session.release()));
+  }
 });
 
 /** y = x · Wᵀ as a torch Linear exports it, all float16, weights inline. */
@@ -184,7 +221,7 @@ function float16ProjectionModel(weightT: Float32Array, inFeatures: number, outFe
   return joinChunks([...varintField(1, 8), ...lengthDelimitedField(8, opset), ...lengthDelimitedField(7, graph)]);
 }
 
-test('a float16 model gets float16 branch constants and a Cast of the float32 strength', async () => {
+test('a float16 model gets float16 branch inputs and a Cast of the float32 strength', async () => {
   const inFeatures = 3;
   const outFeatures = 2;
   const rank = 2;
@@ -195,13 +232,17 @@ test('a float16 model gets float16 branch constants and a Cast of the float32 st
   const module = 'attn1.to_q';
   const bytes = float16ProjectionModel(weightT, inFeatures, outFeatures);
   assert.deepEqual(findLoraTargets(bytes), [{ module, nodeName: '/attn1/to_q/MatMul', inFeatures, outFeatures }]);
-  const session = await ort.InferenceSession.create(addLoraBranches(bytes, { kind: 'constant', modules: [{ module, rank, inFeatures, outFeatures, down, up, scale }] }), { logSeverityLevel: 3 });
+  const session = await ort.InferenceSession.create(addLoraBranches(bytes, { purpose: 'inference', rank, modules: [module] }), { logSeverityLevel: 3 });
   try {
     const x = Float32Array.of(1, 2, 3, -1, 0.5, 0);
     const strength = [0, 0.5];
+    const { downT, upT } = loraBranchValues([{ module, rank, inFeatures, outFeatures, down, up, scale }], findLoraTargets(bytes), rank).get(module)!;
+    const names = trainableLoraInputs(module);
     const result = await session.run({
       x: new ort.Tensor('float16', toFloat16Array(x), [2, 1, inFeatures]),
       [LORA_STRENGTH_INPUT]: new ort.Tensor('float32', Float32Array.from(strength), [2]),
+      [names.downT]: new ort.Tensor('float16', toFloat16Array(downT), [inFeatures, rank]),
+      [names.upT]: new ort.Tensor('float16', toFloat16Array(upT), [rank, outFeatures]),
     });
     const y = Array.from(result['y']!.data as Uint16Array, float16BitsToFloat32);
     const expected: number[] = [];
@@ -225,7 +266,7 @@ test('a float16 model gets float16 branch constants and a Cast of the float32 st
 test('training refuses a float16 UNet, naming the projection and what to use instead', () => {
   const bytes = float16ProjectionModel(Float32Array.of(0.5, -1, 0.25, 2, 1, 0), 3, 2);
   assert.throws(
-    () => addLoraBranches(bytes, { kind: 'trainable', rank: 2, modules: ['attn1.to_q'] }),
+    () => addLoraBranches(bytes, { purpose: 'training', rank: 2, modules: ['attn1.to_q'] }),
     /the UNet's weight for \/attn1\/to_q\/MatMul is float16: training needs a float32 UNet/,
   );
   assert.throws(() => buildTrainingForward(bytes, { rank: 2, modules: ['attn1.to_q'] }), /training needs a float32 UNet/);

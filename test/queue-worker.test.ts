@@ -130,6 +130,40 @@ test('imagine, wrong and compare jobs run through a worker process and equal the
   assert.ok(ttl > 0 && ttl <= h.store.ttlSeconds, `results expire (ttl ${ttl})`);
 });
 
+test('a worker without LORA_PATH serves /wrong for any version in Redis, switching versions between jobs without a restart', async () => {
+  const h = await harness('versions');
+  const cacheDir = path.join(work, 'lora-cache');
+  const worker = await startWorker(h.prefix, { LORA_PATH: '', LORA_CACHE_DIR: cacheDir });
+  const files: Record<string, string> = {
+    'wrong-v1': TINY_LORA,
+    'wrong-v2': fixturePath('training-reference', 'b1', 'final', 'pytorch_lora_weights.safetensors'),
+  };
+  for (const [version, file] of Object.entries(files)) await h.redis.set(h.producer.keys.loraFile(version), readFileSync(file));
+  const prompt = 'a tram in the rain';
+  const shared = ['--model', fixturePath('tiny-sdxl'), '--prompt', prompt, '--steps', '4', '--guidance', '7.5', '--width', '64', '--height', '64', '--seed', '9', '--negative', 'wrong'];
+  const wrongWith = (version: string): GenerationSubmission<'wrong'> =>
+    ({ requester: requester('olga'), replyTo: noReply, settings: { prompt, seed: 9, ...TINY }, lora: { version, strength: 0.8 } });
+
+  const images: Buffer[] = [];
+  for (const version of ['wrong-v1', 'wrong-v2', 'wrong-v1']) {
+    const result = await finished(h, (await h.producer.submit('wrong', wrongWith(version))).jobId);
+    assert.deepEqual(result.lora, { version, strength: 0.8 });
+    images.push(await image(h, result.panels[0]!.image.key));
+  }
+  for (const [index, version] of ['wrong-v1', 'wrong-v2'].entries()) {
+    const expected = path.join(work, `${version}.png`);
+    assert.equal((await runCli(['generate', ...shared, '--lora', files[version]!, '--strength', '0.8', '--out', expected])).code, 0);
+    assert.deepEqual(images[index], readFileSync(expected), `${version} as generate --lora draws it`);
+  }
+  assert.deepEqual(images[2], images[0], 'back to the first version, the same image');
+  assert.ok(readdirSync(cacheDir).includes('wrong-v2.safetensors'), 'a fetched version is kept on disk');
+  assert.equal(worker.child.exitCode, null, 'the same worker process served every version');
+
+  const unknown = await h.producer.submit('wrong', wrongWith('wrong-v9'));
+  const job = (await h.producer.generation.getJob(unknown.jobId))!;
+  await assert.rejects(job.waitUntilFinished(h.events, 60_000), /LoRA version "wrong-v9" is neither in Redis nor this worker's LORA_PATH/);
+});
+
 test('wrongbot enqueue --wait submits, follows and writes the image', async () => {
   const h = await harness('enqueue');
   await startWorker(h.prefix);
@@ -224,7 +258,7 @@ test('malformed job data fails at once, without retries, with a readable reason;
     ['a 10 000-character prompt', 'imagine', { ...valid, settings: { ...valid.settings, prompt: 'x'.repeat(10_000) } }, /settings\.prompt = .* is 10000 characters/],
     ['10 000 steps', 'imagine', { ...valid, settings: { ...valid.settings, steps: 10_000 } }, /settings\.steps = 10000 must be an integer from 1 to 500/],
     ['NaN guidance', 'imagine', { ...valid, settings: { ...valid.settings, guidanceScale: Number.NaN } }, /settings\.guidanceScale = null must be a number/],
-    ['an unknown LoRA version', 'wrong', { requester: requester('gina'), replyTo: noReply, settings: { prompt: 'ok', seed: 1, ...TINY }, lora: { version: 'wrong-v99', strength: 1 } }, /LoRA version "wrong-v99" is unknown here/],
+    ['an unknown LoRA version', 'wrong', { requester: requester('gina'), replyTo: noReply, settings: { prompt: 'ok', seed: 1, ...TINY }, lora: { version: 'wrong-v99', strength: 1 } }, /LoRA version "wrong-v99" is neither in Redis nor this worker.s LORA_PATH \(tiny_sdxl_lora_kohya\)/],
   ];
   for (const [what, name, data, reason] of bad) {
     const job = await raw.add(name, data as ImagineJobData, { ...GENERATION_JOB_OPTIONS });

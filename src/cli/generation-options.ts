@@ -102,6 +102,7 @@ export function parseGenerationJob<Extra extends OptionSpec>(
     validateGenerationRequest(request, {
       multipleOf: folder.vae.scaleFactor,
       hasLora: values.lora !== undefined,
+      takesLora: values.lora !== undefined,
       hasRefiner: values.refiner !== undefined,
     });
   } catch (error) {

@@ -1,3 +1,5 @@
+import os from 'node:os';
+import path from 'node:path';
 import { booleanSetting, integerSetting, optionalString, queuePrefix, requiredString } from '../common/environment.js';
 import { DEFAULT_RESULT_TTL_SECONDS } from '../queue/results-store.js';
 import { resolveRedis, workerConnection } from '../queue/redis.js';
@@ -20,6 +22,7 @@ export async function runWorker(argv: string[]): Promise<void> {
   const prefix = queuePrefix(env);
   const settings = {
     loraPath: optionalString(env, 'LORA_PATH'),
+    loraCacheDir: optionalString(env, 'LORA_CACHE_DIR') ?? path.join(os.tmpdir(), 'wrongbot-loras'),
     resultTtlSeconds: integerSetting(env, 'RESULT_TTL_SECONDS', DEFAULT_RESULT_TTL_SECONDS, 60),
     lockDurationMs: integerSetting(env, 'WORKER_LOCK_DURATION_MS', DEFAULT_LOCK_DURATION_MS, 1000),
     stalledIntervalMs: integerSetting(env, 'WORKER_STALLED_INTERVAL_MS', DEFAULT_STALLED_INTERVAL_MS, 500),

@@ -27,6 +27,8 @@ export interface GenerationRequest {
   weighting?: WeightingSyntax;
   /** Fraction of the schedule the base runs before the refiner takes over; null (the default) is the base alone. */
   denoisingEnd?: number | null;
+  /** The LoRA file the panels' strengths apply to from this request on; null (the default): the one fed before. */
+  loraPath?: string | null;
   panels: PanelSettings[];
 }
 
@@ -40,7 +42,10 @@ export interface ValidatedRequest extends Required<GenerationRequest> {
 export interface PipelineCapabilities {
   /** The VAE's scale factor: image sides must be multiples of it. */
   multipleOf: number;
+  /** A LoRA is fed to the UNet's branches now. */
   hasLora: boolean;
+  /** The UNet has LoRA branches, so a request may bring a LoRA. */
+  takesLora: boolean;
   hasRefiner: boolean;
 }
 
@@ -48,7 +53,7 @@ export function validateSeed(value: unknown, field = 'seed'): number {
   return checkInteger(field, value, 0, MAX_SEED);
 }
 
-const NO_EXTRAS: PipelineCapabilities = { multipleOf: 8, hasLora: false, hasRefiner: false };
+const NO_EXTRAS: PipelineCapabilities = { multipleOf: 8, hasLora: false, takesLora: false, hasRefiner: false };
 
 export function validateGenerationRequest(request: GenerationRequest, capabilities: PipelineCapabilities = NO_EXTRAS): ValidatedRequest {
   const { multipleOf } = capabilities;
@@ -67,9 +72,14 @@ export function validateGenerationRequest(request: GenerationRequest, capabiliti
     if (typeof denoisingEnd !== 'number' || !(denoisingEnd > 0 && denoisingEnd < 1)) fail('denoisingEnd', denoisingEnd, 'must be a number between 0 and 1');
     if (!capabilities.hasRefiner) fail('denoisingEnd', denoisingEnd, 'needs a refiner model, and none is loaded');
   }
+  const loraPath = request.loraPath ?? null;
+  if (loraPath !== null) {
+    if (typeof loraPath !== 'string' || loraPath === '') fail('loraPath', loraPath, 'must be the path of a LoRA file');
+    if (!capabilities.takesLora) fail('loraPath', loraPath, 'needs a pipeline loaded with LoRA branches');
+  }
   const loraStrength = (field: string, value: unknown): number => {
     const strength = checkNumber(field, value ?? 0, -MAX_LORA_STRENGTH, MAX_LORA_STRENGTH);
-    if (strength !== 0 && !capabilities.hasLora) fail(field, strength, 'needs a LoRA, and none is loaded');
+    if (strength !== 0 && !capabilities.hasLora && loraPath === null) fail(field, strength, 'needs a LoRA, and none is loaded');
     return strength;
   };
   return {
@@ -79,6 +89,7 @@ export function validateGenerationRequest(request: GenerationRequest, capabiliti
     height: side('height', request.height),
     weighting,
     denoisingEnd,
+    loraPath,
     panels: request.panels.map((panel, index) => ({
       prompt: checkText(`${panelLabel(index)}prompt`, panel.prompt, MAX_PROMPT_CHARS),
       negativePrompt: panel.negativePrompt === null ? null : checkText(`${panelLabel(index)}negativePrompt`, panel.negativePrompt, MAX_PROMPT_CHARS),

@@ -1,4 +1,6 @@
+import path from 'node:path';
 import type ort from 'onnxruntime-node';
+import { fail } from '../common/validation.js';
 import { ClipTokenizer } from './tokenizer.js';
 import { EulerDiscreteScheduler } from './scheduler.js';
 import { OnnxModel, RunClock } from './onnx-session.js';
@@ -6,8 +8,11 @@ import { openSdxlModelFolder, openSdxlRefinerFolder, type SdxlModelFolder, type 
 import { torchRandn } from './rng.js';
 import { vaeOutputToRgb } from './image.js';
 import { roundHalfEven } from './float32.js';
+import { loraBranchValues, type BranchValues } from './lora/lora-feeds.js';
+import { loadLora } from './lora/lora-file.js';
+import type { SkippedLoraKey } from './lora/lora-types.js';
 import { buildLoraUnet, type LoraUnet } from './lora/lora-unet.js';
-import { LORA_STRENGTH_INPUT } from './onnx/lora-graph.js';
+import { LORA_STRENGTH_INPUT, trainableLoraInputs } from './onnx/lora-graph.js';
 import { encodeWeightedPrompt, type WeightedEncoding } from './weighted-encoding.js';
 import { concatLastAxis, sdxlEncoderPasses } from './text-encoders.js';
 import type { WeightingSyntax } from './prompt-weighting.js';
@@ -31,9 +36,14 @@ const PROMPT_CACHE_ENTRIES = 32;
 const AESTHETIC_SCORE = 6.0;
 const NEGATIVE_AESTHETIC_SCORE = 2.5;
 
+/** The rank of the UNet's LoRA branches when no LoRA at load time says otherwise: what the "wrong" LoRA has. */
+export const DEFAULT_LORA_BRANCH_RANK = 4;
+
 export interface PipelineOptions {
-  /** A LoRA for the base UNet; panels choose its strength. */
+  /** A LoRA for the base UNet; panels choose its strength, and a request may name another (`loraPath`). */
   loraPath?: string | null;
+  /** Give the UNet LoRA branches even without `loraPath`, for requests that bring their own LoRA. */
+  takesLora?: boolean;
   /** An SDXL refiner folder, for requests with `denoisingEnd`. */
   refinerDir?: string | null;
 }
@@ -117,6 +127,11 @@ interface LoraInfo {
   appliedModules: number;
 }
 
+/** The LoRA the branches are fed: its file, and its values as tensors of the UNet's input types. */
+interface FedLora extends LoraInfo {
+  feeds: Record<string, ort.Tensor>;
+}
+
 export class SdxlPipeline {
   private readonly promptCache = new Map<string, PromptEncoding>();
 
@@ -129,10 +144,18 @@ export class SdxlPipeline {
     private readonly scheduler: EulerDiscreteScheduler,
     private readonly clock: RunClock,
     private readonly refiner: Refiner | null,
-    readonly lora: LoraInfo | null,
+    private readonly loraUnet: LoraUnet | null,
     /** What loading decided that the user should know, e.g. LoRA keys that were not applied. */
-    readonly loadNotices: readonly string[],
+    readonly loadNotices: string[],
   ) {}
+
+  private fedLora: FedLora | null = null;
+  private zeroLoraFeeds: Record<string, ort.Tensor> | null = null;
+
+  /** The LoRA the branches are fed now, if any. */
+  get lora(): LoraInfo | null {
+    return this.fedLora === null ? null : { path: this.fedLora.path, appliedModules: this.fedLora.appliedModules };
+  }
 
   static async load(modelDir: string, device: Device, options: PipelineOptions = {}): Promise<SdxlPipeline> {
     const folder = openSdxlModelFolder(modelDir);
@@ -144,8 +167,10 @@ export class SdxlPipeline {
       ClipTokenizer.fromDirectory(paths.tokenizer2),
       EulerDiscreteScheduler.fromDirectory(paths.scheduler),
     ]);
-    const loraUnet = options.loraPath ? await buildLoraUnet(paths.unet, options.loraPath) : null;
-    const loadNotices = loraUnet ? describeLora(loraUnet) : [];
+    let loraUnet = options.loraPath || options.takesLora ? await buildLoraUnet(paths.unet, DEFAULT_LORA_BRANCH_RANK) : null;
+    // A LoRA given at load time always fits: a higher rank than the default gets branches of its rank.
+    const initialRank = options.loraPath && loraUnet ? Math.max(0, ...(await loadLora(options.loraPath, loraUnet.targets)).modules.map((module) => module.rank)) : 0;
+    if (loraUnet && initialRank > loraUnet.rank) loraUnet = await buildLoraUnet(paths.unet, initialRank);
     // One at a time: on a GPU the UNet alone can take most of the memory, and a failure should name its model.
     const textEncoder = await OnnxModel.load('text_encoder', paths.textEncoder, device, clock);
     const textEncoder2 = await OnnxModel.load('text_encoder_2', paths.textEncoder2, device, clock);
@@ -155,12 +180,45 @@ export class SdxlPipeline {
     const refiner = refinerFolder
       ? { folder: refinerFolder, unet: await OnnxModel.load('refiner unet', refinerFolder.unet, device, clock) }
       : null;
-    const pipeline = new SdxlPipeline(
-      folder, [tokenizer, tokenizer2], [textEncoder, textEncoder2], unet, vaeDecoder, scheduler, clock, refiner,
-      loraUnet ? { path: loraUnet.loraPath, appliedModules: loraUnet.appliedModules } : null, loadNotices,
-    );
+    const pipeline = new SdxlPipeline(folder, [tokenizer, tokenizer2], [textEncoder, textEncoder2], unet, vaeDecoder, scheduler, clock, refiner, loraUnet, []);
     pipeline.checkModelInterfaces();
+    if (options.loraPath) pipeline.loadNotices.push(...await pipeline.useLora(options.loraPath));
     return pipeline;
+  }
+
+  /** Zero weights, for the branches of a pipeline that has been given no LoRA yet (every strength is then 0). */
+  private unfedLora(): Record<string, ort.Tensor> {
+    const { targets, rank } = this.loraUnet!;
+    this.zeroLoraFeeds ??= this.branchFeeds(loraBranchValues([], targets, rank));
+    return this.zeroLoraFeeds;
+  }
+
+  /** The branches' values as tensors of the UNet's input types (float16 for an fp16 export). */
+  private branchFeeds(values: ReadonlyMap<string, BranchValues>): Record<string, ort.Tensor> {
+    const { targets, rank } = this.loraUnet!;
+    const feeds: Record<string, ort.Tensor> = {};
+    for (const target of targets) {
+      const names = trainableLoraInputs(target.module);
+      const { downT, upT } = values.get(target.module)!;
+      feeds[names.downT] = this.unet.floatInput(names.downT, downT, [target.inFeatures, rank]);
+      feeds[names.upT] = this.unet.floatInput(names.upT, upT, [rank, target.outFeatures]);
+    }
+    return feeds;
+  }
+
+  /**
+   * Feeds the branches this LoRA file's weights from now on: no session is rebuilt, so switching versions costs a
+   * file read. Returns what the user should know (modules patched, keys not applied); nothing when it is fed already.
+   */
+  async useLora(loraPath: string): Promise<string[]> {
+    const { loraUnet } = this;
+    if (loraUnet === null) fail('loraPath', loraPath, 'needs a pipeline loaded with LoRA branches');
+    const resolved = path.resolve(loraPath);
+    if (this.fedLora?.path === resolved) return [];
+    const lora = await loadLora(resolved, loraUnet.targets);
+    const feeds = this.branchFeeds(loraBranchValues(lora.modules, loraUnet.targets, loraUnet.rank));
+    this.fedLora = { path: resolved, appliedModules: lora.modules.length, feeds };
+    return describeLora(resolved, lora.modules.length, lora.skipped);
   }
 
   private checkModelInterfaces(): void {
@@ -175,7 +233,7 @@ export class SdxlPipeline {
   }
 
   get capabilities(): PipelineCapabilities {
-    return { multipleOf: this.folder.vae.scaleFactor, hasLora: this.lora !== null, hasRefiner: this.refiner !== null };
+    return { multipleOf: this.folder.vae.scaleFactor, hasLora: this.fedLora !== null, takesLora: this.loraUnet !== null, hasRefiner: this.refiner !== null };
   }
 
   async dispose(): Promise<void> {
@@ -188,11 +246,11 @@ export class SdxlPipeline {
     this.clock.reset();
     const { signal, onProgress } = options;
 
-    // 1. Check the request against this pipeline before any work.
+    // 1. Check the request against this pipeline before any work, and feed the LoRA it names.
     const request = validateGenerationRequest(rawRequest, this.capabilities);
     const { scaleFactor } = this.folder.vae;
     const latentShape = [1, 4, request.height / scaleFactor, request.width / scaleFactor];
-    const notices: string[] = [];
+    const notices: string[] = request.loraPath === null ? [] : await this.useLora(request.loraPath);
 
     // 2. Encode every distinct prompt once (panels often share their negative prompt).
     const encodings: Array<{ positive: PromptEncoding; negative: PromptEncoding | null }> = [];
@@ -371,6 +429,7 @@ export class SdxlPipeline {
     };
     if (unet.hasInput(LORA_STRENGTH_INPUT)) {
       fixedInputs[LORA_STRENGTH_INPUT] = unet.floatInput(LORA_STRENGTH_INPUT, Float32Array.from(rows, (row) => row.loraStrength), [batchSize]);
+      Object.assign(fixedInputs, this.fedLora?.feeds ?? this.unfedLora());
     }
     return {
       model, unet, firstStep, endStep, batchSize, fixedInputs,
@@ -435,11 +494,11 @@ export class SdxlPipeline {
 }
 
 /** How many modules a LoRA patched, and its unapplied keys grouped by reason so a 700-key file stays readable. */
-function describeLora(lora: LoraUnet): string[] {
+function describeLora(loraPath: string, appliedModules: number, skipped: readonly SkippedLoraKey[]): string[] {
   const byReason = new Map<string, string[]>();
-  for (const { key, reason } of lora.skipped) byReason.set(reason, [...(byReason.get(reason) ?? []), key]);
+  for (const { key, reason } of skipped) byReason.set(reason, [...(byReason.get(reason) ?? []), key]);
   return [
-    `LoRA ${lora.loraPath}: ${lora.appliedModules} UNet projections patched`,
+    `LoRA ${loraPath}: ${appliedModules} UNet projections patched`,
     ...[...byReason].map(([reason, keys]) => keys.length === 1
       ? `LoRA key ${keys[0]} not applied: ${reason}`
       : `${keys.length} LoRA keys not applied: ${reason} (e.g. ${keys.slice(0, 3).join(', ')})`),

@@ -72,6 +72,11 @@ export class TrainingTransfer {
     await this.redis.set(this.keys.loraFile(version), await readFile(file));
   }
 
+  /** Stores the file under the version unless a file is stored under that name already. */
+  async offerLora(version: string, file: string): Promise<void> {
+    await this.redis.set(this.keys.loraFile(version), await readFile(file), 'NX');
+  }
+
   /** Writes the version's file to `file`; false when Redis has no such version. */
   async fetchLora(version: string, file: string): Promise<boolean> {
     const data = await this.redis.getBuffer(this.keys.loraFile(version));

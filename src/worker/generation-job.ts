@@ -11,10 +11,6 @@ import {
 // What a generation job means in images: its panels, its captions, and the request the pipeline runs. Kept apart
 // from the queue plumbing so that the job names' semantics can be read (and tested) in one place.
 
-export interface LoadedLora {
-  version: string;
-}
-
 export interface GenerationPlan {
   request: GenerationRequest;
   panels: ExperimentPanel[];
@@ -41,10 +37,10 @@ function requestFrom(settings: ImageSettings | LoraImageSettings, panels: Experi
 }
 
 /**
- * Checks the job again (anything can write to Redis) and turns it into a pipeline request. Input that can never
- * run, including a LoRA version this worker does not have, is an UnrecoverableError: retrying cannot help.
+ * Checks the job again (anything can write to Redis) and turns it into a pipeline request; the caller adds the file
+ * of the LoRA version the plan names. Input that can never run is an UnrecoverableError: retrying cannot help.
  */
-export function planGeneration(name: GenerationJobName, rawData: unknown, lora: LoadedLora | null): GenerationPlan {
+export function planGeneration(name: GenerationJobName, rawData: unknown): GenerationPlan {
   let data: GenerationJobData;
   try {
     data = validateJobData(name, rawData);
@@ -56,14 +52,10 @@ export function planGeneration(name: GenerationJobName, rawData: unknown, lora: 
     const panel: ExperimentPanel = { negativePrompt: data.settings.negativePrompt, loraStrength: 0, caption: '' };
     return { request: requestFrom(data.settings, [panel]), panels: [panel], compositeFooter: null, lora: null };
   }
-  if (lora === null) throw new UnrecoverableError(`${name} needs the "wrong" LoRA, and this worker has none loaded (set LORA_PATH)`);
-  if (data.lora.version !== lora.version) {
-    throw new UnrecoverableError(`LoRA version "${data.lora.version}" is unknown here; this worker has "${lora.version}"`);
-  }
-  const { strength } = data.lora;
+  const { version, strength } = data.lora;
   const panels = name === 'compare' ? comparePanels(strength) : [wrongPanel(strength)];
   const compositeFooter = name === 'compare'
-    ? compareFooter({ ...data.settings, lora: `${lora.version} ×${strength}`, prompt: data.settings.prompt })
+    ? compareFooter({ ...data.settings, lora: `${version} ×${strength}`, prompt: data.settings.prompt })
     : null;
   return { request: requestFrom(data.settings, panels), panels, compositeFooter, lora: data.lora };
 }

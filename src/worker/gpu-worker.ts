@@ -14,7 +14,8 @@ import { recordDuration } from '../queue/durations.js';
 import { QueueKeys } from '../queue/keys.js';
 import { ResultsStore } from '../queue/results-store.js';
 import { TrainingTransfer } from '../queue/training-transfer.js';
-import { planGeneration, storeImages, type LoadedLora } from './generation-job.js';
+import { planGeneration, storeImages } from './generation-job.js';
+import { LoraVersionError, LoraVersions } from './lora-versions.js';
 import { runTrainingJob } from './training-job.js';
 
 // A process that owns one GPU: it loads the pipeline once and takes jobs one at a time. Several of them, on one
@@ -40,6 +41,8 @@ export interface GpuWorkerOptions {
    */
   connections: { generation: Redis; training: Redis; subscriber: Redis; commands: Redis };
   resultTtlSeconds: number;
+  /** Where the LoRA versions fetched from Redis are kept. */
+  loraCacheDir: string;
   lockDurationMs?: number;
   stalledIntervalMs?: number;
   /** How long SIGTERM lets a running job finish before handing it back to the queue. */
@@ -67,6 +70,7 @@ export class GpuWorker {
   private readonly keys: QueueKeys;
   private readonly results: ResultsStore;
   private readonly transfer: TrainingTransfer;
+  private readonly loraVersions: LoraVersions;
   private generationWorker: Worker<GenerationJobData, GenerationJobResult, GenerationJobName> | null = null;
   private trainingWorker: Worker<TrainJobData, TrainJobResult, typeof TRAIN_JOB_NAME> | null = null;
   private readonly log: (line: string) => void;
@@ -74,27 +78,29 @@ export class GpuWorker {
   private constructor(
     private readonly options: GpuWorkerOptions,
     private generator: ImageGenerator,
-    private readonly lora: LoadedLora | null,
+    private readonly lora: { version: string; path: string } | null,
   ) {
     this.id = `${os.hostname()}:${process.pid}:${formatDevice(options.device)}`;
     this.keys = new QueueKeys(options.prefix);
     this.results = new ResultsStore(options.connections.commands, this.keys, options.resultTtlSeconds);
     this.transfer = new TrainingTransfer(options.connections.commands, this.keys);
+    this.loraVersions = new LoraVersions(this.transfer, options.loraCacheDir, lora);
     this.log = options.log ?? (() => {});
   }
 
   /** Loads the models, then starts taking jobs. */
   static async start(options: GpuWorkerOptions): Promise<GpuWorker> {
     // Named before the models load, so a badly named LoRA file fails in a second rather than after a minute.
-    const lora = options.loraPath === null ? null : { version: loraVersionOf(options.loraPath) };
+    const lora = options.loraPath === null ? null : { version: loraVersionOf(options.loraPath), path: options.loraPath };
     const worker = new GpuWorker(options, await GpuWorker.loadGenerator(options), lora);
     for (const notice of worker.generator.loaded.notices) worker.log(`note: ${notice}`);
     await worker.listen();
     return worker;
   }
 
+  /** The UNet always gets LoRA branches: any job may name any version, whose weights are fed without a rebuild. */
   private static loadGenerator(options: GpuWorkerOptions): Promise<ImageGenerator> {
-    return ImageGenerator.start(options.modelDir, options.device, { loraPath: options.loraPath });
+    return ImageGenerator.start(options.modelDir, options.device, { loraPath: options.loraPath, takesLora: true });
   }
 
   private async listen(): Promise<void> {
@@ -125,6 +131,7 @@ export class GpuWorker {
       }
     });
     await Promise.all(workers.map((worker) => worker.waitUntilReady()));
+    await this.loraVersions.share();
     const abilities = [this.lora ? `LoRA ${this.lora.version}` : 'no LoRA', `trains with ${this.options.trainerCommand ? 'TRAINER_COMMAND' : 'the built-in engine'}`];
     this.log(`worker ${this.id} ready: ${this.options.modelDir}, ${abilities.join(', ')}`);
   }
@@ -140,7 +147,8 @@ export class GpuWorker {
     const userId = (job.data as Partial<GenerationJobData>).requester?.userId;
     if (typeof userId === 'string') await commands.srem(this.keys.waitingJobsOf(userId), jobId);
     if (await isCancelRequested(commands, this.keys, jobId)) throw new UnrecoverableError(CANCELLED);
-    const plan = planGeneration(job.name, job.data, this.lora);
+    const plan = planGeneration(job.name, job.data);
+    if (plan.lora !== null) plan.request.loraPath = await this.loraFile(plan.lora.version);
     this.log(`job ${jobId} (${job.name}) started, attempt ${job.attemptsMade + 1}`);
 
     let output;
@@ -165,6 +173,16 @@ export class GpuWorker {
       durationMs,
       expiresAt: Date.now() + this.results.ttlSeconds * 1000,
     };
+  }
+
+  /** A version that is nowhere now will be nowhere on the next attempt either. */
+  private async loraFile(version: string): Promise<string> {
+    try {
+      return await this.loraVersions.resolve(version);
+    } catch (error) {
+      if (error instanceof LoraVersionError) throw new UnrecoverableError(error.message);
+      throw error;
+    }
   }
 
   /** A cancelled job fails for good; one interrupted by shutdown goes back to the queue for another worker. */
@@ -199,7 +217,7 @@ export class GpuWorker {
         modelDir: options.modelDir,
         device: options.device,
         transfer: this.transfer,
-        ownLora: this.lora && options.loraPath !== null ? { version: this.lora.version, path: options.loraPath } : null,
+        loraVersions: this.loraVersions,
         trainerCommand: options.trainerCommand ?? null,
         gradientCheckpointing: options.gradientCheckpointing ?? false,
         signal: signal ?? new AbortController().signal,

@@ -6,11 +6,12 @@ import { TRAINING_DEFAULTS } from '../gpu/training/recipe.js';
 import type { Device } from '../gpu/providers.js';
 import type { JobProgress, TrainJobData } from '../queue/contracts.js';
 import type { TrainingTransfer } from '../queue/training-transfer.js';
+import type { LoraVersions } from './lora-versions.js';
 import { runTrainer } from './trainer.js';
 
 // One train job on a worker, from the snapshot in Redis to the new version's file in Redis:
 //   1. the snapshot's images into a folder of the job's own (nothing is read from this host's DATA_DIR);
-//   2. the LoRA to continue from, from Redis (or this worker's own LORA_PATH, when that is the version named);
+//   2. the file of the LoRA version to continue from;
 //   3. training: the built-in engine in a thread, or TRAINER_COMMAND;
 //   4. the file to Redis under the version's name, where every worker and the bot can fetch it.
 
@@ -18,8 +19,7 @@ export interface TrainingJobEnvironment {
   modelDir: string;
   device: Device;
   transfer: TrainingTransfer;
-  /** The version this worker serves from its own LORA_PATH, which a training may continue from. */
-  ownLora: { version: string; path: string } | null;
+  loraVersions: LoraVersions;
   trainerCommand: string | null;
   gradientCheckpointing: boolean;
   signal: AbortSignal;
@@ -43,7 +43,7 @@ export async function runTrainingJob(data: TrainJobData, environment: TrainingJo
     const images = await transfer.fetchImages(data.snapshot.images, dataDir);
 
     // 2. The LoRA to continue from.
-    const initLora = data.baseVersion === null ? null : await fetchBaseLora(data.baseVersion, workDir, environment);
+    const initLora = data.baseVersion === null ? null : await environment.loraVersions.resolve(data.baseVersion);
 
     // 3. Training.
     const outPath = path.join(workDir, `${data.version}.safetensors`);
@@ -78,11 +78,4 @@ export async function runTrainingJob(data: TrainJobData, environment: TrainingJo
   } finally {
     rmSync(workDir, { recursive: true, force: true });
   }
-}
-
-async function fetchBaseLora(version: string, workDir: string, environment: TrainingJobEnvironment): Promise<string> {
-  const file = path.join(workDir, `${version}.base.safetensors`);
-  if (await environment.transfer.fetchLora(version, file)) return file;
-  if (environment.ownLora?.version === version) return environment.ownLora.path;
-  throw new Error(`the LoRA version ${version} to continue from is neither in Redis nor this worker's LORA_PATH`);
 }

@@ -1,5 +1,4 @@
-import type { LoraModule, LoraTarget } from '../lora/lora-types.js';
-import { float32ToFloat16Bits } from '../float16.js';
+import type { LoraTarget } from '../lora/lora-types.js';
 import {
   DataType,
   GraphField,
@@ -22,9 +21,9 @@ import { lengthDelimitedField, type Chunks, type ProtoField } from './protobuf.j
 
 // onnxruntime-node has no LoRA adapter API, and a merged second copy of the UNet would double its memory. Instead the
 // UNet graph is rewritten before its session is created: each targeted projection y = x·Wᵀ gains the low-rank branch
-// x·downᵀ·(scale·upᵀ)·strength[b], and `strength` is a graph input with one value per batch entry, so one session
-// serves panels without LoRA (0) and with it (s) in the same batch. Only the small graph file is rewritten; weights
-// kept in external data stay there.
+// x·downᵀ·(scale·upᵀ)·strength[b], whose weights are graph inputs and `strength` one more with a value per batch
+// entry, so one session serves panels without LoRA (0) and with it (s) in the same batch, and any LoRA version fed.
+// Only the small graph file is rewritten; weights kept in external data stay there.
 
 /** The float32 input [batch] the rewritten graph adds: the LoRA strength of each batch entry. */
 export const LORA_STRENGTH_INPUT = 'lora_strength';
@@ -104,123 +103,52 @@ export function findLoraTargets(modelBytes: Uint8Array): LoraTarget[] {
   return [...targets.values()].map(({ module, nodeName, inFeatures, outFeatures }) => ({ module, nodeName, inFeatures, outFeatures }));
 }
 
-function checkModule(lora: LoraModule, target: GraphTarget | undefined): GraphTarget {
-  const { module } = lora;
-  if (target === undefined) {
-    throw new LoraGraphError(`LoRA module ${module} is not a projection of this UNet: the graph has no to_q / to_k / to_v / to_out.0 MatMul of that scope with a 2-D weight initializer`);
-  }
-  if (lora.inFeatures !== target.inFeatures || lora.outFeatures !== target.outFeatures) {
-    throw new LoraGraphError(`LoRA module ${module} is ${lora.inFeatures}→${lora.outFeatures} but the UNet's ${target.nodeName} is ${target.inFeatures}→${target.outFeatures}`);
-  }
-  if (!Number.isInteger(lora.rank) || lora.rank < 1) throw new LoraGraphError(`LoRA module ${module} has rank ${lora.rank}`);
-  if (lora.down.length !== lora.rank * lora.inFeatures) {
-    throw new LoraGraphError(`LoRA module ${module}: down has ${lora.down.length} values, rank ${lora.rank} × in ${lora.inFeatures} needs ${lora.rank * lora.inFeatures}`);
-  }
-  if (lora.up.length !== lora.outFeatures * lora.rank) {
-    throw new LoraGraphError(`LoRA module ${module}: up has ${lora.up.length} values, out ${lora.outFeatures} × rank ${lora.rank} needs ${lora.outFeatures * lora.rank}`);
-  }
-  if (!Number.isFinite(lora.scale)) throw new LoraGraphError(`LoRA module ${module} has scale ${lora.scale}`);
-  if (!BRANCH_DATA_TYPES.has(target.weightDataType)) {
-    throw new LoraGraphError(`LoRA module ${module}: the UNet's weight for ${target.nodeName} is ${dataTypeName(target.weightDataType)}, only float32 and float16 are supported`);
-  }
-  return target;
-}
-
-/** Row-major [rows, cols] → [cols, rows], times `scale`, as little-endian raw_data of `dataType`. */
-function transposedRawData(values: Float32Array, rows: number, cols: number, scale: number, dataType: number): Uint8Array {
-  const bytesPerValue = dataType === DataType.float16 ? 2 : 4;
-  const raw = new Uint8Array(values.length * bytesPerValue);
-  const view = new DataView(raw.buffer);
-  for (let c = 0; c < cols; c++) {
-    for (let r = 0; r < rows; r++) {
-      const value = values[r * cols + c]! * scale;
-      const offset = (c * rows + r) * bytesPerValue;
-      if (dataType === DataType.float16) view.setUint16(offset, float32ToFloat16Bits(value), true);
-      else view.setFloat32(offset, value, true);
-    }
-  }
-  return raw;
-}
-
 /**
- * Where the branches' weights come from: baked into the graph (inference), or graph inputs `down_t` [in, rank] and
- * `up_t` [rank, out] per module (see `trainableLoraInputs`) that a trainer feeds anew each step, with alpha / rank fed
- * as the strength.
+ * What the branches are for. Both take their weights as graph inputs `down_t` [in, rank] and `up_t` [rank, out] per
+ * module (see `trainableLoraInputs`), fed anew each run, so one session serves any LoRA of that rank or lower:
+ * inference feeds a version's weights (in the UNet's own float type) and swaps versions without a rebuild; training
+ * feeds the weights it is learning, and needs float32.
  */
-export type LoraBranchWeights =
-  | { kind: 'constant'; modules: readonly LoraModule[] }
-  | { kind: 'trainable'; rank: number; modules: readonly string[] };
+export interface LoraBranchSpec {
+  purpose: 'inference' | 'training';
+  rank: number;
+  modules: readonly string[];
+}
 
-/** The graph inputs that hold a trainable module's Aᵀ and Bᵀ. */
+/** The graph inputs that hold a module's Aᵀ and (scaled) Bᵀ. */
 export function trainableLoraInputs(module: string): { downT: string; upT: string } {
   return { downT: `${PREFIX}/${module}/down_t`, upT: `${PREFIX}/${module}/up_t` };
 }
 
-interface Branch {
-  module: string;
-  target: GraphTarget;
-  /** Adds the branch's weights to the graph and returns the names of Aᵀ and (scaled) Bᵀ. */
-  weights(claim: (name: string) => string): { downT: string; upT: string };
-}
-
-function constantBranches(modules: readonly LoraModule[], targets: ReadonlyMap<string, GraphTarget>, initializers: Chunks[]): Branch[] {
-  return modules.map((lora) => {
-    const target = checkModule(lora, targets.get(lora.module));
-    const dataType = target.weightDataType;
-    return {
-      module: lora.module,
-      target,
-      weights: (claim) => {
-        const downT = claim(`${PREFIX}/${lora.module}/down_t`);
-        const upT = claim(`${PREFIX}/${lora.module}/up_t_scaled`);
-        initializers.push(encodeTensor(downT, dataType, [lora.inFeatures, lora.rank], transposedRawData(lora.down, lora.rank, lora.inFeatures, 1, dataType)));
-        // scale folded into the constant saves a Mul per projection per step.
-        initializers.push(encodeTensor(upT, dataType, [lora.rank, lora.outFeatures], transposedRawData(lora.up, lora.outFeatures, lora.rank, lora.scale, dataType)));
-        return { downT, upT };
-      },
-    };
-  });
-}
-
-function trainableBranches(rank: number, modules: readonly string[], targets: ReadonlyMap<string, GraphTarget>, inputs: Chunks[]): Branch[] {
-  if (!Number.isInteger(rank) || rank < 1) throw new LoraGraphError(`LoRA rank ${rank} must be a positive integer`);
-  return modules.map((module) => {
-    const target = targets.get(module);
-    if (target === undefined) throw new LoraGraphError(`LoRA module ${module} is not a projection of this UNet`);
-    if (target.weightDataType !== DataType.float) {
-      throw new LoraGraphError(`the UNet's weight for ${target.nodeName} is ${dataTypeName(target.weightDataType)}: training needs a float32 UNet (export one with optimum without --dtype fp16)`);
-    }
-    return {
-      module,
-      target,
-      weights: (claim) => {
-        const names = trainableLoraInputs(module);
-        inputs.push(lengthDelimitedField(GraphField.input, encodeTensorValueInfo(claim(names.downT), DataType.float, [target.inFeatures, rank])));
-        inputs.push(lengthDelimitedField(GraphField.input, encodeTensorValueInfo(claim(names.upT), DataType.float, [rank, target.outFeatures])));
-        return names;
-      },
-    };
-  });
+function checkTarget(spec: LoraBranchSpec, module: string, target: GraphTarget | undefined): GraphTarget {
+  if (target === undefined) throw new LoraGraphError(`LoRA module ${module} is not a projection of this UNet`);
+  if (!BRANCH_DATA_TYPES.has(target.weightDataType)) {
+    throw new LoraGraphError(`the UNet's weight for ${target.nodeName} is ${dataTypeName(target.weightDataType)}, only float32 and float16 are supported`);
+  }
+  if (spec.purpose === 'training' && target.weightDataType !== DataType.float) {
+    throw new LoraGraphError(`the UNet's weight for ${target.nodeName} is ${dataTypeName(target.weightDataType)}: training needs a float32 UNet (export one with optimum without --dtype fp16)`);
+  }
+  return target;
 }
 
 /**
- * The model with a low-rank branch on each module's projection and the float32 input `lora_strength` [batch].
- * Throws, naming the module, when a module is not a target of this graph or its shapes do not fit.
+ * The model with a low-rank branch on each module's projection, its weight inputs (in the projection's float type)
+ * and the float32 input `lora_strength` [batch]. Throws, naming the module, when a module is not a target of this
+ * graph or its weights are of a type the purpose cannot take.
  */
-export function addLoraBranches(modelBytes: Uint8Array, weights: LoraBranchWeights): Uint8Array {
+export function addLoraBranches(modelBytes: Uint8Array, spec: LoraBranchSpec): Uint8Array {
   const model = decodeModel(modelBytes);
   const { targets, names, inputNames } = indexGraph(model.graph);
   if (inputNames.has(LORA_STRENGTH_INPUT)) throw new LoraGraphError(`the model already has an input named ${LORA_STRENGTH_INPUT}: its LoRA branches were added before`);
+  if (!Number.isInteger(spec.rank) || spec.rank < 1) throw new LoraGraphError(`LoRA rank ${spec.rank} must be a positive integer`);
 
   const initializers: Chunks[] = [];
   const weightInputs: Chunks[] = [];
-  const branches = weights.kind === 'constant'
-    ? constantBranches(weights.modules, targets, initializers)
-    : trainableBranches(weights.rank, weights.modules, targets, weightInputs);
-  const byField = new Map<number, Branch>();
-  for (const branch of branches) {
-    if (byField.has(branch.target.fieldIndex)) throw new LoraGraphError(`LoRA module ${branch.module} is listed twice`);
-    byField.set(branch.target.fieldIndex, branch);
+  const byField = new Map<number, { module: string; target: GraphTarget }>();
+  for (const module of spec.modules) {
+    const target = checkTarget(spec, module, targets.get(module));
+    if (byField.has(target.fieldIndex)) throw new LoraGraphError(`LoRA module ${module} is listed twice`);
+    byField.set(target.fieldIndex, { module, target });
   }
 
   const newNames: string[] = [LORA_STRENGTH_INPUT];
@@ -253,7 +181,9 @@ export function addLoraBranches(modelBytes: Uint8Array, weights: LoraBranchWeigh
     const x = target.node.input[0]!;
     const output = target.node.output[0]!;
     const base = claim(`${prefix}/base`);
-    const { downT, upT } = branch.weights(claim);
+    const { downT, upT } = trainableLoraInputs(branch.module);
+    weightInputs.push(lengthDelimitedField(GraphField.input, encodeTensorValueInfo(claim(downT), target.weightDataType, [target.inFeatures, spec.rank])));
+    weightInputs.push(lengthDelimitedField(GraphField.input, encodeTensorValueInfo(claim(upT), target.weightDataType, [spec.rank, target.outFeatures])));
     const strength = strengthFor(target.weightDataType);
     const down = claim(`${prefix}/down_out`);
     const scaled = claim(`${prefix}/down_out_strength`);

@@ -60,7 +60,7 @@ function findTimestepExpansion(graph: OnnxGraph): { chain: GraphNode[]; expand: 
 
 /** Stage 1: the UNet with trainable LoRA branches on `modules`, [batch] timesteps and the loss. */
 export function buildTrainingForward(unetBytes: Uint8Array, options: { rank: number; modules: readonly string[] }): Uint8Array {
-  const graph = OnnxGraph.decode(addLoraBranches(unetBytes, { kind: 'trainable', rank: options.rank, modules: options.modules }));
+  const graph = OnnxGraph.decode(addLoraBranches(unetBytes, { purpose: 'training', rank: options.rank, modules: options.modules }));
   if (!graph.outputs.includes(TRAINING_OUTPUTS.prediction)) throw new OnnxGraphError(`the UNet has no output named ${TRAINING_OUTPUTS.prediction}`);
   const { chain, expand } = findTimestepExpansion(graph);
   const drop = new Map<number, Chunks>([...chain, expand].map((node) => [node.fieldIndex, []]));
