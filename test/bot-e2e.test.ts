@@ -1,6 +1,6 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
@@ -97,16 +97,22 @@ test('/imagine: deferred within 3 s, progress edits at most every 2 s, and the i
   await assertNoViolations();
 });
 
-test('/wrong: the LoRA at the chosen strength and "wrong" as the negative, as generate makes it', async () => {
+/** A /wrong by alice of 'a cat', seed 7, at 0.75, checked against `generate --lora loraFile`; returns its LoRA field. */
+async function wrongAsGenerateDraws(loraFile: string): Promise<string> {
   const { interactionId } = await stack.sandbox.command({ user: 'alice', command: 'wrong', options: { prompt: 'a cat', seed: 7, strength: 0.75, size: '64x64' } });
   const result = await resultOf(interactionId);
   assert.equal(field(result, 'Negative prompt'), '"wrong"');
-  assert.equal(field(result, 'LoRA'), 'tiny_sdxl_lora_kohya ×0.75');
   const out = path.join(stack.dataDir, 'wrong.png');
-  const cli = await runCli(['generate', '--model', fixturePath('tiny-sdxl'), '--prompt', 'a cat', '--negative', 'wrong', '--seed', '7', '--steps', '4',
-    '--width', '64', '--height', '64', '--guidance', '13', '--lora', TINY_LORA, '--strength', '0.75', '--out', out]);
+  // Steps and guidance as the embed shows them: a test before may have changed this server's defaults.
+  const cli = await runCli(['generate', '--model', fixturePath('tiny-sdxl'), '--prompt', 'a cat', '--negative', 'wrong', '--seed', '7', '--steps', field(result, 'Steps'),
+    '--width', '64', '--height', '64', '--guidance', field(result, 'Guidance'), '--lora', loraFile, '--strength', '0.75', '--out', out]);
   assert.equal(cli.code, 0, cli.stderr);
-  assert.ok((await stack.sandbox.download(attachment(result, 'panel-1.png').url)).equals(readFileSync(out)));
+  assert.ok((await stack.sandbox.download(attachment(result, 'panel-1.png').url)).equals(readFileSync(out)), `/wrong draws what generate --lora ${loraFile} does`);
+  return field(result, 'LoRA');
+}
+
+test('/wrong: the LoRA at the chosen strength and "wrong" as the negative, as generate makes it', async () => {
+  assert.equal(await wrongAsGenerateDraws(TINY_LORA), 'tiny_sdxl_lora_kohya ×0.75');
   await assertNoViolations();
 });
 
@@ -240,6 +246,8 @@ test('/defaults: an admin’s server defaults apply to the next command', async 
   await assertNoViolations();
 });
 
+let candidateFile = '';
+
 test('/train: a member without Manage Server is refused by the bot itself; an admin\'s training snapshots the set, trains on the worker and yields a candidate version', async () => {
   const redis = new Redis(TEST_REDIS_URL, { maxRetriesPerRequest: 1 });
   const training = new Queue(QUEUE_NAMES.training, { connection: redis, prefix: stack.prefix });
@@ -269,11 +277,38 @@ test('/train: a member without Manage Server is refused by the bot itself; an ad
     assert.match(trained.content, /✅ Trained candidate version `wrong-v1` · 3 steps · final loss \d+\.\d{4}/);
     const description = String(trained.embeds[0]?.['description']);
     assert.match(description, /the \d+ image\(s\) of the training set as it was at \/train, 3 steps, seed 4, starting from tiny_sdxl_lora_kohya/);
-    assert.ok(await redis.exists(`${stack.prefix}:wrongbot:lora:wrong-v1`), 'the candidate\'s file is in Redis for every worker');
+    const candidate = await redis.getBuffer(`${stack.prefix}:wrongbot:lora:wrong-v1`);
+    assert.ok(candidate !== null, 'the candidate\'s file is in Redis for every worker');
+    candidateFile = path.join(stack.dataDir, 'wrong-v1.safetensors');
+    writeFileSync(candidateFile, candidate);
   } finally {
     await training.obliterate({ force: true });
     await training.close();
     redis.disconnect();
   }
+  await assertNoViolations();
+});
+
+test('/lora: an admin promotes the candidate and /wrong draws with it, across a bot restart and with no worker restarted; rollback brings the old one back', async () => {
+  assert.ok(candidateFile !== '', 'the /train test made a candidate');
+  const workerPids = stack.workers.map((worker) => worker.child.pid);
+  const listed = await stack.sandbox.command({ user: 'grace', command: 'lora', subcommand: 'list' });
+  const list = await ephemeralReplyTo('grace', listed.interactionId);
+  assert.match(list, /`wrong-v1` · candidate · from `tiny_sdxl_lora_kohya` · 3 steps · final loss \d\.\d{4}/);
+  assert.match(list, /`tiny_sdxl_lora_kohya` · \*\*served\*\*/);
+
+  const promoted = await stack.sandbox.command({ user: 'grace', command: 'lora', subcommand: 'promote', options: { version: 'wrong-v1' } });
+  await stack.waitForMessages((messages) => answerTo(messages, promoted.interactionId)?.content.includes('`wrong-v1` is served'), 'the promotion');
+  await stack.restartBot();
+  assert.equal(await wrongAsGenerateDraws(candidateFile), 'wrong-v1 ×0.75', 'after the promotion and a bot restart, /wrong names and draws the candidate');
+
+  const rolledBack = await stack.sandbox.command({ user: 'grace', command: 'lora', subcommand: 'rollback' });
+  await stack.waitForMessages((messages) => answerTo(messages, rolledBack.interactionId)?.content.includes('`tiny_sdxl_lora_kohya` is served again'), 'the rollback');
+  assert.equal(await wrongAsGenerateDraws(TINY_LORA), 'tiny_sdxl_lora_kohya ×0.75');
+  assert.deepEqual(stack.workers.map((worker) => worker.child.pid), workerPids, 'the same worker processes served every version');
+  assert.ok(stack.workers.every((worker) => worker.child.exitCode === null));
+
+  const refused = await stack.sandbox.command({ user: 'grace', command: 'lora', subcommand: 'promote', options: { version: 'wrong-v77' } });
+  assert.match(await ephemeralReplyTo('grace', refused.interactionId), /There is no LoRA version wrong-v77/);
   await assertNoViolations();
 });

@@ -147,13 +147,14 @@ test('/queue lists a member’s waiting jobs; ❌ and /cancel cancel them; a bad
   const after = await stack.sandbox.command({ user: 'alice', command: 'queue' });
   assert.match(await privateReply('alice', after.interactionId), /no jobs waiting or running/);
 
-  // A job that can never succeed (this worker has no LoRA) fails in public briefly, with the reason in private.
+  // A job that can never succeed (this worker has no LoRA, and no worker put one in Redis) fails in public briefly,
+  // with the reason in private.
   await stack.startWorker({ LORA_PATH: '' });
   const doomed = await stack.sandbox.command({ user: 'alice', command: 'wrong', options: { prompt: 'third', size: '64x64' } });
   await stack.waitForMessages((messages) => answerTo(messages, doomed.interactionId)?.content === '⚠️ This job failed.', 'the failure');
   const why = await stack.waitForMessages((messages) =>
     messages.find((message) => message.ephemeral && message.interactionId === doomed.interactionId && message.content.startsWith('Why:'))?.content,
   'the private reason', { user: 'alice' });
-  assert.match(why, /needs the "wrong" LoRA/);
+  assert.match(why, /LoRA version "tiny_sdxl_lora_kohya" is neither in Redis nor this worker's LORA_PATH/);
   assert.deepEqual(await stack.sandbox.violations(), []);
 });

@@ -81,9 +81,10 @@ test('bot settings: each bad value stops the start with its variable named', () 
 test('command definitions: unique names, admin commands hidden from members, the server’s sizes as choices', () => {
   const names = COMMANDS.map((command) => command.definition.name);
   assert.equal(new Set(names).size, names.length);
-  for (const name of ['imagine', 'wrong', 'compare', 'queue', 'cancel', 'train', 'dataset']) assert.ok(names.includes(name), name);
-  const train = COMMANDS.find((command) => command.definition.name === 'train')!.definition;
-  assert.equal(train.default_member_permissions, '32');
+  for (const name of ['imagine', 'wrong', 'compare', 'queue', 'cancel', 'train', 'dataset', 'lora']) assert.ok(names.includes(name), name);
+  for (const adminOnly of ['train', 'lora']) {
+    assert.equal(COMMANDS.find((command) => command.definition.name === adminOnly)!.definition.default_member_permissions, '32', adminOnly);
+  }
   const definitions = commandDefinitions(parseImageSizes('128x128,96x168', 4096));
   const imagine = definitions.find((definition) => definition.name === 'imagine')!;
   const size = imagine.options!.find((option) => option.name === 'size') as { choices: Array<{ value: string }> };

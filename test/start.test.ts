@@ -74,9 +74,9 @@ test('`wrongbot deploy-commands` registers every command for a guild through the
     const { guildId } = await sandbox.state();
     const result = await runCli(['deploy-commands', '--guild', guildId], { DISCORD_TOKEN: discord.botToken, DISCORD_API_URL: discord.apiUrl });
     assert.equal(result.code, 0, result.stderr);
-    assert.match(result.stdout, new RegExp(`registered 8 commands for guild ${guildId}`));
+    assert.match(result.stdout, new RegExp(`registered 9 commands for guild ${guildId}`));
     assert.deepEqual((await sandbox.state()).commands.map((command) => command.name).sort(),
-      ['cancel', 'compare', 'dataset', 'defaults', 'imagine', 'queue', 'train', 'wrong']);
+      ['cancel', 'compare', 'dataset', 'defaults', 'imagine', 'lora', 'queue', 'train', 'wrong']);
     assert.deepEqual(await sandbox.violations(), []);
   } finally {
     await discord.close();

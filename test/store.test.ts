@@ -448,7 +448,7 @@ test('training snapshots: frozen and sorted entries, a version number never hand
   h.clock.ms += 60_000;
   const candidate = store.trainings.addCandidate(second, 0.25);
   assert.deepEqual(candidate, {
-    name: 'wrong-v2', status: 'candidate', parent: 'wrong-v1', snapshotId: second.id, steps: 30, seed: 5, finalLoss: 0.25,
+    name: 'wrong-v2', origin: 'trained', parent: 'wrong-v1', snapshotId: second.id, steps: 30, seed: 5, finalLoss: 0.25,
     createdBy: 'admin-1', createdAt: h.clock.ms,
   });
   h.clock.ms += 60_000;
@@ -460,4 +460,33 @@ test('training snapshots: frozen and sorted entries, a version number never hand
   // A failed training's number stays used: the next snapshot does not reuse it.
   const third = store.trainings.snapshot({ jobId: store.jobs.insert(newJob({ kind: 'train' })).jobId, baseVersion: null, steps: 1, seed: 1, createdBy: 'admin-1', entries: [] });
   assert.equal(third.version, 'wrong-v3');
+});
+
+test('the served LoRA version: LORA_PATH\'s at first start, an admin\'s promotion over it at every later start, rollback walks back', (t) => {
+  const h = harness(t);
+  let store = h.open();
+  assert.equal(store.trainings.served(), null);
+  store.trainings.start(null);
+  assert.equal(store.trainings.served(), null, 'no LORA_PATH, nothing served');
+  store.trainings.start('wrong');
+  store.trainings.start('wrong');
+  assert.equal(store.trainings.served(), 'wrong');
+  assert.throws(() => store.trainings.rollback('admin-1'), /no other version was served before/);
+
+  const snapshot = store.trainings.snapshot({ jobId: store.jobs.insert(newJob({ kind: 'train' })).jobId, baseVersion: 'wrong', steps: 5, seed: 1, createdBy: 'admin-1', entries: [] });
+  store.trainings.addCandidate(snapshot, 0.5);
+  assert.throws(() => store.trainings.promote('wrong-v9', 'admin-1'), /there is no LoRA version wrong-v9/);
+  assert.deepEqual(store.trainings.promote('wrong-v1', 'admin-1'), { previous: 'wrong', served: 'wrong-v1' });
+  assert.throws(() => store.trainings.promote('wrong-v1', 'admin-1'), /wrong-v1 is served already/);
+
+  store = reopen(h, store);
+  store.trainings.start('wrong');
+  assert.equal(store.trainings.served(), 'wrong-v1', 'the promotion wins over LORA_PATH at a restart');
+  store.trainings.start('wrong-2024');
+  assert.equal(store.trainings.served(), 'wrong-v1', 'even over a new LORA_PATH');
+  assert.deepEqual(store.trainings.versions().map((version) => [version.name, version.origin]).sort(), [['wrong', 'lora_path'], ['wrong-2024', 'lora_path'], ['wrong-v1', 'trained']]);
+
+  assert.deepEqual(store.trainings.rollback('admin-2'), { previous: 'wrong-v1', served: 'wrong' });
+  assert.deepEqual(store.trainings.rollback('admin-2'), { previous: 'wrong', served: 'wrong-v1' }, 'rolling back again returns to the one before');
+  assert.throws(() => store.trainings.start('wrong-v7'), /LORA_PATH's version wrong-v7 has the form of the versions \/train names/);
 });

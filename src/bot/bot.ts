@@ -5,7 +5,9 @@ import { JobProducer } from '../queue/producer.js';
 import { producerConnection, workerConnection } from '../queue/redis.js';
 import { ResultsStore } from '../queue/results-store.js';
 import { TrainingTransfer } from '../queue/training-transfer.js';
+import { ConfigError } from '../common/environment.js';
 import { BotStore } from '../store/database.js';
+import { LoraVersionsError } from '../store/trainings.js';
 import { commandDefinitions } from '../commands/index.js';
 import type { BotConfig } from './config.js';
 import type { BotContext } from './context.js';
@@ -32,6 +34,13 @@ export interface RunningBot {
 
 export async function startBot(config: BotConfig, redisUrl: string, log: (line: string) => void): Promise<RunningBot> {
   const store = BotStore.open(config.dataDir);
+  try {
+    store.trainings.start(config.loraVersion);
+  } catch (error) {
+    store.close();
+    if (error instanceof LoraVersionsError) throw new ConfigError(error.message);
+    throw error;
+  }
   const commands = producerConnection(redisUrl);
   // QueueEvents block on their connection, so each gets its own.
   const eventConnections = { generation: workerConnection(redisUrl), training: workerConnection(redisUrl) };

@@ -28,11 +28,13 @@ export async function handleButton(interaction: ButtonInteraction, context: BotC
       await interaction.deferReply();
       const kind = action.kind === 'compare' ? 'compare' : job.kind;
       const seed = action.kind === 'compare' ? settings.seed : null;
-      // The LoRA deployed now, not the one the old job used: after a new version is deployed the old one is gone.
+      // The version the old job used, so its buttons keep meaning what they did after a promotion (every version
+      // stays in Redis); 🆚 on an /imagine takes the version served now.
       let loraChoice = null;
       if (kind !== 'imagine') {
-        if (context.config.loraVersion === null) throw new UserFacingError('No "wrong" LoRA is deployed on this bot, so there is nothing to compare with.');
-        loraChoice = { version: context.config.loraVersion, strength: lora?.strength ?? serverDefaults(interaction, context).loraStrength };
+        const version = lora?.version ?? context.store.trainings.served();
+        if (version === null) throw new UserFacingError('No "wrong" LoRA is served on this bot, so there is nothing to compare with.');
+        loraChoice = { version, strength: lora?.strength ?? serverDefaults(interaction, context).loraStrength };
       }
       await context.submitter.submitGeneration(originOf(interaction), kind, { ...settings, weighting: 'auto', seed }, loraChoice);
       return;

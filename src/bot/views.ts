@@ -173,7 +173,8 @@ export function resultView(job: JobRecord, result: GenerationJobResult, shown: D
 
 export function trainedView(job: JobRecord, result: TrainJobResult, inChannel: boolean): MessageView {
   const loss = result.finalLoss === null ? '' : ` · final loss ${result.finalLoss.toFixed(4)}`;
-  const content = `${inChannel ? `<@${job.userId}> ` : ''}✅ Trained candidate version \`${result.version}\` · ${result.steps} steps${loss} · ${formatDuration(result.durationMs)}.`;
+  const content = `${inChannel ? `<@${job.userId}> ` : ''}✅ Trained candidate version \`${result.version}\` · ${result.steps} steps${loss} · ${formatDuration(result.durationMs)}.`
+    + ` An admin serves it with \`/lora promote version:${result.version}\`.`;
   return { content, embeds: [embedFor(job)], components: [], mentionUserIds: inChannel ? [job.userId] : [] };
 }
 

@@ -84,10 +84,11 @@ export function readGenerationSettings(interaction: ChatInputCommandInteraction,
   };
 }
 
-/** The deployed LoRA at the requested (or the server's) strength; /wrong and /compare cannot run without one. */
+/** The served LoRA version at the requested (or the server's) strength; /wrong and /compare cannot run without one. */
 export function loraChoice(context: BotContext, strength: number): LoraChoice {
-  if (context.config.loraVersion === null) {
-    throw new UserFacingError('No "wrong" LoRA is deployed on this bot yet, so /wrong and /compare are unavailable (an admin sets LORA_PATH).');
+  const version = context.store.trainings.served();
+  if (version === null) {
+    throw new UserFacingError('No "wrong" LoRA is served on this bot yet, so /wrong and /compare are unavailable (an admin sets LORA_PATH, or trains and promotes one).');
   }
-  return { version: context.config.loraVersion, strength };
+  return { version, strength };
 }

@@ -20,7 +20,7 @@ export const definition = {
   options: [
     { type: ApplicationCommandOptionType.Integer, name: 'steps', description: `Training steps (default ${DEFAULT_TRAIN_STEPS})`, min_value: 1, max_value: MAX_TRAIN_STEPS },
     { type: ApplicationCommandOptionType.Integer, name: 'seed', description: 'Seed of the training\'s random draws (default: random)', min_value: 0, max_value: MAX_SEED },
-    { type: ApplicationCommandOptionType.String, name: 'base', description: `LoRA version to continue from (default: the deployed one; "${FROM_SCRATCH}": from scratch)`, max_length: 64 },
+    { type: ApplicationCommandOptionType.String, name: 'base', description: `LoRA version to continue from (default: the served one; "${FROM_SCRATCH}": from scratch)`, max_length: 64 },
   ],
 } as const satisfies RESTPostAPIChatInputApplicationCommandsJSONBody;
 
@@ -28,7 +28,7 @@ export async function execute(interaction: ChatInputCommandInteraction, context:
   // Checked before anything is deferred or queued: a refused member gets only a private message.
   requireAdmin(interaction, context.config, 'train a new LoRA version');
   const base = interaction.options.getString('base')?.trim() ?? null;
-  const baseVersion = base === null ? context.config.loraVersion : base === FROM_SCRATCH ? null : validateLoraVersion('base', base);
+  const baseVersion = base === null ? context.store.trainings.served() : base === FROM_SCRATCH ? null : validateLoraVersion('base', base);
   await interaction.deferReply();
   await context.submitter.submitTraining(originOf(interaction), {
     baseVersion,

@@ -99,7 +99,7 @@ export const MIGRATIONS: readonly string[] = [
    ) STRICT;
    CREATE TABLE lora_versions (
      name TEXT PRIMARY KEY,
-     status TEXT NOT NULL CHECK (status IN ('candidate')),
+     origin TEXT NOT NULL CHECK (origin IN ('trained', 'lora_path')),
      parent TEXT,
      snapshot_id INTEGER REFERENCES training_snapshots (id),
      steps INTEGER,
@@ -107,6 +107,14 @@ export const MIGRATIONS: readonly string[] = [
      final_loss REAL,
      created_by TEXT NOT NULL,
      created_at INTEGER NOT NULL
+   ) STRICT;
+   -- The served version is the newest row's: the history is what /lora rollback walks back through.
+   CREATE TABLE lora_serving (
+     id INTEGER PRIMARY KEY AUTOINCREMENT,
+     version TEXT NOT NULL REFERENCES lora_versions (name),
+     action TEXT NOT NULL CHECK (action IN ('start', 'promote', 'rollback')),
+     by_user TEXT,
+     at INTEGER NOT NULL
    ) STRICT;`,
 ];
 

@@ -1,10 +1,17 @@
 import type Database from 'better-sqlite3';
 
-// What each /train froze and what it made: the snapshot of the training set (entries and image hashes as they were,
-// so later votes and removals do not change a running training) and, once trained, the candidate version with its
-// provenance. Trained versions are named by their snapshot's number, which SQLite never hands out twice.
+// What each /train froze and what it made, and which version is served: the snapshot of the training set (entries
+// and image hashes as they were, so later votes and removals do not change a running training), every LoRA version
+// with its provenance (trained ones, and the LORA_PATH file the bot started with), and the history of the served
+// version, which promotions and rollbacks extend. Trained versions are named by their snapshot's number, which
+// SQLite never hands out twice.
 
 export const TRAINED_VERSION_PREFIX = 'wrong-v';
+const TRAINED_VERSION_NAME = /^wrong-v\d+$/;
+
+export class LoraVersionsError extends Error {
+  override name = 'LoraVersionsError';
+}
 
 export interface SnapshotEntry {
   /** The training-set entry's id when the snapshot was taken. */
@@ -26,11 +33,11 @@ export interface TrainingSnapshot {
   createdAt: number;
 }
 
-export type LoraVersionStatus = 'candidate';
+export type LoraVersionOrigin = 'trained' | 'lora_path';
 
 export interface LoraVersion {
   name: string;
-  status: LoraVersionStatus;
+  origin: LoraVersionOrigin;
   parent: string | null;
   snapshotId: number | null;
   steps: number | null;
@@ -44,11 +51,21 @@ export interface Trainings {
   /** Freezes `entries` for the training job `jobId`; its version's number is the snapshot's. */
   snapshot(input: Omit<TrainingSnapshot, 'id' | 'version' | 'createdAt'>): TrainingSnapshot;
   snapshotOfJob(jobId: string): TrainingSnapshot | null;
-  /** Records a finished training's version as a candidate; recording it again changes nothing. */
+  /** Records a finished training's version (a candidate until promoted); recording it again changes nothing. */
   addCandidate(snapshot: TrainingSnapshot, finalLoss: number | null): LoraVersion;
   version(name: string): LoraVersion | null;
   /** Newest first. */
   versions(): LoraVersion[];
+  /**
+   * At bot start: the LORA_PATH version (null: none) is registered, and served unless an admin has promoted or rolled
+   * back since, whose choice wins at every start. Refuses a name of the trained versions' form.
+   */
+  start(loraPathVersion: string | null): void;
+  /** The version /wrong and /compare use now; null when none is. */
+  served(): string | null;
+  promote(name: string, byUserId: string): { previous: string | null; served: string };
+  /** Back to the version served before the current one. */
+  rollback(byUserId: string): { previous: string; served: string };
 }
 
 interface SnapshotRow {
@@ -64,7 +81,7 @@ interface SnapshotRow {
 
 interface VersionRow {
   name: string;
-  status: LoraVersionStatus;
+  origin: LoraVersionOrigin;
   parent: string | null;
   snapshot_id: number | null;
   steps: number | null;
@@ -80,6 +97,12 @@ export class SqliteTrainings implements Trainings {
   private readonly insertVersion;
   private readonly selectVersion;
   private readonly selectVersions;
+  private readonly insertServing;
+  private readonly selectServing;
+  private readonly countChoices;
+  private readonly startInTransaction;
+  private readonly promoteInTransaction;
+  private readonly rollbackInTransaction;
 
   constructor(db: Database.Database, private readonly now: () => number) {
     this.insertSnapshot = db.prepare<Omit<SnapshotRow, 'id'>>(`
@@ -87,10 +110,33 @@ export class SqliteTrainings implements Trainings {
       VALUES (@job_id, @base_version, @steps, @seed, @entries, @created_by, @created_at)`);
     this.selectSnapshotByJob = db.prepare<[string], SnapshotRow>('SELECT * FROM training_snapshots WHERE job_id = ?');
     this.insertVersion = db.prepare<VersionRow>(`
-      INSERT OR IGNORE INTO lora_versions (name, status, parent, snapshot_id, steps, seed, final_loss, created_by, created_at)
-      VALUES (@name, @status, @parent, @snapshot_id, @steps, @seed, @final_loss, @created_by, @created_at)`);
+      INSERT OR IGNORE INTO lora_versions (name, origin, parent, snapshot_id, steps, seed, final_loss, created_by, created_at)
+      VALUES (@name, @origin, @parent, @snapshot_id, @steps, @seed, @final_loss, @created_by, @created_at)`);
     this.selectVersion = db.prepare<[string], VersionRow>('SELECT * FROM lora_versions WHERE name = ?');
     this.selectVersions = db.prepare<[], VersionRow>('SELECT * FROM lora_versions ORDER BY created_at DESC, name DESC');
+    this.insertServing = db.prepare<[string, string, string | null, number]>('INSERT INTO lora_serving (version, action, by_user, at) VALUES (?, ?, ?, ?)');
+    this.selectServing = db.prepare<[], { version: string }>('SELECT version FROM lora_serving ORDER BY id DESC');
+    this.countChoices = db.prepare<[], { choices: number }>("SELECT COUNT(*) AS choices FROM lora_serving WHERE action IN ('promote', 'rollback')");
+    this.startInTransaction = db.transaction((name: string) => {
+      this.insertVersion.run({
+        name, origin: 'lora_path', parent: null, snapshot_id: null, steps: null, seed: null, final_loss: null, created_by: 'LORA_PATH', created_at: this.now(),
+      });
+      if (this.countChoices.get()!.choices === 0 && this.served() !== name) this.insertServing.run(name, 'start', null, this.now());
+    });
+    this.promoteInTransaction = db.transaction((name: string, byUserId: string) => {
+      if (this.version(name) === null) throw new LoraVersionsError(`there is no LoRA version ${name}; /lora list shows them`);
+      const previous = this.served();
+      if (previous === name) throw new LoraVersionsError(`${name} is served already`);
+      this.insertServing.run(name, 'promote', byUserId, this.now());
+      return { previous, served: name };
+    });
+    this.rollbackInTransaction = db.transaction((byUserId: string) => {
+      const [current, ...earlier] = this.selectServing.all().map((row) => row.version);
+      const previous = earlier.find((version) => version !== current);
+      if (current === undefined || previous === undefined) throw new LoraVersionsError('no other version was served before this one');
+      this.insertServing.run(previous, 'rollback', byUserId, this.now());
+      return { previous: current, served: previous };
+    });
   }
 
   snapshot(input: Omit<TrainingSnapshot, 'id' | 'version' | 'createdAt'>): TrainingSnapshot {
@@ -116,7 +162,7 @@ export class SqliteTrainings implements Trainings {
   addCandidate(snapshot: TrainingSnapshot, finalLoss: number | null): LoraVersion {
     this.insertVersion.run({
       name: snapshot.version,
-      status: 'candidate',
+      origin: 'trained',
       parent: snapshot.baseVersion,
       snapshot_id: snapshot.id,
       steps: snapshot.steps,
@@ -135,6 +181,26 @@ export class SqliteTrainings implements Trainings {
 
   versions(): LoraVersion[] {
     return this.selectVersions.all().map(toVersion);
+  }
+
+  start(loraPathVersion: string | null): void {
+    if (loraPathVersion === null) return;
+    if (TRAINED_VERSION_NAME.test(loraPathVersion)) {
+      throw new LoraVersionsError(`LORA_PATH's version ${loraPathVersion} has the form of the versions /train names (${TRAINED_VERSION_PREFIX}N); rename the file`);
+    }
+    this.startInTransaction.immediate(loraPathVersion);
+  }
+
+  served(): string | null {
+    return this.selectServing.get()?.version ?? null;
+  }
+
+  promote(name: string, byUserId: string): { previous: string | null; served: string } {
+    return this.promoteInTransaction.immediate(name, byUserId);
+  }
+
+  rollback(byUserId: string): { previous: string; served: string } {
+    return this.rollbackInTransaction.immediate(byUserId);
   }
 }
 
@@ -155,7 +221,7 @@ function toSnapshot(row: SnapshotRow): TrainingSnapshot {
 function toVersion(row: VersionRow): LoraVersion {
   return {
     name: row.name,
-    status: row.status,
+    origin: row.origin,
     parent: row.parent,
     snapshotId: row.snapshot_id,
     steps: row.steps,

@@ -84,7 +84,8 @@ export class GpuWorker {
     this.keys = new QueueKeys(options.prefix);
     this.results = new ResultsStore(options.connections.commands, this.keys, options.resultTtlSeconds);
     this.transfer = new TrainingTransfer(options.connections.commands, this.keys);
-    this.loraVersions = new LoraVersions(this.transfer, options.loraCacheDir, lora);
+    // Version names are a deployment's own: two deployments (queue prefixes) may both have a wrong-v1.
+    this.loraVersions = new LoraVersions(this.transfer, path.join(options.loraCacheDir, options.prefix), lora);
     this.log = options.log ?? (() => {});
   }
 
