@@ -5,6 +5,7 @@ import path from 'node:path';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { EDIT_INTERVAL_MS } from '../src/bot/job-messages.js';
+import { SafetensorsFile } from '../src/gpu/lora/safetensors.js';
 import { QUEUE_NAMES } from '../src/queue/contracts.js';
 import type { SandboxMessageView } from '../src/sandbox/control-client.js';
 import { runCli } from './support/cli.js';
@@ -275,6 +276,9 @@ test('/train: a member without Manage Server is refused by the bot itself; an ad
       return answer && /Trained|failed|empty|not queued/.test(answer.content) ? answer : null;
     }, 'the trained candidate', { timeoutMs: 120_000 });
     assert.match(trained.content, /✅ Trained candidate version `wrong-v1` · 3 steps · final loss \d+\.\d{4}/);
+    const curve = await stack.sandbox.download(attachment(trained, 'loss-curve.png').url);
+    assert.deepEqual([...curve.subarray(1, 4)].map((byte) => String.fromCharCode(byte)).join(''), 'PNG', 'the loss curve is a PNG');
+    assert.match((trained.embeds[0]!['image'] as { url: string }).url, /loss-curve\.png$/);
     const description = String(trained.embeds[0]?.['description']);
     assert.match(description, /the \d+ image\(s\) of the training set as it was at \/train, 3 steps, seed 4, starting from tiny_sdxl_lora_kohya/);
     const candidate = await redis.getBuffer(`${stack.prefix}:wrongbot:lora:wrong-v1`);
@@ -310,5 +314,86 @@ test('/lora: an admin promotes the candidate and /wrong draws with it, across a 
 
   const refused = await stack.sandbox.command({ user: 'grace', command: 'lora', subcommand: 'promote', options: { version: 'wrong-v77' } });
   assert.match(await ephemeralReplyTo('grace', refused.interactionId), /There is no LoRA version wrong-v77/);
+  await assertNoViolations();
+});
+
+test('a running training: a second /train gets its progress, ❌ stops it within seconds, nothing is made, and the worker draws again', async () => {
+  const started = await stack.sandbox.command({ user: 'grace', command: 'train', options: { steps: 5000, seed: 1 } });
+  const running = await stack.waitForMessages((messages) => {
+    const answer = answerTo(messages, started.interactionId);
+    return answer?.content.includes('🧪 Training') ? answer : null;
+  }, 'the training under way', { timeoutMs: 60_000 });
+  assert.match(running.content, /step \d+\/5000 · loss \d+\.\d{4}/);
+
+  const second = await stack.sandbox.command({ user: 'grace', command: 'train', options: { steps: 3 } });
+  assert.match(await ephemeralReplyTo('grace', second.interactionId), /A training is already under way: step \d+\/5000, loss \d+\.\d{4}, about .* left \(job `[0-9a-f-]+`\)/);
+
+  const cancel = buttons(running).find((button) => button.label === 'Cancel');
+  assert.ok(cancel, 'the training message has a ❌ button');
+  const pressedAt = Date.now();
+  await stack.sandbox.press('grace', running.id, cancel.custom_id);
+  await stack.waitForMessages((messages) => answerTo(messages, started.interactionId)?.content.includes('Cancelled'), 'the training to stop', { timeoutMs: 20_000 });
+  const stoppedAfterMs = Date.now() - pressedAt;
+  assert.ok(stoppedAfterMs < 15_000, `stopped after ${stoppedAfterMs} ms`);
+  const redis = new Redis(TEST_REDIS_URL, { maxRetriesPerRequest: 1 });
+  try {
+    assert.equal(await redis.exists(`${stack.prefix}:wrongbot:lora:wrong-v2`), 0, 'no file for the stopped training');
+  } finally {
+    redis.disconnect();
+  }
+  const listed = await stack.sandbox.command({ user: 'grace', command: 'lora', subcommand: 'list' });
+  assert.doesNotMatch(await ephemeralReplyTo('grace', listed.interactionId), /wrong-v2/, 'no version for the stopped training');
+  const { interactionId } = await stack.sandbox.command({ user: 'alice', command: 'imagine', options: { prompt: 'after the training', size: '64x64' } });
+  await resultOf(interactionId);
+  await assertNoViolations();
+});
+
+test('wrongbot dataset export: the snapshot as an imagefolder that loads, from which wrongbot train makes the candidate\'s tensors byte for byte', async () => {
+  assert.ok(candidateFile !== '', 'the /train test made a candidate');
+  const out = path.join(stack.dataDir, 'export-v1');
+  const exported = await runCli(['dataset', 'export', '--data-dir', stack.dataDir, '--snapshot', '1', '--out', out]);
+  assert.equal(exported.code, 0, exported.stderr);
+  const lines = readFileSync(path.join(out, 'metadata.jsonl'), 'utf8').trim().split('\n').map((line) => JSON.parse(line) as { file_name: string; text: string });
+  assert.ok(lines.length > 0);
+  for (const line of lines) {
+    assert.equal(line.text, 'wrong');
+    assert.ok(readdirSync(out).includes(line.file_name), `${line.file_name} is in the folder`);
+  }
+  assert.match(readFileSync(path.join(out, 'README.md'), 'utf8'), /voted down by members: \d+/);
+  const again = await runCli(['dataset', 'export', '--data-dir', stack.dataDir, '--snapshot', '1', '--out', out]);
+  assert.equal(again.code, 1);
+  assert.match(again.stderr, /--out .* is not empty/);
+
+  // The same snapshot, seed, steps and starting version as the /train that made wrong-v1.
+  const retrained = path.join(stack.dataDir, 'retrained.safetensors');
+  const trained = await runCli(['train', '--model', fixturePath('tiny-sdxl'), '--data', out, '--steps', '3', '--seed', '4', '--init-lora', TINY_LORA, '--out', retrained]);
+  assert.equal(trained.code, 0, trained.stderr);
+  const [candidate, direct] = await Promise.all([SafetensorsFile.open(candidateFile), SafetensorsFile.open(retrained)]);
+  try {
+    const names = [...direct.entries.keys()];
+    assert.deepEqual([...candidate.entries.keys()], names);
+    const bytes = (values: Float32Array) => Buffer.from(values.buffer, values.byteOffset, values.byteLength);
+    for (const name of names) assert.ok(bytes(await candidate.readFloat32(name)).equals(bytes(await direct.readFloat32(name))), `${name} is byte-identical`);
+  } finally {
+    await Promise.all([candidate.close(), direct.close()]);
+  }
+});
+
+test('/dataset bootstrap: synthetic images, one failure keyword each with compel weighting, join the set without votes or messages', async () => {
+  const before = datasetSidecars().length;
+  const publicMessages = async () => (await stack.sandbox.messages()).filter((message) => !message.ephemeral).length;
+  const publicBefore = await publicMessages();
+  const { interactionId } = await stack.sandbox.command({ user: 'grace', command: 'dataset', subcommand: 'bootstrap', options: { count: 3 } });
+  assert.match(await ephemeralReplyTo('grace', interactionId), /Queued 3 synthetic "wrong" image\(s\) \(blurry, bad hands, extra fingers\)/);
+  const synthetic = await stack.sandbox.waitFor(async () => {
+    const found = datasetSidecars().filter((entry) => (entry['provenance'] as { synthetic?: boolean }).synthetic === true);
+    return found.length === 3 ? found : null;
+  }, { what: 'three synthetic entries', timeoutMs: 60_000 });
+  assert.equal(datasetSidecars().length, before + 3);
+  const provenance = synthetic.map((entry) => entry['provenance'] as { prompt: string; guidanceScale: number }).sort((a, b) => a.guidanceScale - b.guidanceScale);
+  assert.deepEqual(provenance.map((p) => p.guidanceScale), [8, 10.5, 13], 'guidance spread over 8–13');
+  assert.deepEqual(provenance.map((p) => /\(([^)]+)\)\+\+\+\+$/.exec(p.prompt)?.[1]), ['blurry', 'bad hands', 'extra fingers']);
+  assert.ok(synthetic.every((entry) => (entry['voters'] as unknown[]).length === 0));
+  assert.equal(await publicMessages(), publicBefore, 'a private reply, and no message per synthetic image');
   await assertNoViolations();
 });

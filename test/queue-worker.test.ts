@@ -156,7 +156,7 @@ test('a worker without LORA_PATH serves /wrong for any version in Redis, switchi
     assert.deepEqual(images[index], readFileSync(expected), `${version} as generate --lora draws it`);
   }
   assert.deepEqual(images[2], images[0], 'back to the first version, the same image');
-  assert.ok(readdirSync(cacheDir).includes('wrong-v2.safetensors'), 'a fetched version is kept on disk');
+  assert.ok(readdirSync(path.join(cacheDir, h.prefix)).includes('wrong-v2.safetensors'), 'a fetched version is kept on disk, under its deployment');
   assert.equal(worker.child.exitCode, null, 'the same worker process served every version');
 
   const unknown = await h.producer.submit('wrong', wrongWith('wrong-v9'));

@@ -2,15 +2,14 @@ import type { JobRecord } from '../store/jobs.js';
 import type { BotContext } from './context.js';
 import { PermissionDeniedError } from './errors.js';
 
-// Cancelling from /cancel and from a job's ❌ button: the owner or an admin may; what happens depends on how far the
-// job got.
+// Cancelling from /cancel and from a job's ❌ button: the owner or an admin may (a training's owner is the admin who
+// started it); what happens depends on how far the job got.
 
 export async function cancelJob(context: BotContext, job: JobRecord, by: { userId: string; isAdmin: boolean }): Promise<string> {
   if (job.userId !== by.userId && !by.isAdmin) {
     throw new PermissionDeniedError('Only the member who asked for this job (or a server admin) can cancel it.');
   }
   if (job.status !== 'queued' && job.status !== 'running') return `${describe(job)} had already ended.`;
-  if (job.kind === 'train') return `${describe(job)} is a training job; stop it on the worker host.`;
   const { outcome } = await context.producer.cancel(job.jobId);
   switch (outcome) {
     case 'removed':

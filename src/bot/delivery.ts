@@ -220,7 +220,9 @@ export class Delivery {
       const result = bullJob.returnvalue as TrainJobResult;
       const snapshot = this.options.store.trainings.snapshotOfJob(job.jobId);
       if (snapshot !== null) this.options.store.trainings.addCandidate(snapshot, result.finalLoss);
-      const shown = await this.options.messages.show(job, (inChannel) => trainedView(job, result, inChannel), { final: true });
+      const curve = result.lossCurve === null ? null : await this.options.results.get(result.lossCurve);
+      const files = curve === null ? [] : [{ name: LOSS_CURVE_FILE, data: curve }];
+      const shown = await this.options.messages.show(job, (inChannel) => trainedView(job, result, curve === null ? null : { filename: LOSS_CURVE_FILE }, inChannel), { final: true, files });
       if (shown) this.options.store.jobs.finish(job.jobId, 'delivered');
       return;
     }
@@ -239,6 +241,14 @@ export class Delivery {
       const keptUntil = this.now() + this.options.imageRetentionMs;
       const generatedAt = bullJob.finishedOn ?? this.now();
       store.images.keep(panels.map((png, panelIndex) => ({ png, provenance: provenanceOf(job, result, panelIndex, generatedAt) })), keptUntil);
+    }
+    if (isSynthetic(job)) {
+      // Made for the training set, on purpose: it joins it at once, with no votes and no message.
+      const kept = store.images.get(job.jobId, 0)!;
+      const entry = store.dataset.curate(kept, []);
+      store.jobs.finish(job.jobId, 'delivered');
+      log(`job ${job.jobId}: synthetic image in the training set as entry ${entry.id}`);
+      return;
     }
     const shown = await messages.show(job, (inChannel) => resultView(job, result, { filename: files[0]!.name }, inChannel), { final: true, files });
     if (!shown) return;
@@ -274,6 +284,10 @@ export class Delivery {
   }
 }
 
+function isSynthetic(job: JobRecord): boolean {
+  return (job.request as { synthetic?: boolean }).synthetic === true;
+}
+
 function provenanceOf(job: JobRecord, result: GenerationJobResult, panelIndex: number, generatedAt: number): PanelProvenance {
   const panel = result.panels[panelIndex]!;
   const { settings } = job.request as unknown as GenerationRequestRecord;
@@ -297,6 +311,7 @@ function provenanceOf(job: JobRecord, result: GenerationJobResult, panelIndex: n
     channelId: job.channelId,
     workerId: result.workerId,
     generatedAt,
+    ...(isSynthetic(job) ? { synthetic: true } : {}),
   };
 }
 
@@ -304,6 +319,8 @@ function provenanceOf(job: JobRecord, result: GenerationJobResult, panelIndex: n
  * The message's files, the one the embed shows first: the triptych, then each lossless panel while Discord's limits
  * allow (a panel over them is left out, not shrunk: the archive keeps it either way).
  */
+const LOSS_CURVE_FILE = 'loss-curve.png';
+
 export function attachmentsFor(panels: Buffer[], composite: Buffer | null): OutgoingFile[] {
   const candidates: OutgoingFile[] = [
     ...(composite ? [{ name: 'triptych.png', data: composite }] : []),

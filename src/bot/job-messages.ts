@@ -66,6 +66,8 @@ export class JobMessages {
    * be edited it becomes a new channel message. If a final view fails, it rejects and a later one may be tried.
    */
   show(job: JobRecord, render: (inChannel: boolean) => MessageView, options: { final?: boolean; files?: OutgoingFile[] } = {}): Promise<Shown | null> {
+    // A job with neither an interaction nor a channel (a synthetic image) has nowhere to be shown.
+    if (job.interactionToken === null && job.channelId === null) return Promise.resolve(null);
     const state = this.stateOf(job.jobId);
     if (state.ended) return Promise.resolve(null);
     const final = options.final ?? false;

@@ -1,13 +1,17 @@
 import { randomUUID } from 'node:crypto';
-import { MAX_TRAINING_IMAGES, type GenerationJobName, type LoraChoice, type LoraImageSettings, type ImageSettings } from '../queue/contracts.js';
+import {
+  MAX_TRAINING_IMAGES, type GenerationJobName, type ImageSettings, type JobProgress, type LoraChoice, type LoraImageSettings,
+} from '../queue/contracts.js';
 import { randomSeed, type GenerationSubmission, type JobProducer } from '../queue/producer.js';
 import { TrainingTransfer, TrainingTransferError } from '../queue/training-transfer.js';
 import type { BotStore } from '../store/database.js';
 import type { DatasetEntry } from '../store/dataset.js';
 import type { JobRecord } from '../store/jobs.js';
 import type { TrainingSnapshot } from '../store/trainings.js';
+import type { SyntheticSettings } from './bootstrap.js';
 import type { Delivery } from './delivery.js';
 import { UserFacingError } from './errors.js';
+import { formatDuration } from './views.js';
 
 // Turns a member's request into a recorded, queued job: the record is written first (so no queue event can arrive for
 // a job the bot does not know), then the job is enqueued, then its message shows where it stands.
@@ -22,7 +26,8 @@ export interface JobOrigin {
   guildId: string | null;
   channelId: string | null;
   applicationId: string;
-  interactionToken: string;
+  /** null for a job nobody watches (a synthetic image). */
+  interactionToken: string | null;
   /** When Discord created the interaction (epoch ms): its token lives 15 minutes from then. */
   interactionCreatedAt: number;
 }
@@ -59,10 +64,27 @@ export class JobSubmitter {
   }
 
   /**
+   * Queues synthetic "wrong" images for the training set (see bootstrap.ts): jobs with no message of their own,
+   * which the delivery puts straight into the set.
+   */
+  async submitSynthetic(origin: JobOrigin, images: readonly SyntheticSettings[]): Promise<JobRecord[]> {
+    const records: JobRecord[] = [];
+    for (const settings of images) {
+      const request = { settings: { ...settings, seed: randomSeed() }, synthetic: true };
+      const record = this.record({ ...origin, channelId: null, interactionToken: null }, 'imagine', request);
+      await this.enqueueing(record, () => this.producer.submitSynthetic({ ...this.envelope(record), settings: request.settings }, record.jobId));
+      records.push(record);
+    }
+    return records;
+  }
+
+  /**
    * Freezes the training set as it is now (the snapshot), sends its images to Redis for whichever worker trains, and
    * queues the training of the version the snapshot names.
    */
   async submitTraining(origin: JobOrigin, request: TrainingRequest): Promise<{ record: JobRecord; snapshot: TrainingSnapshot }> {
+    const underway = this.store.jobs.unfinished().find((job) => job.kind === 'train');
+    if (underway !== undefined) throw new UserFacingError(await this.trainingUnderway(underway));
     const entries = this.distinctImages(this.store.dataset.list({ limit: MAX_TRAINING_IMAGES + 1 }));
     if (entries.length === 0) throw new UserFacingError('The training set is empty: 👎 some images first, then /train.');
     if (entries.length > MAX_TRAINING_IMAGES) throw new UserFacingError(`The training set has more than ${MAX_TRAINING_IMAGES} images; remove some with /dataset first.`);
@@ -91,6 +113,18 @@ export class JobSubmitter {
     return { record, snapshot };
   }
 
+  /** Where the training that holds the deployment stands, for the admin who asks for another. */
+  private async trainingUnderway(job: JobRecord): Promise<string> {
+    const progress = (await this.producer.training.getJob(job.jobId))?.progress;
+    const stopping = `\`/cancel job:${job.jobId}\` stops it`;
+    if (typeof progress !== 'object' || progress === null || !('step' in progress)) {
+      return `A training is already queued (job \`${job.jobId}\`); one runs at a time. ${stopping}.`;
+    }
+    const { step, totalSteps, loss, etaMs } = progress as JobProgress;
+    const lossText = loss === undefined ? '' : `, loss ${loss.toFixed(4)}`;
+    return `A training is already under way: step ${step}/${totalSteps}${lossText}, about ${formatDuration(etaMs)} left (job \`${job.jobId}\`). ${stopping}.`;
+  }
+
   /** One entry per image: two panels with the same pixels are one training example. */
   private distinctImages(entries: readonly DatasetEntry[]): DatasetEntry[] {
     const seen = new Set<string>();
@@ -108,7 +142,7 @@ export class JobSubmitter {
       channelId: origin.channelId,
       applicationId: origin.applicationId,
       interactionToken: origin.interactionToken,
-      tokenExpiresAt: createdAt + INTERACTION_TOKEN_LIFETIME_MS,
+      tokenExpiresAt: origin.interactionToken === null ? null : createdAt + INTERACTION_TOKEN_LIFETIME_MS,
       request: request as Record<string, unknown>,
     });
   }

@@ -122,8 +122,8 @@ function cancelRow(job: JobRecord): APIActionRowComponent<APIButtonComponent> {
 
 export function queuedView(job: JobRecord, standing: JobStanding | null): MessageView {
   if (job.kind === 'train') {
-    // Training is not cancelled from Discord and waits for the one worker that trains, so no place or button.
-    return { content: '⏳ Queued for the worker that trains', embeds: [embedFor(job)], components: [], mentionUserIds: [] };
+    // One training runs at a time, on whichever worker is free first: there is no place in a line to show.
+    return { content: '⏳ Queued for the next free worker', embeds: [embedFor(job)], components: [cancelRow(job)], mentionUserIds: [] };
   }
   let status = '⏳ Queued';
   if (standing?.state === 'waiting') {
@@ -140,7 +140,7 @@ export function progressView(job: JobRecord, progress: JobProgress): MessageView
   const content = `${verb} · ${progressBar(progress.step, progress.totalSteps)} step ${progress.step}/${progress.totalSteps}`
     + (progress.loss === undefined ? '' : ` · loss ${progress.loss.toFixed(4)}`)
     + (progress.step < progress.totalSteps ? ` · about ${formatDuration(progress.etaMs)} left` : ' · finishing');
-  return { content, embeds: [embedFor(job)], components: job.kind === 'train' ? [] : [cancelRow(job)], mentionUserIds: [] };
+  return { content, embeds: [embedFor(job)], components: [cancelRow(job)], mentionUserIds: [] };
 }
 
 export interface DeliveredImage {
@@ -171,11 +171,12 @@ export function resultView(job: JobRecord, result: GenerationJobResult, shown: D
   return { content, embeds: [embed], components, mentionUserIds: inChannel ? [job.userId] : [] };
 }
 
-export function trainedView(job: JobRecord, result: TrainJobResult, inChannel: boolean): MessageView {
+export function trainedView(job: JobRecord, result: TrainJobResult, lossCurve: DeliveredImage | null, inChannel: boolean): MessageView {
   const loss = result.finalLoss === null ? '' : ` · final loss ${result.finalLoss.toFixed(4)}`;
   const content = `${inChannel ? `<@${job.userId}> ` : ''}✅ Trained candidate version \`${result.version}\` · ${result.steps} steps${loss} · ${formatDuration(result.durationMs)}.`
     + ` An admin serves it with \`/lora promote version:${result.version}\`.`;
-  return { content, embeds: [embedFor(job)], components: [], mentionUserIds: inChannel ? [job.userId] : [] };
+  const embed: APIEmbed = { ...embedFor(job), ...(lossCurve === null ? {} : { image: { url: `attachment://${lossCurve.filename}` } }) };
+  return { content, embeds: [embed], components: [], mentionUserIds: inChannel ? [job.userId] : [] };
 }
 
 /** A job that ended without a result. The reason goes to the member privately; the channel only learns that it did. */

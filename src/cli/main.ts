@@ -23,6 +23,7 @@ const COMMANDS: Readonly<Record<string, () => Promise<CommandEntry>>> = Object.f
   train: () => import('./train.js').then((m) => ({ run: m.runTrain, usage: m.TRAIN_USAGE })),
   worker: () => import('./worker.js').then((m) => ({ run: m.runWorker, usage: m.WORKER_USAGE })),
   enqueue: () => import('./enqueue.js').then((m) => ({ run: m.runEnqueue, usage: m.ENQUEUE_USAGE })),
+  dataset: () => import('./dataset.js').then((m) => ({ run: m.runDataset, usage: m.DATASET_USAGE })),
 });
 
 const EXIT_FAILURE = 1;

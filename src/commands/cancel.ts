@@ -21,7 +21,8 @@ export async function execute(interaction: ChatInputCommandInteraction, context:
   const by = { userId: interaction.user.id, isAdmin: interactionIsFromAdmin(interaction, context.config) };
   let jobs;
   if (jobId === null) {
-    jobs = context.store.jobs.activeForUser(interaction.user.id);
+    // A training is stopped only by naming it: "/cancel" alone means a member's own generations.
+    jobs = context.store.jobs.activeForUser(interaction.user.id).filter((job) => job.kind !== 'train');
   } else {
     const job = context.store.jobs.get(jobId.trim());
     if (job === null) throw new UserFacingError(`There is no job \`${jobId}\`; /queue lists yours.`);

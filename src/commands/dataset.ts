@@ -4,11 +4,14 @@ import {
 } from 'discord.js';
 import type { BotContext } from '../bot/context.js';
 import { UserFacingError } from '../bot/errors.js';
-import { requireAdmin } from '../bot/members.js';
+import { FAILURE_KEYWORDS, syntheticImageSettings } from '../bot/bootstrap.js';
+import { originOf, requireAdmin } from '../bot/members.js';
+import { serverDefaults } from './generation-options.js';
 import { clip } from '../bot/views.js';
 import type { DatasetEntry } from '../store/dataset.js';
 
 const PAGE_SIZE = 10;
+const MAX_BOOTSTRAP_IMAGES = 100;
 const MAX_ENTRY_ID = 2 ** 31 - 1;
 
 export const definition = {
@@ -29,6 +32,13 @@ export const definition = {
       type: ApplicationCommandOptionType.Subcommand, name: 'remove', description: 'Admins: take an image out of the training set',
       options: [{ type: ApplicationCommandOptionType.Integer, name: 'entry', description: 'Entry number', required: true, min_value: 1, max_value: MAX_ENTRY_ID }],
     },
+    {
+      type: ApplicationCommandOptionType.Subcommand, name: 'bootstrap', description: 'Admins: make deliberately bad images for the training set, before anyone votes',
+      options: [{
+        type: ApplicationCommandOptionType.Integer, name: 'count', description: `How many (default ${FAILURE_KEYWORDS.length}: one per failure keyword)`,
+        min_value: 1, max_value: MAX_BOOTSTRAP_IMAGES,
+      }],
+    },
   ],
 } as const satisfies RESTPostAPIChatInputApplicationCommandsJSONBody;
 
@@ -41,6 +51,7 @@ export async function execute(interaction: ChatInputCommandInteraction, context:
   const { dataset } = context.store;
   const subcommand = interaction.options.getSubcommand(true);
   if (subcommand === 'remove') requireAdmin(interaction, context.config, 'remove images from the training set');
+  if (subcommand === 'bootstrap') requireAdmin(interaction, context.config, 'add synthetic images to the training set');
   await interaction.deferReply({ flags: MessageFlags.Ephemeral });
   switch (subcommand) {
     case 'stats': {
@@ -72,6 +83,14 @@ export async function execute(interaction: ChatInputCommandInteraction, context:
       if (removed === null) throw new UserFacingError('There is no such entry; /dataset list shows them.');
       context.log(`dataset entry ${removed.id} removed by ${interaction.user.id}`);
       await interaction.editReply(`Removed ${summary(removed)}; later votes will not bring it back.`);
+      return;
+    }
+    case 'bootstrap': {
+      const count = interaction.options.getInteger('count') ?? FAILURE_KEYWORDS.length;
+      const { size, steps } = serverDefaults(interaction, context);
+      await context.submitter.submitSynthetic(originOf(interaction), syntheticImageSettings(count, size, steps));
+      const keywords = FAILURE_KEYWORDS.slice(0, Math.min(count, FAILURE_KEYWORDS.length)).join(', ');
+      await interaction.editReply(`🧪 Queued ${count} synthetic "wrong" image(s) (${keywords}), after every member's job. Each joins the training set as it finishes; /dataset stats counts them.`);
       return;
     }
     default:

@@ -122,6 +122,8 @@ export interface TrainJobResult {
   losses: number[];
   /** null when the trainer reported no loss. */
   finalLoss: number | null;
+  /** The losses as a chart (see loss-curve.ts), in the results store; null without losses. */
+  lossCurve: StoredImage | null;
   workerId: string;
   durationMs: number;
 }

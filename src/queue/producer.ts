@@ -60,6 +60,9 @@ redis.call('SADD', KEYS[1], ARGV[1])
 return redis.call('SCARD', KEYS[1])`;
 
 /** Seeds users pick by hand fit in 32 bits, and torch only uses the low 32 bits of larger ones anyway. */
+/** BullMQ's largest priority number, which runs last. */
+const LOWEST_PRIORITY = 2 ** 21 - 1;
+
 export function randomSeed(): number {
   return randomInt(0, 2 ** 32);
 }
@@ -125,10 +128,23 @@ export class JobProducer {
     return { jobId, seed, position: standing.state === 'waiting' ? standing.position : 0 };
   }
 
+  /**
+   * An image nobody waits for (/dataset bootstrap's): the lowest priority, so every member's job runs first, and
+   * outside the per-member limit, since no member asked for it.
+   */
+  async submitSynthetic(submission: GenerationSubmission<'imagine'>, jobId: string): Promise<void> {
+    const data = validateJobData('imagine', { ...submission, settings: { ...submission.settings, seed: submission.settings.seed ?? randomSeed() } });
+    await this.reachingRedis('the job was not queued', () => this.generation.add('imagine', data, { ...GENERATION_JOB_OPTIONS, jobId, priority: LOWEST_PRIORITY }));
+  }
+
   async submitTraining(data: TrainJobData, options: SubmitOptions = {}): Promise<string> {
     const validated = validateJobData(TRAIN_JOB_NAME, data);
     const jobId = options.jobId ?? randomUUID();
-    await this.reachingRedis('the training job was not queued', () => this.training.add(TRAIN_JOB_NAME, validated, { ...TRAIN_JOB_OPTIONS, jobId }));
+    await this.reachingRedis('the training job was not queued', async () => {
+      // One training at a time across every worker of the deployment: each holds a whole GPU for hours.
+      await this.training.setGlobalConcurrency(1);
+      await this.training.add(TRAIN_JOB_NAME, validated, { ...TRAIN_JOB_OPTIONS, jobId });
+    });
     return jobId;
   }
 
@@ -198,7 +214,7 @@ export class JobProducer {
    * steps. `userId`, when given, must be the job's owner.
    */
   async cancel(jobId: string, userId?: string): Promise<CancelOutcome> {
-    const job = await this.generation.getJob(jobId);
+    const job: Job<GenerationJobData | TrainJobData> | undefined = (await this.generation.getJob(jobId)) ?? (await this.training.getJob(jobId));
     if (!job) return { outcome: 'unknown' };
     if (userId !== undefined && job.data.requester.userId !== userId) {
       throw new InvalidRequestError('jobId', jobId, 'belongs to another user');

@@ -25,6 +25,8 @@ export interface PanelProvenance extends Omit<ImageSettings, 'weighting'> {
   channelId: string | null;
   workerId: string;
   generatedAt: number;
+  /** Made on purpose by /dataset bootstrap, not voted down; absent on older entries. */
+  synthetic?: boolean;
 }
 
 export interface KeptPanel {

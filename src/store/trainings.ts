@@ -51,6 +51,7 @@ export interface Trainings {
   /** Freezes `entries` for the training job `jobId`; its version's number is the snapshot's. */
   snapshot(input: Omit<TrainingSnapshot, 'id' | 'version' | 'createdAt'>): TrainingSnapshot;
   snapshotOfJob(jobId: string): TrainingSnapshot | null;
+  snapshotById(id: number): TrainingSnapshot | null;
   /** Records a finished training's version (a candidate until promoted); recording it again changes nothing. */
   addCandidate(snapshot: TrainingSnapshot, finalLoss: number | null): LoraVersion;
   version(name: string): LoraVersion | null;
@@ -94,6 +95,7 @@ interface VersionRow {
 export class SqliteTrainings implements Trainings {
   private readonly insertSnapshot;
   private readonly selectSnapshotByJob;
+  private readonly selectSnapshotById;
   private readonly insertVersion;
   private readonly selectVersion;
   private readonly selectVersions;
@@ -109,6 +111,7 @@ export class SqliteTrainings implements Trainings {
       INSERT INTO training_snapshots (job_id, base_version, steps, seed, entries, created_by, created_at)
       VALUES (@job_id, @base_version, @steps, @seed, @entries, @created_by, @created_at)`);
     this.selectSnapshotByJob = db.prepare<[string], SnapshotRow>('SELECT * FROM training_snapshots WHERE job_id = ?');
+    this.selectSnapshotById = db.prepare<[number], SnapshotRow>('SELECT * FROM training_snapshots WHERE id = ?');
     this.insertVersion = db.prepare<VersionRow>(`
       INSERT OR IGNORE INTO lora_versions (name, origin, parent, snapshot_id, steps, seed, final_loss, created_by, created_at)
       VALUES (@name, @origin, @parent, @snapshot_id, @steps, @seed, @final_loss, @created_by, @created_at)`);
@@ -156,6 +159,11 @@ export class SqliteTrainings implements Trainings {
 
   snapshotOfJob(jobId: string): TrainingSnapshot | null {
     const row = this.selectSnapshotByJob.get(jobId);
+    return row === undefined ? null : toSnapshot(row);
+  }
+
+  snapshotById(id: number): TrainingSnapshot | null {
+    const row = this.selectSnapshotById.get(id);
     return row === undefined ? null : toSnapshot(row);
   }
 

@@ -15,6 +15,7 @@ import { QueueKeys } from '../queue/keys.js';
 import { ResultsStore } from '../queue/results-store.js';
 import { TrainingTransfer } from '../queue/training-transfer.js';
 import { planGeneration, storeImages } from './generation-job.js';
+import { lossCurvePng } from './loss-curve.js';
 import { LoraVersionError, LoraVersions } from './lora-versions.js';
 import { runTrainingJob } from './training-job.js';
 
@@ -208,6 +209,7 @@ export class GpuWorker {
       if (error instanceof InvalidRequestError) throw new UnrecoverableError(`invalid train job: ${error.message}`);
       throw error;
     }
+    if (await isCancelRequested(this.options.connections.commands, this.keys, job.id!)) throw new UnrecoverableError(CANCELLED);
     const started = performance.now();
     await this.generationWorker!.pause();
     try {
@@ -225,7 +227,9 @@ export class GpuWorker {
         onProgress: throttledProgress(job, PROGRESS_INTERVAL_MS),
         log: (line) => this.log(`trainer: ${line}`),
       });
-      return { version: data.version, ...outcome, workerId: this.id, durationMs: performance.now() - started };
+      const curve = await lossCurvePng(outcome.losses);
+      const lossCurve = curve === null ? null : await this.results.put(job.id!, 'loss-curve', curve.png, curve);
+      return { version: data.version, ...outcome, lossCurve, workerId: this.id, durationMs: performance.now() - started };
     } catch (error) {
       if (signal?.aborted) throw new UnrecoverableError(CANCELLED);
       throw error;
