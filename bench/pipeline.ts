@@ -123,10 +123,10 @@ const SWITCHES = 10;
 
 /** What serving another LoRA version costs a running pipeline: the versions alternate, with no session rebuilt. */
 export async function benchLoraSwitch(modelDir: string, loraPaths: readonly [string, string]): Promise<LoraSwitchFigures> {
-  const generator = await ImageGenerator.start(modelDir, { kind: 'cpu', index: 0 }, { takesLora: true });
+  const generator = await ImageGenerator.start(modelDir, { kind: 'cpu', index: 0 }, { loraSlots: 1 });
   try {
     const image = (loraPath: string): GenerationRequest => ({
-      seed: 1, steps: 1, width: 64, height: 64, loraPath,
+      seed: 1, steps: 1, width: 64, height: 64, loraPaths: [loraPath],
       panels: [{ prompt: 'a cat', negativePrompt: 'wrong', guidanceScale: 5, guidanceRescale: 0, loraStrength: 1 }],
     });
     const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;

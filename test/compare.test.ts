@@ -6,6 +6,7 @@ import path from 'node:path';
 import sharp from 'sharp';
 import { composePanels } from '../src/gpu/compose.js';
 import { decodeToRgb, encodePng } from '../src/gpu/image.js';
+import { SdxlPipeline, type UnetCall } from '../src/gpu/sdxl-pipeline.js';
 import { runCli } from './support/cli.js';
 import { fixturePath } from './support/fixtures.js';
 import { maxPixelDifference } from './support/pixels.js';
@@ -75,4 +76,31 @@ test('a composite over the attachment limit falls back to a palette PNG, and one
   await assert.rejects(composePanels([], 'footer'), /at least one panel/);
   const small = new Uint8Array(await encodePng(noisy.subarray(0, 64 * 64 * 3), 64, 64));
   await assert.rejects(composePanels([panels[0]!, { png: small, caption: 'small' }], 'footer'), /panels differ in size: 256x256, 64x64/);
+});
+
+test('panels of two LoRA versions and the base share one UNet batch per step, each as its version draws it alone', async () => {
+  const trained = fixturePath('training-reference', 'b1', 'final', 'pytorch_lora_weights.safetensors');
+  const cpu = { kind: 'cpu', index: 0 } as const;
+  const panel = { prompt: 'a lighthouse at dusk', negativePrompt: 'wrong', guidanceScale: 13, guidanceRescale: 0 };
+  const request = { seed: 77, steps: 3, width: 64, height: 64 };
+  const twoSlots = await SdxlPipeline.load(MODEL, cpu, { loraSlots: 2 });
+  const calls: UnetCall[] = [];
+  const together = await twoSlots.generate({
+    ...request,
+    loraPaths: [LORA, trained],
+    panels: [{ ...panel, loraStrength: 0 }, { ...panel, loraSlot: 0, loraStrength: 1 }, { ...panel, loraSlot: 1, loraStrength: 1 }],
+  }, { onUnetCall: (call) => calls.push(call) });
+  await twoSlots.dispose();
+  assert.deepEqual(calls.map((call) => call.stepIndex), [0, 1, 2], 'one UNet run per step');
+  assert.equal(calls[0]!.inputs.sample.length, 3 * 2 * 4 * 8 * 8, 'all three guided panels in that run');
+
+  for (const [index, loraPath] of [[0, null], [1, LORA], [2, trained]] as const) {
+    const alone = await SdxlPipeline.load(MODEL, cpu, { loraPath });
+    const single = await alone.generate({ ...request, panels: [{ ...panel, loraStrength: loraPath === null ? 0 : 1 }] });
+    await alone.dispose();
+    const [a, b] = [together.panels[index]!.rgb, single.panels[0]!.rgb];
+    const difference = a.reduce((max, value, i) => Math.max(max, Math.abs(value - b[i]!)), 0);
+    assert.ok(difference <= 1, `panel ${index + 1} differs from its version alone by ${difference}/255`);
+  }
+  assert.notDeepEqual(together.panels[1]!.rgb, together.panels[2]!.rgb, 'the two versions draw differently');
 });

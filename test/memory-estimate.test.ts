@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { trainableLoraInputs } from '../src/gpu/onnx/lora-graph.js';
+import { loraWeightInputs } from '../src/gpu/onnx/lora-graph.js';
 import { OnnxGraph } from '../src/gpu/onnx/onnx-graph.js';
 import { DataType } from '../src/gpu/onnx/onnx-proto.js';
 import { buildTrainingForward, buildTrainingGraph, TRAINING_INPUTS } from '../src/gpu/onnx/training-graph.js';
@@ -51,7 +51,7 @@ async function graphKeptBytes(batchSize: number, latentSide: number, gradientChe
     [TRAINING_INPUTS.target]: latent,
   };
   for (const target of targets) {
-    const inputs = trainableLoraInputs(target.module);
+    const inputs = loraWeightInputs(target.module);
     shapes[inputs.downT] = [target.inFeatures, RANK];
     shapes[inputs.upT] = [RANK, target.outFeatures];
   }

@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import ort from 'onnxruntime-node';
 import type { LoraModule } from '../src/gpu/lora/lora-types.js';
 import { loraBranchValues } from '../src/gpu/lora/lora-feeds.js';
-import { addLoraBranches, findLoraTargets, LORA_STRENGTH_INPUT, trainableLoraInputs } from '../src/gpu/onnx/lora-graph.js';
+import { addLoraBranches, findLoraTargets, LORA_STRENGTH_INPUT, loraWeightInputs } from '../src/gpu/onnx/lora-graph.js';
 import { buildTrainingForward } from '../src/gpu/onnx/training-graph.js';
 import { DataType, decodeModel, encodeModel, encodeNode, encodeTensor, encodeTensorValueInfo, GraphField } from '../src/gpu/onnx/onnx-proto.js';
 import { decodeMessage, joinChunks, lengthDelimitedField, stringField, varintField } from '../src/gpu/onnx/protobuf.js';
@@ -91,7 +91,7 @@ function withFedLora(bytes: Uint8Array, modules: readonly LoraModule[], rank = R
   const values = loraBranchValues(modules, targets, rank);
   const feeds: Record<string, ort.Tensor> = {};
   for (const target of targets) {
-    const names = trainableLoraInputs(target.module);
+    const names = loraWeightInputs(target.module);
     const { downT, upT } = values.get(target.module)!;
     feeds[names.downT] = new ort.Tensor('float32', downT, [target.inFeatures, rank]);
     feeds[names.upT] = new ort.Tensor('float32', upT, [rank, target.outFeatures]);
@@ -237,7 +237,7 @@ test('a float16 model gets float16 branch inputs and a Cast of the float32 stren
     const x = Float32Array.of(1, 2, 3, -1, 0.5, 0);
     const strength = [0, 0.5];
     const { downT, upT } = loraBranchValues([{ module, rank, inFeatures, outFeatures, down, up, scale }], findLoraTargets(bytes), rank).get(module)!;
-    const names = trainableLoraInputs(module);
+    const names = loraWeightInputs(module);
     const result = await session.run({
       x: new ort.Tensor('float16', toFloat16Array(x), [2, 1, inFeatures]),
       [LORA_STRENGTH_INPUT]: new ort.Tensor('float32', Float32Array.from(strength), [2]),

@@ -101,8 +101,8 @@ export function parseGenerationJob<Extra extends OptionSpec>(
   try {
     validateGenerationRequest(request, {
       multipleOf: folder.vae.scaleFactor,
-      hasLora: values.lora !== undefined,
-      takesLora: values.lora !== undefined,
+      loraSlots: values.lora === undefined ? 0 : 1,
+      fedLoraSlots: values.lora === undefined ? [] : [true],
       hasRefiner: values.refiner !== undefined,
     });
   } catch (error) {

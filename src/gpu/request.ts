@@ -16,6 +16,8 @@ export interface PanelSettings {
   guidanceRescale: number;
   /** How strongly the loaded LoRA applies to this panel; 0 (the default) is the base model. */
   loraStrength?: number;
+  /** Which LoRA slot the strength applies to (see `loraPaths`); 0 by default. */
+  loraSlot?: number;
 }
 
 export interface GenerationRequest {
@@ -27,8 +29,11 @@ export interface GenerationRequest {
   weighting?: WeightingSyntax;
   /** Fraction of the schedule the base runs before the refiner takes over; null (the default) is the base alone. */
   denoisingEnd?: number | null;
-  /** The LoRA file the panels' strengths apply to from this request on; null (the default): the one fed before. */
-  loraPath?: string | null;
+  /**
+   * Per LoRA slot, the file its panels use from this request on; null or absent: the one fed before. One request with
+   * two slots draws panels of two LoRA versions in one UNet batch.
+   */
+  loraPaths?: readonly (string | null)[];
   panels: PanelSettings[];
 }
 
@@ -42,10 +47,10 @@ export interface ValidatedRequest extends Required<GenerationRequest> {
 export interface PipelineCapabilities {
   /** The VAE's scale factor: image sides must be multiples of it. */
   multipleOf: number;
-  /** A LoRA is fed to the UNet's branches now. */
-  hasLora: boolean;
-  /** The UNet has LoRA branches, so a request may bring a LoRA. */
-  takesLora: boolean;
+  /** How many LoRAs the UNet's branches take at once (0: none). */
+  loraSlots: number;
+  /** Per slot, whether a LoRA is fed to it now. */
+  fedLoraSlots: readonly boolean[];
   hasRefiner: boolean;
 }
 
@@ -53,7 +58,7 @@ export function validateSeed(value: unknown, field = 'seed'): number {
   return checkInteger(field, value, 0, MAX_SEED);
 }
 
-const NO_EXTRAS: PipelineCapabilities = { multipleOf: 8, hasLora: false, takesLora: false, hasRefiner: false };
+const NO_EXTRAS: PipelineCapabilities = { multipleOf: 8, loraSlots: 0, fedLoraSlots: [], hasRefiner: false };
 
 export function validateGenerationRequest(request: GenerationRequest, capabilities: PipelineCapabilities = NO_EXTRAS): ValidatedRequest {
   const { multipleOf } = capabilities;
@@ -72,14 +77,17 @@ export function validateGenerationRequest(request: GenerationRequest, capabiliti
     if (typeof denoisingEnd !== 'number' || !(denoisingEnd > 0 && denoisingEnd < 1)) fail('denoisingEnd', denoisingEnd, 'must be a number between 0 and 1');
     if (!capabilities.hasRefiner) fail('denoisingEnd', denoisingEnd, 'needs a refiner model, and none is loaded');
   }
-  const loraPath = request.loraPath ?? null;
-  if (loraPath !== null) {
-    if (typeof loraPath !== 'string' || loraPath === '') fail('loraPath', loraPath, 'must be the path of a LoRA file');
-    if (!capabilities.takesLora) fail('loraPath', loraPath, 'needs a pipeline loaded with LoRA branches');
+  const loraPaths = request.loraPaths ?? [];
+  if (!Array.isArray(loraPaths) || loraPaths.length > capabilities.loraSlots) {
+    fail('loraPaths', loraPaths, `must list at most ${capabilities.loraSlots} LoRA file(s), one per slot this pipeline was loaded with`);
   }
-  const loraStrength = (field: string, value: unknown): number => {
+  loraPaths.forEach((file, slot) => {
+    if (file !== null && (typeof file !== 'string' || file === '')) fail(`loraPaths[${slot}]`, file, 'must be the path of a LoRA file or null');
+  });
+  const loraSlot = (field: string, value: unknown): number => checkInteger(field, value ?? 0, 0, Math.max(0, capabilities.loraSlots - 1));
+  const loraStrength = (field: string, value: unknown, slot: number): number => {
     const strength = checkNumber(field, value ?? 0, -MAX_LORA_STRENGTH, MAX_LORA_STRENGTH);
-    if (strength !== 0 && !capabilities.hasLora && loraPath === null) fail(field, strength, 'needs a LoRA, and none is loaded');
+    if (strength !== 0 && !capabilities.fedLoraSlots[slot] && (loraPaths[slot] ?? null) === null) fail(field, strength, 'needs a LoRA, and none is loaded');
     return strength;
   };
   return {
@@ -89,13 +97,18 @@ export function validateGenerationRequest(request: GenerationRequest, capabiliti
     height: side('height', request.height),
     weighting,
     denoisingEnd,
-    loraPath,
-    panels: request.panels.map((panel, index) => ({
-      prompt: checkText(`${panelLabel(index)}prompt`, panel.prompt, MAX_PROMPT_CHARS),
-      negativePrompt: panel.negativePrompt === null ? null : checkText(`${panelLabel(index)}negativePrompt`, panel.negativePrompt, MAX_PROMPT_CHARS),
-      guidanceScale: checkNumber(`${panelLabel(index)}guidanceScale`, panel.guidanceScale, 0, 100),
-      guidanceRescale: checkNumber(`${panelLabel(index)}guidanceRescale`, panel.guidanceRescale, 0, 1),
-      loraStrength: loraStrength(`${panelLabel(index)}loraStrength`, panel.loraStrength),
-    })),
+    loraPaths: [...loraPaths],
+    panels: request.panels.map((panel, index) => {
+      const label = panelLabel(index);
+      const slot = loraSlot(`${label}loraSlot`, panel.loraSlot);
+      return {
+        prompt: checkText(`${label}prompt`, panel.prompt, MAX_PROMPT_CHARS),
+        negativePrompt: panel.negativePrompt === null ? null : checkText(`${label}negativePrompt`, panel.negativePrompt, MAX_PROMPT_CHARS),
+        guidanceScale: checkNumber(`${label}guidanceScale`, panel.guidanceScale, 0, 100),
+        guidanceRescale: checkNumber(`${label}guidanceRescale`, panel.guidanceRescale, 0, 1),
+        loraSlot: slot,
+        loraStrength: loraStrength(`${label}loraStrength`, panel.loraStrength, slot),
+      };
+    }),
   };
 }

@@ -12,7 +12,7 @@ import { loraBranchValues, type BranchValues } from './lora/lora-feeds.js';
 import { loadLora } from './lora/lora-file.js';
 import type { SkippedLoraKey } from './lora/lora-types.js';
 import { buildLoraUnet, type LoraUnet } from './lora/lora-unet.js';
-import { LORA_STRENGTH_INPUT, trainableLoraInputs } from './onnx/lora-graph.js';
+import { loraStrengthInput, loraWeightInputs } from './onnx/lora-graph.js';
 import { encodeWeightedPrompt, type WeightedEncoding } from './weighted-encoding.js';
 import { concatLastAxis, sdxlEncoderPasses } from './text-encoders.js';
 import type { WeightingSyntax } from './prompt-weighting.js';
@@ -40,10 +40,10 @@ const NEGATIVE_AESTHETIC_SCORE = 2.5;
 export const DEFAULT_LORA_BRANCH_RANK = 4;
 
 export interface PipelineOptions {
-  /** A LoRA for the base UNet; panels choose its strength, and a request may name another (`loraPath`). */
+  /** A LoRA for the base UNet, fed to slot 0; panels choose its strength, and a request may name others (`loraPaths`). */
   loraPath?: string | null;
-  /** Give the UNet LoRA branches even without `loraPath`, for requests that bring their own LoRA. */
-  takesLora?: boolean;
+  /** How many LoRAs one request may use at once (branch slots); default 1 with `loraPath`, else 0 (no branches). */
+  loraSlots?: number;
   /** An SDXL refiner folder, for requests with `denoisingEnd`. */
   refinerDir?: string | null;
 }
@@ -102,6 +102,7 @@ interface UnetRow {
   pooled: Float32Array;
   timeIds: readonly number[];
   loraStrength: number;
+  loraSlot: number;
 }
 
 /** A run of consecutive steps on one UNet with conditioning that stays fixed over them. */
@@ -147,14 +148,18 @@ export class SdxlPipeline {
     private readonly loraUnet: LoraUnet | null,
     /** What loading decided that the user should know, e.g. LoRA keys that were not applied. */
     readonly loadNotices: string[],
-  ) {}
+  ) {
+    this.fedLoras = Array.from({ length: loraUnet?.slots ?? 0 }, () => null);
+  }
 
-  private fedLora: FedLora | null = null;
-  private zeroLoraFeeds: Record<string, ort.Tensor> | null = null;
+  /** Per branch slot, the LoRA fed to it now. */
+  private readonly fedLoras: (FedLora | null)[];
+  private readonly zeroLoraFeeds = new Map<number, Record<string, ort.Tensor>>();
 
-  /** The LoRA the branches are fed now, if any. */
+  /** The LoRA slot 0 is fed now, if any. */
   get lora(): LoraInfo | null {
-    return this.fedLora === null ? null : { path: this.fedLora.path, appliedModules: this.fedLora.appliedModules };
+    const fed = this.fedLoras[0] ?? null;
+    return fed === null ? null : { path: fed.path, appliedModules: fed.appliedModules };
   }
 
   static async load(modelDir: string, device: Device, options: PipelineOptions = {}): Promise<SdxlPipeline> {
@@ -167,10 +172,11 @@ export class SdxlPipeline {
       ClipTokenizer.fromDirectory(paths.tokenizer2),
       EulerDiscreteScheduler.fromDirectory(paths.scheduler),
     ]);
-    let loraUnet = options.loraPath || options.takesLora ? await buildLoraUnet(paths.unet, DEFAULT_LORA_BRANCH_RANK) : null;
+    const slots = options.loraSlots ?? (options.loraPath ? 1 : 0);
+    let loraUnet = slots > 0 ? await buildLoraUnet(paths.unet, DEFAULT_LORA_BRANCH_RANK, slots) : null;
     // A LoRA given at load time always fits: a higher rank than the default gets branches of its rank.
     const initialRank = options.loraPath && loraUnet ? Math.max(0, ...(await loadLora(options.loraPath, loraUnet.targets)).modules.map((module) => module.rank)) : 0;
-    if (loraUnet && initialRank > loraUnet.rank) loraUnet = await buildLoraUnet(paths.unet, initialRank);
+    if (loraUnet && initialRank > loraUnet.rank) loraUnet = await buildLoraUnet(paths.unet, initialRank, slots);
     // One at a time: on a GPU the UNet alone can take most of the memory, and a failure should name its model.
     const textEncoder = await OnnxModel.load('text_encoder', paths.textEncoder, device, clock);
     const textEncoder2 = await OnnxModel.load('text_encoder_2', paths.textEncoder2, device, clock);
@@ -187,18 +193,19 @@ export class SdxlPipeline {
   }
 
   /** Zero weights, for the branches of a pipeline that has been given no LoRA yet (every strength is then 0). */
-  private unfedLora(): Record<string, ort.Tensor> {
+  private unfedLora(slot: number): Record<string, ort.Tensor> {
     const { targets, rank } = this.loraUnet!;
-    this.zeroLoraFeeds ??= this.branchFeeds(loraBranchValues([], targets, rank));
-    return this.zeroLoraFeeds;
+    let feeds = this.zeroLoraFeeds.get(slot);
+    if (feeds === undefined) this.zeroLoraFeeds.set(slot, (feeds = this.branchFeeds(loraBranchValues([], targets, rank), slot)));
+    return feeds;
   }
 
-  /** The branches' values as tensors of the UNet's input types (float16 for an fp16 export). */
-  private branchFeeds(values: ReadonlyMap<string, BranchValues>): Record<string, ort.Tensor> {
+  /** A slot's branch values as tensors of the UNet's input types (float16 for an fp16 export). */
+  private branchFeeds(values: ReadonlyMap<string, BranchValues>, slot: number): Record<string, ort.Tensor> {
     const { targets, rank } = this.loraUnet!;
     const feeds: Record<string, ort.Tensor> = {};
     for (const target of targets) {
-      const names = trainableLoraInputs(target.module);
+      const names = loraWeightInputs(target.module, slot);
       const { downT, upT } = values.get(target.module)!;
       feeds[names.downT] = this.unet.floatInput(names.downT, downT, [target.inFeatures, rank]);
       feeds[names.upT] = this.unet.floatInput(names.upT, upT, [rank, target.outFeatures]);
@@ -210,14 +217,14 @@ export class SdxlPipeline {
    * Feeds the branches this LoRA file's weights from now on: no session is rebuilt, so switching versions costs a
    * file read. Returns what the user should know (modules patched, keys not applied); nothing when it is fed already.
    */
-  async useLora(loraPath: string): Promise<string[]> {
+  async useLora(loraPath: string, slot = 0): Promise<string[]> {
     const { loraUnet } = this;
-    if (loraUnet === null) fail('loraPath', loraPath, 'needs a pipeline loaded with LoRA branches');
+    if (loraUnet === null || slot >= loraUnet.slots) fail('loraPath', loraPath, `needs a pipeline loaded with LoRA branch slot ${slot}`);
     const resolved = path.resolve(loraPath);
-    if (this.fedLora?.path === resolved) return [];
+    if (this.fedLoras[slot]?.path === resolved) return [];
     const lora = await loadLora(resolved, loraUnet.targets);
-    const feeds = this.branchFeeds(loraBranchValues(lora.modules, loraUnet.targets, loraUnet.rank));
-    this.fedLora = { path: resolved, appliedModules: lora.modules.length, feeds };
+    const feeds = this.branchFeeds(loraBranchValues(lora.modules, loraUnet.targets, loraUnet.rank), slot);
+    this.fedLoras[slot] = { path: resolved, appliedModules: lora.modules.length, feeds };
     return describeLora(resolved, lora.modules.length, lora.skipped);
   }
 
@@ -233,7 +240,12 @@ export class SdxlPipeline {
   }
 
   get capabilities(): PipelineCapabilities {
-    return { multipleOf: this.folder.vae.scaleFactor, hasLora: this.fedLora !== null, takesLora: this.loraUnet !== null, hasRefiner: this.refiner !== null };
+    return {
+      multipleOf: this.folder.vae.scaleFactor,
+      loraSlots: this.fedLoras.length,
+      fedLoraSlots: this.fedLoras.map((fed) => fed !== null),
+      hasRefiner: this.refiner !== null,
+    };
   }
 
   async dispose(): Promise<void> {
@@ -250,7 +262,8 @@ export class SdxlPipeline {
     const request = validateGenerationRequest(rawRequest, this.capabilities);
     const { scaleFactor } = this.folder.vae;
     const latentShape = [1, 4, request.height / scaleFactor, request.width / scaleFactor];
-    const notices: string[] = request.loraPath === null ? [] : await this.useLora(request.loraPath);
+    const notices: string[] = [];
+    for (const [slot, loraPath] of request.loraPaths.entries()) if (loraPath !== null) notices.push(...await this.useLora(loraPath, slot));
 
     // 2. Encode every distinct prompt once (panels often share their negative prompt).
     const encodings: Array<{ positive: PromptEncoding; negative: PromptEncoding | null }> = [];
@@ -359,18 +372,17 @@ export class SdxlPipeline {
     // [original size, crop top-left, target size]: diffusers' defaults for an uncropped image of the asked size.
     const timeIds = [height, width, 0, 0, height, width];
     const sequenceLength = this.tokenizers[0].maxLength;
-    const row = (encoding: PromptEncoding, zeroed: boolean, loraStrength: number): UnetRow => {
+    const row = (encoding: PromptEncoding, zeroed: boolean, panel: ValidatedPanel): UnetRow => {
       const embeds = concatLastAxis(encoding.hidden, sequenceLength);
+      const lora = { loraStrength: panel.loraStrength, loraSlot: panel.loraSlot };
       return zeroed
-        ? { embeds: embeds.fill(0), pooled: new Float32Array(encoding.pooled.length), timeIds, loraStrength }
-        : { embeds, pooled: encoding.pooled, timeIds, loraStrength };
+        ? { embeds: embeds.fill(0), pooled: new Float32Array(encoding.pooled.length), timeIds, ...lora }
+        : { embeds, pooled: encoding.pooled, timeIds, ...lora };
     };
     const rows = panels.flatMap((panel, p) => {
       const { positive, negative } = encodings[p]!;
       const zeroNegative = panel.negativePrompt === null && this.folder.forceZerosForEmptyPrompt;
-      return negative
-        ? [row(negative, zeroNegative, panel.loraStrength), row(positive, false, panel.loraStrength)]
-        : [row(positive, false, panel.loraStrength)];
+      return negative ? [row(negative, zeroNegative, panel), row(positive, false, panel)] : [row(positive, false, panel)];
     });
     return this.stage('base', this.unet, rows, panels, 0, endStep);
   }
@@ -394,6 +406,7 @@ export class SdxlPipeline {
         pooled: zeroed ? new Float32Array(encoding.pooled.length) : encoding.pooled,
         timeIds: timeIds(aestheticScore),
         loraStrength: 0,
+        loraSlot: 0,
       };
     };
     const rows = panels.flatMap((panel, p) => {
@@ -427,9 +440,13 @@ export class SdxlPipeline {
       text_embeds: unet.floatInput('text_embeds', textEmbeds, [batchSize, pooledSize]),
       time_ids: unet.floatInput('time_ids', timeIds, [batchSize, timeIdCount]),
     };
-    if (unet.hasInput(LORA_STRENGTH_INPUT)) {
-      fixedInputs[LORA_STRENGTH_INPUT] = unet.floatInput(LORA_STRENGTH_INPUT, Float32Array.from(rows, (row) => row.loraStrength), [batchSize]);
-      Object.assign(fixedInputs, this.fedLora?.feeds ?? this.unfedLora());
+    // The refiner has no LoRA branches; the base UNet's every slot takes weights and a strength per row.
+    if (unet === this.unet) {
+      this.fedLoras.forEach((fed, slot) => {
+        const name = loraStrengthInput(slot);
+        fixedInputs[name] = unet.floatInput(name, Float32Array.from(rows, (row) => (row.loraSlot === slot ? row.loraStrength : 0)), [batchSize]);
+        Object.assign(fixedInputs, fed?.feeds ?? this.unfedLora(slot));
+      });
     }
     return {
       model, unet, firstStep, endStep, batchSize, fixedInputs,

@@ -24,6 +24,8 @@ import { runTrainingJob } from './training-job.js';
 // thread, so this event loop stays free for BullMQ's lock renewals and the cancel channel.
 
 export const PROGRESS_INTERVAL_MS = 500;
+/** LoRA versions one batch may hold: a validation triptych or a judging pair puts the served one beside a candidate. */
+const WORKER_LORA_SLOTS = 2;
 export const DEFAULT_LOCK_DURATION_MS = 30_000;
 export const DEFAULT_STALLED_INTERVAL_MS = 30_000;
 export const DEFAULT_SHUTDOWN_GRACE_MS = 60_000;
@@ -102,7 +104,7 @@ export class GpuWorker {
 
   /** The UNet always gets LoRA branches: any job may name any version, whose weights are fed without a rebuild. */
   private static loadGenerator(options: GpuWorkerOptions): Promise<ImageGenerator> {
-    return ImageGenerator.start(options.modelDir, options.device, { loraPath: options.loraPath, takesLora: true });
+    return ImageGenerator.start(options.modelDir, options.device, { loraPath: options.loraPath, loraSlots: WORKER_LORA_SLOTS });
   }
 
   private async listen(): Promise<void> {
@@ -150,7 +152,7 @@ export class GpuWorker {
     if (typeof userId === 'string') await commands.srem(this.keys.waitingJobsOf(userId), jobId);
     if (await isCancelRequested(commands, this.keys, jobId)) throw new UnrecoverableError(CANCELLED);
     const plan = planGeneration(job.name, job.data);
-    if (plan.lora !== null) plan.request.loraPath = await this.loraFile(plan.lora.version);
+    if (plan.lora !== null) plan.request.loraPaths = [await this.loraFile(plan.lora.version)];
     this.log(`job ${jobId} (${job.name}) started, attempt ${job.attemptsMade + 1}`);
 
     let output;

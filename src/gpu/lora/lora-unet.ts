@@ -13,11 +13,14 @@ export interface LoraUnet {
   source: ModelSource;
   targets: LoraTarget[];
   rank: number;
+  /** How many LoRAs the branches take at once (see LoraBranchSpec). */
+  slots: number;
 }
 
 export interface RewriteRequest {
   unetPath: string;
   rank: number;
+  slots: number;
 }
 
 export interface RewriteResult {
@@ -26,18 +29,18 @@ export interface RewriteResult {
 }
 
 /** The rewrite itself; buildLoraUnet runs it in its own thread (lora-unet-thread.ts). */
-export async function rewriteUnetWithLora({ unetPath, rank }: RewriteRequest): Promise<RewriteResult> {
+export async function rewriteUnetWithLora({ unetPath, rank, slots }: RewriteRequest): Promise<RewriteResult> {
   const graph = new Uint8Array(await readFile(unetPath));
   const targets = findLoraTargets(graph);
-  return { bytes: addLoraBranches(graph, { purpose: 'inference', rank, modules: targets.map((target) => target.module) }), targets };
+  return { bytes: addLoraBranches(graph, { purpose: 'inference', rank, slots, modules: targets.map((target) => target.module) }), targets };
 }
 
 /**
  * Rewrites in a short-lived thread: decoding a real UNet graph leaves tens of MB of garbage, which a long-lived
  * heap would keep as resident memory; a thread's heap is returned whole when it ends.
  */
-export async function buildLoraUnet(unetPath: string, rank: number): Promise<LoraUnet> {
-  const request: RewriteRequest = { unetPath, rank };
+export async function buildLoraUnet(unetPath: string, rank: number, slots: number): Promise<LoraUnet> {
+  const request: RewriteRequest = { unetPath, rank, slots };
   const result = await new Promise<RewriteResult>((resolve, reject) => {
     const thread = new Worker(new URL('./lora-unet-thread.js', import.meta.url), { workerData: request });
     thread.once('message', (message: { result: RewriteResult } | { error: { name: string; message: string } }) => {
@@ -52,5 +55,5 @@ export async function buildLoraUnet(unetPath: string, rank: number): Promise<Lor
     thread.once('error', reject);
     thread.once('exit', (code) => reject(new Error(`the LoRA rewrite thread exited with code ${code}`)));
   });
-  return { source: { bytes: result.bytes, externalDataDir: path.dirname(unetPath) }, targets: result.targets, rank };
+  return { source: { bytes: result.bytes, externalDataDir: path.dirname(unetPath) }, targets: result.targets, rank, slots };
 }

@@ -25,14 +25,21 @@ import { lengthDelimitedField, type Chunks, type ProtoField } from './protobuf.j
 // entry, so one session serves panels without LoRA (0) and with it (s) in the same batch, and any LoRA version fed.
 // Only the small graph file is rewritten; weights kept in external data stay there.
 
-/** The float32 input [batch] the rewritten graph adds: the LoRA strength of each batch entry. */
+/** The float32 input [batch] the rewritten graph adds: the LoRA strength of each batch entry (of slot 0). */
 export const LORA_STRENGTH_INPUT = 'lora_strength';
+
+/** The strength input of a slot: each batch entry's strength of the LoRA fed to that slot. */
+export function loraStrengthInput(slot: number): string {
+  return slot === 0 ? LORA_STRENGTH_INPUT : `${LORA_STRENGTH_INPUT}_${slot}`;
+}
 
 export class LoraGraphError extends Error {
   override name = 'LoraGraphError';
 }
 
 const PREFIX = 'lora';
+/** Enough for a validation triptych: base, the served version and a candidate in one batch. */
+export const MAX_LORA_SLOTS = 4;
 const STRENGTH_SHAPE = `${PREFIX}/strength/shape`;
 const STRENGTH_PER_SAMPLE = `${PREFIX}/strength/per_sample`;
 
@@ -105,19 +112,22 @@ export function findLoraTargets(modelBytes: Uint8Array): LoraTarget[] {
 
 /**
  * What the branches are for. Both take their weights as graph inputs `down_t` [in, rank] and `up_t` [rank, out] per
- * module (see `trainableLoraInputs`), fed anew each run, so one session serves any LoRA of that rank or lower:
+ * module (see `loraWeightInputs`), fed anew each run, so one session serves any LoRA of that rank or lower:
  * inference feeds a version's weights (in the UNet's own float type) and swaps versions without a rebuild; training
- * feeds the weights it is learning, and needs float32.
+ * feeds the weights it is learning, and needs float32. Each of `slots` (default 1) is a branch of its own with its
+ * own weights and strengths, so one batch can hold panels of different LoRA versions.
  */
 export interface LoraBranchSpec {
   purpose: 'inference' | 'training';
   rank: number;
   modules: readonly string[];
+  slots?: number;
 }
 
-/** The graph inputs that hold a module's Aᵀ and (scaled) Bᵀ. */
-export function trainableLoraInputs(module: string): { downT: string; upT: string } {
-  return { downT: `${PREFIX}/${module}/down_t`, upT: `${PREFIX}/${module}/up_t` };
+/** The graph inputs that hold a module's Aᵀ and (scaled) Bᵀ in a slot. */
+export function loraWeightInputs(module: string, slot = 0): { downT: string; upT: string } {
+  const scope = slot === 0 ? `${PREFIX}/${module}` : `${PREFIX}/slot${slot}/${module}`;
+  return { downT: `${scope}/down_t`, upT: `${scope}/up_t` };
 }
 
 function checkTarget(spec: LoraBranchSpec, module: string, target: GraphTarget | undefined): GraphTarget {
@@ -141,6 +151,8 @@ export function addLoraBranches(modelBytes: Uint8Array, spec: LoraBranchSpec): U
   const { targets, names, inputNames } = indexGraph(model.graph);
   if (inputNames.has(LORA_STRENGTH_INPUT)) throw new LoraGraphError(`the model already has an input named ${LORA_STRENGTH_INPUT}: its LoRA branches were added before`);
   if (!Number.isInteger(spec.rank) || spec.rank < 1) throw new LoraGraphError(`LoRA rank ${spec.rank} must be a positive integer`);
+  const slots = spec.slots ?? 1;
+  if (!Number.isInteger(slots) || slots < 1 || slots > MAX_LORA_SLOTS) throw new LoraGraphError(`LoRA slots ${slots} must be an integer from 1 to ${MAX_LORA_SLOTS}`);
 
   const initializers: Chunks[] = [];
   const weightInputs: Chunks[] = [];
@@ -151,26 +163,29 @@ export function addLoraBranches(modelBytes: Uint8Array, spec: LoraBranchSpec): U
     byField.set(target.fieldIndex, { module, target });
   }
 
-  const newNames: string[] = [LORA_STRENGTH_INPUT];
+  const strengthInputs = Array.from({ length: slots }, (_, slot) => loraStrengthInput(slot));
+  const newNames: string[] = [...strengthInputs];
   const claim = (name: string): string => {
     newNames.push(name);
     return name;
   };
   const preludeNodes: NodeSpec[] = [];
   // Attention projections see x as [batch, tokens, features]: strength [batch] broadcasts once reshaped to [batch, 1, 1].
-  const strengthByDataType = new Map<number, string>();
-  const strengthFor = (dataType: number): string => {
-    if (strengthByDataType.size === 0) {
-      initializers.push(encodeTensor(claim(STRENGTH_SHAPE), DataType.int64, [3], tensorRawData(DataType.int64, [-1, 1, 1])));
-      preludeNodes.push({ name: claim(`${PREFIX}/strength/reshape`), opType: 'Reshape', input: [LORA_STRENGTH_INPUT, STRENGTH_SHAPE], output: [claim(STRENGTH_PER_SAMPLE)] });
-      strengthByDataType.set(DataType.float, STRENGTH_PER_SAMPLE);
+  const strengths = new Map<string, string>();
+  const strengthFor = (slot: number, dataType: number): string => {
+    const perSample = `${STRENGTH_PER_SAMPLE}${slot === 0 ? '' : `_${slot}`}`;
+    if (strengths.size === 0) initializers.push(encodeTensor(claim(STRENGTH_SHAPE), DataType.int64, [3], tensorRawData(DataType.int64, [-1, 1, 1])));
+    if (!strengths.has(`${slot}|${DataType.float}`)) {
+      preludeNodes.push({ name: claim(`${perSample}/reshape`), opType: 'Reshape', input: [strengthInputs[slot]!, STRENGTH_SHAPE], output: [claim(perSample)] });
+      strengths.set(`${slot}|${DataType.float}`, perSample);
     }
-    const known = strengthByDataType.get(dataType);
+    const key = `${slot}|${dataType}`;
+    const known = strengths.get(key);
     if (known !== undefined) return known;
     const typeName = dataTypeName(dataType);
-    const cast = claim(`${STRENGTH_PER_SAMPLE}_${typeName}`);
-    preludeNodes.push({ name: claim(`${PREFIX}/strength/cast_${typeName}`), opType: 'Cast', input: [STRENGTH_PER_SAMPLE], output: [cast], attributes: { to: { kind: 'int', value: dataType } } });
-    strengthByDataType.set(dataType, cast);
+    const cast = claim(`${perSample}_${typeName}`);
+    preludeNodes.push({ name: claim(`${perSample}/cast_${typeName}`), opType: 'Cast', input: [perSample], output: [cast], attributes: { to: { kind: 'int', value: dataType } } });
+    strengths.set(key, cast);
     return cast;
   };
 
@@ -181,21 +196,26 @@ export function addLoraBranches(modelBytes: Uint8Array, spec: LoraBranchSpec): U
     const x = target.node.input[0]!;
     const output = target.node.output[0]!;
     const base = claim(`${prefix}/base`);
-    const { downT, upT } = trainableLoraInputs(branch.module);
-    weightInputs.push(lengthDelimitedField(GraphField.input, encodeTensorValueInfo(claim(downT), target.weightDataType, [target.inFeatures, spec.rank])));
-    weightInputs.push(lengthDelimitedField(GraphField.input, encodeTensorValueInfo(claim(upT), target.weightDataType, [spec.rank, target.outFeatures])));
-    const strength = strengthFor(target.weightDataType);
-    const down = claim(`${prefix}/down_out`);
-    const scaled = claim(`${prefix}/down_out_strength`);
-    const delta = claim(`${prefix}/delta`);
-    const nodes: NodeSpec[] = [
-      { name: claim(`${prefix}/down`), opType: 'MatMul', input: [x, downT], output: [down] },
-      // Strength on the rank-r intermediate: the narrowest tensor of the branch.
-      { name: claim(`${prefix}/strength`), opType: 'Mul', input: [down, strength], output: [scaled] },
-      { name: claim(`${prefix}/up`), opType: 'MatMul', input: [scaled, upT], output: [delta] },
-      // The sum takes over the projection's output name, so its consumers and any graph output need no rewiring.
-      { name: claim(`${prefix}/add`), opType: 'Add', input: [base, delta], output: [output] },
-    ];
+    const nodes: NodeSpec[] = [];
+    const deltas: string[] = [];
+    for (let slot = 0; slot < slots; slot++) {
+      const { downT, upT } = loraWeightInputs(branch.module, slot);
+      const scope = downT.slice(0, -'/down_t'.length);
+      weightInputs.push(lengthDelimitedField(GraphField.input, encodeTensorValueInfo(claim(downT), target.weightDataType, [target.inFeatures, spec.rank])));
+      weightInputs.push(lengthDelimitedField(GraphField.input, encodeTensorValueInfo(claim(upT), target.weightDataType, [spec.rank, target.outFeatures])));
+      const down = claim(`${scope}/down_out`);
+      const scaled = claim(`${scope}/down_out_strength`);
+      const delta = claim(`${scope}/delta`);
+      nodes.push(
+        { name: claim(`${scope}/down`), opType: 'MatMul', input: [x, downT], output: [down] },
+        // Strength on the rank-r intermediate: the narrowest tensor of the branch.
+        { name: claim(`${scope}/strength`), opType: 'Mul', input: [down, strengthFor(slot, target.weightDataType)], output: [scaled] },
+        { name: claim(`${scope}/up`), opType: 'MatMul', input: [scaled, upT], output: [delta] },
+      );
+      deltas.push(delta);
+    }
+    // The sum takes over the projection's output name, so its consumers and any graph output need no rewiring.
+    nodes.push({ name: claim(`${prefix}/add`), opType: slots === 1 ? 'Add' : 'Sum', input: [base, ...deltas], output: [output] });
     branchByField.set(fieldIndex, [
       ...lengthDelimitedField(GraphField.node, renameNodeValues(model.graph[fieldIndex]!.payload, 'output', [base])),
       ...nodes.flatMap((node) => lengthDelimitedField(GraphField.node, encodeNode(node))),
@@ -209,7 +229,7 @@ export function addLoraBranches(modelBytes: Uint8Array, spec: LoraBranchSpec): U
   }
 
   const newInputs = [
-    ...lengthDelimitedField(GraphField.input, encodeTensorValueInfo(LORA_STRENGTH_INPUT, DataType.float, ['batch_size'])),
+    ...strengthInputs.flatMap((name) => lengthDelimitedField(GraphField.input, encodeTensorValueInfo(name, DataType.float, ['batch_size']))),
     ...weightInputs.flat(),
   ];
   const newInitializers = initializers.flatMap((tensor) => lengthDelimitedField(GraphField.initializer, tensor));

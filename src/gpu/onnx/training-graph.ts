@@ -1,6 +1,6 @@
 import { addBackwardPass, type ValueFacts } from './backward-graph.js';
 import { attr, GraphBuilder, rewriteModel } from './graph-builder.js';
-import { addLoraBranches, LORA_STRENGTH_INPUT, trainableLoraInputs } from './lora-graph.js';
+import { addLoraBranches, LORA_STRENGTH_INPUT, loraWeightInputs } from './lora-graph.js';
 import { OnnxGraph, OnnxGraphError, type GraphNode } from './onnx-graph.js';
 import { DataType, GraphField, readValueInfoName, renameNodeValues } from './onnx-proto.js';
 import { lengthDelimitedField, type Chunks } from './protobuf.js';
@@ -151,7 +151,7 @@ export function buildTrainingGraph(forwardBytes: Uint8Array, facts: ValueFacts, 
   // d mean((p − t)²) / dp = 2(p − t) / N
   const seed = builder.op('Mul', [DIFFERENCE, builder.scalar(2 / count)]);
   const wrt = modules.flatMap((module) => {
-    const { downT, upT } = trainableLoraInputs(module);
+    const { downT, upT } = loraWeightInputs(module);
     return [downT, upT];
   });
   const gradients = addBackwardPass(graph, builder, facts, {
@@ -160,7 +160,7 @@ export function buildTrainingGraph(forwardBytes: Uint8Array, facts: ValueFacts, 
     ...(options.gradientCheckpointing ? { segmentOf: unetSegment } : {}),
   });
   for (const module of modules) {
-    const inputs = trainableLoraInputs(module);
+    const inputs = loraWeightInputs(module);
     const outputs = loraGradientOutputs(module);
     for (const part of ['downT', 'upT'] as const) {
       builder.op('Identity', [gradients.get(inputs[part])!], undefined, builder.claim(outputs[part]));

@@ -1,7 +1,7 @@
 import ort from 'onnxruntime-node';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { findLoraTargets, trainableLoraInputs } from '../onnx/lora-graph.js';
+import { findLoraTargets, loraWeightInputs } from '../onnx/lora-graph.js';
 import { buildTrainingForward, buildTrainingGraph, loraGradientOutputs, TRAINING_INPUTS, TRAINING_OUTPUTS } from '../onnx/training-graph.js';
 import type { LoraTarget } from '../lora/lora-types.js';
 import { OnnxModel, type RunClock } from '../onnx-session.js';
@@ -95,7 +95,7 @@ export class UnetTrainingStep {
       [TRAINING_INPUTS.target]: tensor(batch.target, latentDims),
     };
     parameters.modules.forEach((module) => {
-      const inputs = trainableLoraInputs(module.module);
+      const inputs = loraWeightInputs(module.module);
       feeds[inputs.downT] = tensor(transposed(module.down, module.rank, module.inFeatures), [module.inFeatures, module.rank]);
       feeds[inputs.upT] = tensor(transposed(module.up, module.outFeatures, module.rank), [module.rank, module.outFeatures]);
     });
@@ -132,7 +132,7 @@ function inputShapes(targets: readonly LoraTarget[], rank: number, shape: Traini
     [TRAINING_INPUTS.target]: [batchSize, ...latent],
   };
   for (const target of targets) {
-    const inputs = trainableLoraInputs(target.module);
+    const inputs = loraWeightInputs(target.module);
     shapes[inputs.downT] = [target.inFeatures, rank];
     shapes[inputs.upT] = [rank, target.outFeatures];
   }
