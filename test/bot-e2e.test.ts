@@ -321,9 +321,12 @@ test('a running training: a second /train gets its progress, ❌ stops it within
   const started = await stack.sandbox.command({ user: 'grace', command: 'train', options: { steps: 5000, seed: 1 } });
   const running = await stack.waitForMessages((messages) => {
     const answer = answerTo(messages, started.interactionId);
-    return answer?.content.includes('🧪 Training') ? answer : null;
+    return answer && /step [1-9]\d*\/5000/.test(answer.content) ? answer : null;
   }, 'the training under way', { timeoutMs: 60_000 });
-  assert.match(running.content, /step \d+\/5000 · loss \d+\.\d{4}/);
+  assert.match(running.content, /🧪 Training · .* step \d+\/5000 · loss \d+\.\d{4}/);
+  // The contact sheet, attached before the first step, stays on the message as it is edited.
+  const sheet = await stack.sandbox.download(attachment(running, 'contact-sheet.png').url);
+  assert.equal(sheet.subarray(1, 4).toString('latin1'), 'PNG');
 
   const second = await stack.sandbox.command({ user: 'grace', command: 'train', options: { steps: 3 } });
   assert.match(await ephemeralReplyTo('grace', second.interactionId), /A training is already under way: step \d+\/5000, loss \d+\.\d{4}, about .* left \(job `[0-9a-f-]+`\)/);

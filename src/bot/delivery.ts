@@ -57,6 +57,8 @@ export class Delivery {
   /** Jobs whose result this process is sending now: a second event for one of them waits for the next reconcile. */
   private readonly delivering = new Set<string>();
   private readonly failedAttempts = new Map<string, number>();
+  /** A training's contact sheet, until an edit of its message has carried it. */
+  private readonly contactSheets = new Map<string, OutgoingFile>();
 
   constructor(private readonly options: DeliveryOptions) {
     this.now = options.now ?? Date.now;
@@ -168,7 +170,14 @@ export class Delivery {
   private async progressed(jobId: string, progress: JobProgress): Promise<void> {
     const job = this.openJob(jobId);
     if (job === null || typeof progress !== 'object' || progress === null) return;
-    await this.options.messages.show(job, () => progressView(job, progress));
+    if (progress.contactSheet !== undefined && !this.contactSheets.has(jobId)) {
+      const png = await this.options.results.get(progress.contactSheet);
+      if (png !== null) this.contactSheets.set(jobId, { name: CONTACT_SHEET_FILE, data: png });
+    }
+    // Attached until one edit carries it: later edits leave a message's attachments as they are.
+    const sheet = this.contactSheets.get(jobId);
+    const shown = await this.options.messages.show(job, () => progressView(job, progress), { files: sheet ? [sheet] : [] });
+    if (shown !== null && sheet !== undefined) this.contactSheets.delete(jobId);
   }
 
   private async removed(jobId: string): Promise<void> {
@@ -320,6 +329,7 @@ function provenanceOf(job: JobRecord, result: GenerationJobResult, panelIndex: n
  * allow (a panel over them is left out, not shrunk: the archive keeps it either way).
  */
 const LOSS_CURVE_FILE = 'loss-curve.png';
+const CONTACT_SHEET_FILE = 'contact-sheet.png';
 
 export function attachmentsFor(panels: Buffer[], composite: Buffer | null): OutgoingFile[] {
   const candidates: OutgoingFile[] = [

@@ -137,9 +137,12 @@ export function queuedView(job: JobRecord, standing: JobStanding | null): Messag
 
 export function progressView(job: JobRecord, progress: JobProgress): MessageView {
   const verb = job.kind === 'train' ? '🧪 Training' : '🎨 Generating';
-  const content = `${verb} · ${progressBar(progress.step, progress.totalSteps)} step ${progress.step}/${progress.totalSteps}`
-    + (progress.loss === undefined ? '' : ` · loss ${progress.loss.toFixed(4)}`)
-    + (progress.step < progress.totalSteps ? ` · about ${formatDuration(progress.etaMs)} left` : ' · finishing');
+  // A training reports step 0 (with its contact sheet) before the models of its first step are ready.
+  const content = progress.step === 0
+    ? `${verb} · preparing the first step (${progress.totalSteps} to go)`
+    : `${verb} · ${progressBar(progress.step, progress.totalSteps)} step ${progress.step}/${progress.totalSteps}`
+      + (progress.loss === undefined ? '' : ` · loss ${progress.loss.toFixed(4)}`)
+      + (progress.step < progress.totalSteps ? ` · about ${formatDuration(progress.etaMs)} left` : ' · finishing');
   return { content, embeds: [embedFor(job)], components: [cancelRow(job)], mentionUserIds: [] };
 }
 

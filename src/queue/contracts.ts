@@ -134,6 +134,8 @@ export interface JobProgress {
   etaMs: number;
   /** Training reports its last loss. */
   loss?: number;
+  /** Training reports, before its first step, thumbnails of what it trains on (in the results store). */
+  contactSheet?: StoredImage;
 }
 
 export interface JobContracts {

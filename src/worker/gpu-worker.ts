@@ -15,6 +15,7 @@ import { QueueKeys } from '../queue/keys.js';
 import { ResultsStore } from '../queue/results-store.js';
 import { TrainingTransfer } from '../queue/training-transfer.js';
 import { planGeneration, storeImages } from './generation-job.js';
+import { contactSheetPng } from './contact-sheet.js';
 import { lossCurvePng } from './loss-curve.js';
 import { LoraVersionError, LoraVersions } from './lora-versions.js';
 import { runTrainingJob } from './training-job.js';
@@ -227,6 +228,11 @@ export class GpuWorker {
         gradientCheckpointing: options.gradientCheckpointing ?? false,
         signal: signal ?? new AbortController().signal,
         onProgress: throttledProgress(job, PROGRESS_INTERVAL_MS),
+        onImages: async (files) => {
+          const sheet = await contactSheetPng(files);
+          const contactSheet = await this.results.put(job.id!, 'contact-sheet', sheet.png, sheet);
+          await job.updateProgress({ step: 0, totalSteps: data.steps, etaMs: 0, contactSheet } satisfies JobProgress);
+        },
         log: (line) => this.log(`trainer: ${line}`),
       });
       const curve = await lossCurvePng(outcome.losses);

@@ -24,6 +24,8 @@ export interface TrainingJobEnvironment {
   gradientCheckpointing: boolean;
   signal: AbortSignal;
   onProgress: (progress: JobProgress) => void;
+  /** The snapshot's images are here, in training order, before training starts. */
+  onImages: (files: readonly string[]) => Promise<void>;
   log: (line: string) => void;
 }
 
@@ -41,6 +43,7 @@ export async function runTrainingJob(data: TrainJobData, environment: TrainingJo
     const dataDir = path.join(workDir, 'images');
     mkdirSync(dataDir);
     const images = await transfer.fetchImages(data.snapshot.images, dataDir);
+    await environment.onImages(images);
 
     // 2. The LoRA to continue from.
     const initLora = data.baseVersion === null ? null : await environment.loraVersions.resolve(data.baseVersion);
