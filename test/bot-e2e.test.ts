@@ -281,6 +281,16 @@ test('/train: a member without Manage Server is refused by the bot itself; an ad
     assert.match((trained.embeds[0]!['image'] as { url: string }).url, /loss-curve\.png$/);
     const description = String(trained.embeds[0]?.['description']);
     assert.match(description, /the \d+ image\(s\) of the training set as it was at \/train, 3 steps, seed 4, starting from tiny_sdxl_lora_kohya/);
+    // The candidate's validation: a triptych per validation prompt in the channel, base · served · candidate.
+    const validations = await stack.waitForMessages((messages) => {
+      const found = messages.filter((message) => message.content.includes('Validation of `wrong-v1`') && message.attachments.length === 4);
+      return found.length === 3 ? found : null;
+    }, 'three validation triptychs', { timeoutMs: 120_000 });
+    for (const message of validations) {
+      assert.deepEqual(message.attachments.map((file) => file.filename), ['triptych.png', 'panel-1.png', 'panel-2.png', 'panel-3.png']);
+      assert.match(field(message, 'LoRA'), /^tiny_sdxl_lora_kohya ×[\d.]+ vs wrong-v1 ×[\d.]+$/);
+      assert.deepEqual(buttons(message).map((button) => button.label), ['Panel 1 is wrong', 'Panel 2 is wrong', 'Panel 3 is wrong']);
+    }
     const candidate = await redis.getBuffer(`${stack.prefix}:wrongbot:lora:wrong-v1`);
     assert.ok(candidate !== null, 'the candidate\'s file is in Redis for every worker');
     candidateFile = path.join(stack.dataDir, 'wrong-v1.safetensors');

@@ -402,6 +402,25 @@ test('a database at an older schema is upgraded with its rows kept', (t) => {
   assert.equal(store.guilds.set('guild-1', { steps: 40 }, 'admin-1').steps, 40, 'the guild defaults step ran');
 });
 
+test('the rebuild of the jobs table for validate jobs keeps every job and the panels and snapshots that refer to them', (t) => {
+  const h = harness(t);
+  const beforeRebuild = MIGRATIONS.length - 1;
+  const old = new Database(path.join(h.dataDir, DATABASE_FILE_NAME));
+  old.pragma('foreign_keys = ON');
+  migrate(old, MIGRATIONS.slice(0, beforeRebuild));
+  const job = new SqliteJobRecords(old, () => START_MS).insert(newJob());
+  old.prepare('INSERT INTO kept_panels (job_id, panel_index, message_id, sha256, bytes, provenance, kept_until) VALUES (?, 0, NULL, ?, 1, ?, ?)')
+    .run(job.jobId, 'a'.repeat(64), '{}', START_MS + DAY_MS);
+  assert.throws(() => new SqliteJobRecords(old, () => START_MS).insert(newJob({ kind: 'validate' })), /CHECK constraint/);
+  old.close();
+
+  const store = h.open();
+  assert.deepEqual(store.jobs.get(job.jobId), job);
+  assert.equal(store.jobs.insert(newJob({ kind: 'validate' })).kind, 'validate');
+  // migrate() checks every foreign key once the steps are in: the kept panel still refers to a job that exists.
+  assert.ok(store.trainings.validationPrompts().length >= 3, 'the default validation prompts');
+});
+
 test('a database from a newer wrongbot is refused with a clear error and left unchanged', (t) => {
   const h = harness(t);
   const file = path.join(h.dataDir, DATABASE_FILE_NAME);

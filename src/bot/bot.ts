@@ -18,6 +18,7 @@ import { handleInteraction } from './interactions.js';
 import { JobMessages } from './job-messages.js';
 import { JobSubmitter } from './job-submitter.js';
 import { listenForVotes } from './reactions.js';
+import { queueValidation } from './validation.js';
 
 // The bot process: Discord on one side, the job queue on the other, the database in between. It never loads a model:
 // images arrive as PNG bytes through Redis.
@@ -75,12 +76,15 @@ export async function startBot(config: BotConfig, redisUrl: string, log: (line: 
     const readyClient = client as Client<true>;
     const applicationId = readyClient.application.id;
     const messages = new JobMessages(client.rest, applicationId, log);
+    // The delivery queues a candidate's validation through the context, which needs the delivery first.
+    let context: BotContext | null = null;
     delivery = new Delivery({
       store, producer, messages, log,
       results: new ResultsStore(commands, producer.keys),
       imageRetentionMs: config.imageRetentionDays * DAY_MS,
+      onTrained: (training, candidate) => queueValidation(context!, training, candidate),
     });
-    const context: BotContext = {
+    context = {
       config, store, producer, delivery, log,
       submitter: new JobSubmitter(store, producer, new TrainingTransfer(commands, producer.keys, config.trainingTransfer), delivery, log),
       curation: new Curation(store, config.votesToCurate, log),

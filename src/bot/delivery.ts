@@ -35,6 +35,8 @@ export interface DeliveryOptions {
   /** How long delivered panels are kept on disk for late votes. */
   imageRetentionMs: number;
   log: (line: string) => void;
+  /** A training's candidate has been shown: what comes next (its validation images). */
+  onTrained?: (training: JobRecord, candidate: string) => Promise<void>;
   now?: () => number;
 }
 
@@ -232,7 +234,9 @@ export class Delivery {
       const curve = result.lossCurve === null ? null : await this.options.results.get(result.lossCurve);
       const files = curve === null ? [] : [{ name: LOSS_CURVE_FILE, data: curve }];
       const shown = await this.options.messages.show(job, (inChannel) => trainedView(job, result, curve === null ? null : { filename: LOSS_CURVE_FILE }, inChannel), { final: true, files });
-      if (shown) this.options.store.jobs.finish(job.jobId, 'delivered');
+      if (shown && this.options.store.jobs.finish(job.jobId, 'delivered')) {
+        await this.options.onTrained?.(job, result.version).catch((error: Error) => this.options.log(`job ${job.jobId}: could not queue the validation: ${error.message}`));
+      }
       return;
     }
     const result = bullJob.returnvalue as GenerationJobResult;
@@ -313,7 +317,8 @@ function provenanceOf(job: JobRecord, result: GenerationJobResult, panelIndex: n
     width: panel.image.width,
     height: panel.image.height,
     model: result.model,
-    loraVersion: panel.loraStrength !== 0 && result.lora ? result.lora.version : null,
+    // Results of workers from before per-panel versions name the job's one LoRA.
+    loraVersion: panel.loraVersion !== undefined ? panel.loraVersion : panel.loraStrength !== 0 && result.lora ? result.lora.version : null,
     loraStrength: panel.loraStrength,
     requesterId: job.userId,
     guildId: job.guildId,

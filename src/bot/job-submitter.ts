@@ -72,7 +72,26 @@ export class JobSubmitter {
     for (const settings of images) {
       const request = { settings: { ...settings, seed: randomSeed() }, synthetic: true };
       const record = this.record({ ...origin, channelId: null, interactionToken: null }, 'imagine', request);
-      await this.enqueueing(record, () => this.producer.submitSynthetic({ ...this.envelope(record), settings: request.settings }, record.jobId));
+      await this.enqueueing(record, () => this.producer.submitBackground('imagine', { ...this.envelope(record), settings: request.settings }, record.jobId));
+      records.push(record);
+    }
+    return records;
+  }
+
+  /**
+   * Draws a new candidate beside the served version and the base, one job per validation prompt, posted in the channel
+   * the training was asked for in.
+   */
+  async submitValidation(training: JobRecord, settings: readonly LoraImageSettings[], versions: readonly LoraChoice[]): Promise<JobRecord[]> {
+    const origin: JobOrigin = {
+      userId: training.userId, userName: training.userName, guildId: training.guildId, channelId: training.channelId,
+      applicationId: training.applicationId, interactionToken: null, interactionCreatedAt: this.now(),
+    };
+    const records: JobRecord[] = [];
+    for (const one of settings) {
+      const request = { settings: one, versions: [...versions] };
+      const record = this.record(origin, 'validate', request);
+      await this.enqueueing(record, () => this.producer.submitBackground('validate', { ...this.envelope(record), ...request }, record.jobId));
       records.push(record);
     }
     return records;

@@ -34,6 +34,8 @@ export interface GenerationRequestRecord {
     height: number;
   };
   lora?: LoraChoice;
+  /** A validation's versions, beside the base. */
+  versions?: LoraChoice[];
 }
 
 export interface TrainRequestRecord {
@@ -63,7 +65,7 @@ function progressBar(step: number, total: number): string {
 
 function negativeText(job: JobRecord, request: GenerationRequestRecord): string {
   if (job.kind === 'compare') return 'none · "wrong" · "wrong"';
-  if (job.kind === 'wrong') return '"wrong"';
+  if (job.kind === 'wrong' || job.kind === 'validate') return '"wrong"';
   const negative = request.settings.negativePrompt;
   return negative === null || negative === undefined ? 'none' : negative === '' ? '(empty)' : clip(negative, MAX_FIELD_VALUE_CHARS);
 }
@@ -81,7 +83,7 @@ function generationEmbed(job: JobRecord, model: string | null = null): APIEmbed 
     { name: 'Steps', value: String(settings.steps), inline: true },
     { name: 'Guidance', value: String(settings.guidanceScale), inline: true },
     { name: 'Size', value: `${settings.width}×${settings.height}`, inline: true },
-    { name: 'LoRA', value: loraText(request.lora), inline: true },
+    { name: 'LoRA', value: request.versions ? request.versions.map(loraText).join(' vs ') : loraText(request.lora), inline: true },
     ...(model === null ? [] : [{ name: 'Model', value: clip(model, MAX_FIELD_VALUE_CHARS), inline: true }]),
   ];
   return {
@@ -163,15 +165,22 @@ export function resultView(job: JobRecord, result: GenerationJobResult, shown: D
   if (result.notices.length > 0) {
     embed.fields = [...(embed.fields ?? []), { name: 'Notes', value: clip(result.notices.join('\n'), MAX_FIELD_VALUE_CHARS), inline: false }];
   }
-  const actions = [button(encodeButton({ kind: 'rerun', jobId: job.jobId }), 'New seed', ButtonStyle.Secondary, '🔁')];
-  if (job.kind !== 'compare') actions.push(button(encodeButton({ kind: 'compare', jobId: job.jobId }), 'Compare this seed', ButtonStyle.Secondary, '🆚'));
-  const components = [row(...actions)];
+  // A validation draws fixed prompts and seeds for a candidate: nothing to re-roll or compare.
+  const components = [];
+  if (job.kind !== 'validate') {
+    const actions = [button(encodeButton({ kind: 'rerun', jobId: job.jobId }), 'New seed', ButtonStyle.Secondary, '🔁')];
+    if (job.kind !== 'compare') actions.push(button(encodeButton({ kind: 'compare', jobId: job.jobId }), 'Compare this seed', ButtonStyle.Secondary, '🆚'));
+    components.push(row(...actions));
+  }
   if (result.panels.length > 1) {
     components.push(row(...result.panels.map((_, panelIndex) =>
       button(encodeButton({ kind: 'vote', jobId: job.jobId, panelIndex }), `Panel ${panelIndex + 1} is wrong`, ButtonStyle.Secondary, THUMBS_DOWN))));
   }
-  const content = inChannel ? `<@${job.userId}> your /${job.kind} is ready (the command had expired, so it is posted here).` : '';
-  return { content, embeds: [embed], components, mentionUserIds: inChannel ? [job.userId] : [] };
+  const validated = (job.request as unknown as GenerationRequestRecord).versions ?? [];
+  const content = job.kind === 'validate'
+    ? `<@${job.userId}> 🧪 Validation of \`${validated.at(-1)?.version}\`: the base, ${validated.length > 1 ? `the served \`${validated[0]!.version}\` and the candidate` : 'and the candidate'}, same prompt and seed, negative "wrong".`
+    : inChannel ? `<@${job.userId}> your /${job.kind} is ready (the command had expired, so it is posted here).` : '';
+  return { content, embeds: [embed], components, mentionUserIds: inChannel || job.kind === 'validate' ? [job.userId] : [] };
 }
 
 export function trainedView(job: JobRecord, result: TrainJobResult, lossCurve: DeliveredImage | null, inChannel: boolean): MessageView {

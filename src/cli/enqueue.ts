@@ -4,7 +4,7 @@ import { DEFAULT_GUIDANCE_SCALE, DEFAULT_STEPS, WEIGHTING_SYNTAXES, type Weighti
 import { integerSetting, optionalString, queuePrefix } from '../common/environment.js';
 import { InvalidRequestError } from '../common/validation.js';
 import {
-  GENERATION_JOB_NAMES, QUEUE_NAMES, type GenerationJobName, type GenerationJobResult, type JobProgress,
+  MEMBER_JOB_NAMES, QUEUE_NAMES, type MemberJobName, type GenerationJobResult, type JobProgress,
 } from '../queue/contracts.js';
 import { DEFAULT_MAX_QUEUED_PER_USER, JobProducer, QueueLimitError, type GenerationSubmission } from '../queue/producer.js';
 import { producerConnection, resolveRedis, workerConnection } from '../queue/redis.js';
@@ -23,7 +23,7 @@ export const ENQUEUE_USAGE = 'wrongbot enqueue imagine|wrong|compare --prompt TE
 const SDXL_SIZE_PX = 1024;
 const DEFAULT_USER_ID = 'cli';
 
-function submissionFrom(name: GenerationJobName, values: ReturnType<typeof parseEnqueueOptions>): GenerationSubmission<GenerationJobName> {
+function submissionFrom(name: MemberJobName, values: ReturnType<typeof parseEnqueueOptions>): GenerationSubmission<MemberJobName> {
   if (values.prompt === undefined) throw new UsageError('--prompt is required');
   if (name !== 'imagine' && values.negative !== undefined) throw new UsageError(`--negative is fixed to "wrong" for ${name}`);
   if (name === 'imagine' && (values.strength !== undefined || values['lora-version'] !== undefined)) {
@@ -64,10 +64,10 @@ function parseEnqueueOptions(argv: string[]) {
 
 export async function runEnqueue(argv: string[]): Promise<void> {
   const [name, ...rest] = argv;
-  if (name === undefined || !(GENERATION_JOB_NAMES as readonly string[]).includes(name)) {
-    throw new UsageError(`enqueue needs a job name, one of ${GENERATION_JOB_NAMES.join(', ')}; got ${JSON.stringify(name ?? '')}`);
+  if (name === undefined || !(MEMBER_JOB_NAMES as readonly string[]).includes(name)) {
+    throw new UsageError(`enqueue needs a job name, one of ${MEMBER_JOB_NAMES.join(', ')}; got ${JSON.stringify(name ?? '')}`);
   }
-  const jobName = name as GenerationJobName;
+  const jobName = name as MemberJobName;
   const values = parseEnqueueOptions(rest);
   if (values.wait && values.out === undefined) throw new UsageError('--wait needs --out FILE.png');
   if (!values.wait && (values.out !== undefined || values['panels-dir'] !== undefined)) throw new UsageError('--out and --panels-dir need --wait');

@@ -6,13 +6,17 @@ import type { BotContext } from '../bot/context.js';
 import { UserFacingError } from '../bot/errors.js';
 import { ADMIN_PERMISSION, requireAdmin } from '../bot/members.js';
 import { clip } from '../bot/views.js';
+import { MAX_PROMPT_CHARS, MAX_SEED } from '../common/generation-limits.js';
+import { checkText } from '../common/validation.js';
 import { validateLoraVersion } from '../queue/contracts.js';
+import { randomSeed } from '../queue/producer.js';
 import { LoraVersionsError, type LoraVersion } from '../store/trainings.js';
 
 // The LoRA versions: the one served to /wrong and /compare, the candidates /train made, and the switch between them.
 // Promoting changes what the next jobs name; every worker serves any version, so nothing restarts.
 
 const MAX_LISTED_VERSIONS = 20;
+const MAX_PROMPT_ID = 2 ** 31 - 1;
 const MAX_MESSAGE_CHARS = 2000;
 
 export const definition = {
@@ -27,6 +31,23 @@ export const definition = {
       options: [{ type: ApplicationCommandOptionType.String, name: 'version', description: 'A version from /lora list', required: true, max_length: 64 }],
     },
     { type: ApplicationCommandOptionType.Subcommand, name: 'rollback', description: 'Serve the version served before the current one again' },
+    {
+      type: ApplicationCommandOptionType.SubcommandGroup, name: 'validation', description: 'The prompts every new candidate is drawn with, beside the served version',
+      options: [
+        { type: ApplicationCommandOptionType.Subcommand, name: 'list', description: 'The validation prompts and their seeds' },
+        {
+          type: ApplicationCommandOptionType.Subcommand, name: 'add', description: 'Draw every new candidate with this prompt too',
+          options: [
+            { type: ApplicationCommandOptionType.String, name: 'prompt', description: 'The prompt', required: true, max_length: MAX_PROMPT_CHARS },
+            { type: ApplicationCommandOptionType.Integer, name: 'seed', description: 'Its fixed seed (default: random, then fixed)', min_value: 0, max_value: MAX_SEED },
+          ],
+        },
+        {
+          type: ApplicationCommandOptionType.Subcommand, name: 'remove', description: 'Stop drawing candidates with this prompt',
+          options: [{ type: ApplicationCommandOptionType.Integer, name: 'id', description: 'Its number in /lora validation list', required: true, min_value: 1, max_value: MAX_PROMPT_ID }],
+        },
+      ],
+    },
   ],
 } as const satisfies RESTPostAPIChatInputApplicationCommandsJSONBody;
 
@@ -44,6 +65,10 @@ function describe(version: LoraVersion, served: string | null): string {
 export async function execute(interaction: ChatInputCommandInteraction, context: BotContext): Promise<void> {
   const subcommand = interaction.options.getSubcommand(true);
   requireAdmin(interaction, context.config, 'manage the LoRA versions');
+  if (interaction.options.getSubcommandGroup() === 'validation') {
+    await validation(interaction, context, subcommand);
+    return;
+  }
   const { trainings } = context.store;
   try {
     switch (subcommand) {
@@ -75,5 +100,34 @@ export async function execute(interaction: ChatInputCommandInteraction, context:
   } catch (error) {
     if (error instanceof LoraVersionsError) throw new UserFacingError(`${error.message.charAt(0).toUpperCase()}${error.message.slice(1)}.`);
     throw error;
+  }
+}
+
+async function validation(interaction: ChatInputCommandInteraction, context: BotContext, subcommand: string): Promise<void> {
+  const { trainings } = context.store;
+  await interaction.deferReply({ flags: MessageFlags.Ephemeral });
+  switch (subcommand) {
+    case 'list': {
+      const prompts = trainings.validationPrompts();
+      await interaction.editReply(prompts.length === 0
+        ? 'There are no validation prompts: new candidates are not drawn. /lora validation add puts one in.'
+        : clip(prompts.map((prompt) => `#${prompt.id} · seed ${prompt.seed} · “${prompt.prompt}”`).join('\n'), MAX_MESSAGE_CHARS));
+      return;
+    }
+    case 'add': {
+      const prompt = checkText('prompt', interaction.options.getString('prompt', true).trim(), MAX_PROMPT_CHARS);
+      if (prompt === '') throw new UserFacingError('The prompt is empty.');
+      const added = trainings.addValidationPrompt(prompt, interaction.options.getInteger('seed') ?? randomSeed(), interaction.user.id);
+      await interaction.editReply(`Validation prompt #${added.id} (seed ${added.seed}) draws every new candidate from now on.`);
+      return;
+    }
+    case 'remove': {
+      const removed = trainings.removeValidationPrompt(interaction.options.getInteger('id', true));
+      if (removed === null) throw new UserFacingError('There is no such validation prompt; /lora validation list shows them.');
+      await interaction.editReply(`Removed validation prompt #${removed.id} “${clip(removed.prompt, 80)}”.`);
+      return;
+    }
+    default:
+      throw new UserFacingError(`/lora validation ${subcommand} is not a subcommand of this bot.`);
   }
 }

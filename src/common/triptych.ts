@@ -7,6 +7,8 @@ export const WRONG_NEGATIVE_PROMPT = 'wrong';
 export interface ExperimentPanel {
   negativePrompt: string | null;
   loraStrength: number;
+  /** Which of the job's LoRA versions the strength applies to; 0 when it has one. */
+  loraSlot?: number;
   caption: string;
 }
 
@@ -16,6 +18,16 @@ export function comparePanels(loraStrength: number): ExperimentPanel[] {
     { negativePrompt: null, loraStrength: 0, caption: '1 · base, no negative prompt' },
     { negativePrompt: WRONG_NEGATIVE_PROMPT, loraStrength: 0, caption: `2 · base, negative "${WRONG_NEGATIVE_PROMPT}"` },
     { negativePrompt: WRONG_NEGATIVE_PROMPT, loraStrength, caption: `3 · LoRA ×${loraStrength}, negative "${WRONG_NEGATIVE_PROMPT}"` },
+  ];
+}
+
+/** A candidate judged by its pictures: base · the served version · the candidate, all with negative "wrong". */
+export function validationPanels(versions: ReadonlyArray<{ version: string; strength: number }>): ExperimentPanel[] {
+  return [
+    { negativePrompt: WRONG_NEGATIVE_PROMPT, loraStrength: 0, caption: `1 · base, negative "${WRONG_NEGATIVE_PROMPT}"` },
+    ...versions.map(({ version, strength }, slot) => ({
+      negativePrompt: WRONG_NEGATIVE_PROMPT, loraStrength: strength, loraSlot: slot, caption: `${slot + 2} · ${version} ×${strength}, negative "${WRONG_NEGATIVE_PROMPT}"`,
+    })),
   ];
 }
 

@@ -12,7 +12,10 @@ import { checkChoice, checkInteger, checkNumber, checkObject, checkText, fail } 
 
 export const QUEUE_NAMES = Object.freeze({ generation: 'generation', training: 'training' });
 
-export const GENERATION_JOB_NAMES = ['imagine', 'wrong', 'compare'] as const;
+/** The generations members ask for; the bot adds `validate` itself after a training. */
+export const MEMBER_JOB_NAMES = ['imagine', 'wrong', 'compare'] as const;
+export const GENERATION_JOB_NAMES = [...MEMBER_JOB_NAMES, 'validate'] as const;
+export type MemberJobName = (typeof MEMBER_JOB_NAMES)[number];
 export type GenerationJobName = (typeof GENERATION_JOB_NAMES)[number];
 export const TRAIN_JOB_NAME = 'train';
 export type TrainJobName = typeof TRAIN_JOB_NAME;
@@ -68,6 +71,16 @@ export interface WrongJobData extends JobEnvelope {
 
 export type CompareJobData = WrongJobData;
 
+/** A candidate beside the served version and the base, all with "wrong" as the negative, in one batch. */
+export interface ValidateJobData extends JobEnvelope {
+  settings: LoraImageSettings;
+  /** One LoRA version per panel after the base panel: the served one (if any) and the candidate. */
+  versions: LoraChoice[];
+}
+
+/** LoRA versions one validation draws beside the base: the served one and the candidate. */
+export const MAX_VALIDATED_VERSIONS = 2;
+
 /** The training set as the bot froze it when /train was run: what the worker trains on, whatever comes later. */
 export interface TrainingSnapshotRef {
   id: number;
@@ -99,6 +112,8 @@ export interface PanelResult {
   caption: string;
   negativePrompt: string | null;
   loraStrength: number;
+  /** The LoRA version the panel was drawn with; null for the base model. */
+  loraVersion: string | null;
 }
 
 export interface GenerationJobResult {
@@ -142,6 +157,7 @@ export interface JobContracts {
   imagine: { data: ImagineJobData; result: GenerationJobResult };
   wrong: { data: WrongJobData; result: GenerationJobResult };
   compare: { data: CompareJobData; result: GenerationJobResult };
+  validate: { data: ValidateJobData; result: GenerationJobResult };
   train: { data: TrainJobData; result: TrainJobResult };
 }
 
@@ -277,6 +293,14 @@ export function validateJobData<N extends JobName>(name: N, raw: unknown): JobCo
     case 'compare':
       checkKeys('data', data, ['requester', 'replyTo', 'settings', 'lora']);
       return { ...validateEnvelope(data), settings: validateSettings(data['settings'], false), lora: validateLora(data['lora']) } as JobContracts[N]['data'];
+    case 'validate': {
+      checkKeys('data', data, ['requester', 'replyTo', 'settings', 'versions']);
+      const versions = data['versions'];
+      if (!Array.isArray(versions) || versions.length === 0 || versions.length > MAX_VALIDATED_VERSIONS) {
+        fail('versions', versions, `must list 1 to ${MAX_VALIDATED_VERSIONS} LoRA versions`);
+      }
+      return { ...validateEnvelope(data), settings: validateSettings(data['settings'], false), versions: (versions as unknown[]).map(validateLora) } as JobContracts[N]['data'];
+    }
     case 'train':
       checkKeys('data', data, ['requester', 'replyTo', 'snapshot', 'version', 'baseVersion', 'steps', 'seed']);
       return {

@@ -129,12 +129,12 @@ export class JobProducer {
   }
 
   /**
-   * An image nobody waits for (/dataset bootstrap's): the lowest priority, so every member's job runs first, and
-   * outside the per-member limit, since no member asked for it.
+   * A job the bot makes for itself (/dataset bootstrap's images, a candidate's validation): the lowest priority, so
+   * every member's job runs first, and outside the per-member limit, since no member is waiting for it.
    */
-  async submitSynthetic(submission: GenerationSubmission<'imagine'>, jobId: string): Promise<void> {
-    const data = validateJobData('imagine', { ...submission, settings: { ...submission.settings, seed: submission.settings.seed ?? randomSeed() } });
-    await this.reachingRedis('the job was not queued', () => this.generation.add('imagine', data, { ...GENERATION_JOB_OPTIONS, jobId, priority: LOWEST_PRIORITY }));
+  async submitBackground<N extends GenerationJobName>(name: N, submission: GenerationSubmission<N>, jobId: string): Promise<void> {
+    const data = validateJobData(name, { ...submission, settings: { ...submission.settings, seed: submission.settings.seed ?? randomSeed() } });
+    await this.reachingRedis('the job was not queued', () => this.generation.add(name, data as GenerationJobData, { ...GENERATION_JOB_OPTIONS, jobId, priority: LOWEST_PRIORITY }));
   }
 
   async submitTraining(data: TrainJobData, options: SubmitOptions = {}): Promise<string> {

@@ -116,6 +116,42 @@ export const MIGRATIONS: readonly string[] = [
      by_user TEXT,
      at INTEGER NOT NULL
    ) STRICT;`,
+
+  // A new job kind, validate. SQLite cannot change a CHECK in place: the table is rebuilt (see migrate), and the
+  // validation prompts every candidate is drawn with start with a few in the spirit of Woolf's comparisons.
+  `CREATE TABLE jobs_next (
+     job_id TEXT PRIMARY KEY,
+     kind TEXT NOT NULL CHECK (kind IN ('imagine', 'wrong', 'compare', 'validate', 'train')),
+     user_id TEXT NOT NULL,
+     user_name TEXT NOT NULL,
+     guild_id TEXT,
+     channel_id TEXT,
+     application_id TEXT NOT NULL,
+     interaction_token TEXT,
+     token_expires_at INTEGER,
+     request TEXT NOT NULL,
+     status TEXT NOT NULL CHECK (status IN ('queued', 'running', 'delivered', 'failed', 'cancelled')),
+     message_id TEXT,
+     created_at INTEGER NOT NULL,
+     finished_at INTEGER,
+     error TEXT
+   ) STRICT;
+   INSERT INTO jobs_next SELECT * FROM jobs;
+   DROP TABLE jobs;
+   ALTER TABLE jobs_next RENAME TO jobs;
+   CREATE INDEX jobs_unfinished ON jobs (created_at) WHERE status IN ('queued', 'running');
+   CREATE INDEX jobs_unfinished_by_user ON jobs (user_id, created_at) WHERE status IN ('queued', 'running');
+   CREATE TABLE validation_prompts (
+     id INTEGER PRIMARY KEY AUTOINCREMENT,
+     prompt TEXT NOT NULL,
+     seed INTEGER NOT NULL,
+     added_by TEXT NOT NULL,
+     added_at INTEGER NOT NULL
+   ) STRICT;
+   INSERT INTO validation_prompts (prompt, seed, added_by, added_at) VALUES
+     ('a realistic photo of Santa Claus, highly detailed', 1, 'wrongbot', 0),
+     ('a portrait of a cyberpunk cat, 4k', 2, 'wrongbot', 0),
+     ('a lighthouse on a cliff at sunset, oil painting', 3, 'wrongbot', 0);`,
 ];
 
 const BUSY_TIMEOUT_MS = 5_000;
@@ -125,6 +161,20 @@ const BUSY_TIMEOUT_MS = 5_000;
  * this code knows is refused before anything is written to it.
  */
 export function migrate(db: Database.Database, steps: readonly string[] = MIGRATIONS): void {
+  // A step that rebuilds a table drops it while other tables refer to it: foreign keys are off while migrating (the
+  // pragma has no effect inside a transaction) and checked once every step is in.
+  const enforced = db.pragma('foreign_keys', { simple: true }) === 1;
+  db.pragma('foreign_keys = OFF');
+  try {
+    applySteps(db, steps);
+  } finally {
+    if (enforced) db.pragma('foreign_keys = ON');
+  }
+  const violations = db.pragma('foreign_key_check') as unknown[];
+  if (violations.length > 0) throw new Error(`${db.name}: the migration left ${violations.length} broken reference(s): ${JSON.stringify(violations.slice(0, 3))}`);
+}
+
+function applySteps(db: Database.Database, steps: readonly string[]): void {
   // Immediate, and the version read inside: two processes opening one database at once apply each step once.
   const applyNextStep = db.transaction((): boolean => {
     const version = db.pragma('user_version', { simple: true }) as number;

@@ -47,6 +47,13 @@ export interface LoraVersion {
   createdAt: number;
 }
 
+/** A prompt and seed every candidate is drawn with, beside the served version (see /lora validation). */
+export interface ValidationPrompt {
+  id: number;
+  prompt: string;
+  seed: number;
+}
+
 export interface Trainings {
   /** Freezes `entries` for the training job `jobId`; its version's number is the snapshot's. */
   snapshot(input: Omit<TrainingSnapshot, 'id' | 'version' | 'createdAt'>): TrainingSnapshot;
@@ -67,6 +74,10 @@ export interface Trainings {
   promote(name: string, byUserId: string): { previous: string | null; served: string };
   /** Back to the version served before the current one. */
   rollback(byUserId: string): { previous: string; served: string };
+  validationPrompts(): ValidationPrompt[];
+  addValidationPrompt(prompt: string, seed: number, byUserId: string): ValidationPrompt;
+  /** The removed prompt, or null when there is none with that id. */
+  removeValidationPrompt(id: number): ValidationPrompt | null;
 }
 
 interface SnapshotRow {
@@ -105,6 +116,9 @@ export class SqliteTrainings implements Trainings {
   private readonly startInTransaction;
   private readonly promoteInTransaction;
   private readonly rollbackInTransaction;
+  private readonly selectPrompts;
+  private readonly insertPrompt;
+  private readonly deletePrompt;
 
   constructor(db: Database.Database, private readonly now: () => number) {
     this.insertSnapshot = db.prepare<Omit<SnapshotRow, 'id'>>(`
@@ -133,6 +147,9 @@ export class SqliteTrainings implements Trainings {
       this.insertServing.run(name, 'promote', byUserId, this.now());
       return { previous, served: name };
     });
+    this.selectPrompts = db.prepare<[], ValidationPrompt>('SELECT id, prompt, seed FROM validation_prompts ORDER BY id');
+    this.insertPrompt = db.prepare<[string, number, string, number]>('INSERT INTO validation_prompts (prompt, seed, added_by, added_at) VALUES (?, ?, ?, ?)');
+    this.deletePrompt = db.prepare<[number], ValidationPrompt>('DELETE FROM validation_prompts WHERE id = ? RETURNING id, prompt, seed');
     this.rollbackInTransaction = db.transaction((byUserId: string) => {
       const [current, ...earlier] = this.selectServing.all().map((row) => row.version);
       const previous = earlier.find((version) => version !== current);
@@ -209,6 +226,19 @@ export class SqliteTrainings implements Trainings {
 
   rollback(byUserId: string): { previous: string; served: string } {
     return this.rollbackInTransaction.immediate(byUserId);
+  }
+
+  validationPrompts(): ValidationPrompt[] {
+    return this.selectPrompts.all();
+  }
+
+  addValidationPrompt(prompt: string, seed: number, byUserId: string): ValidationPrompt {
+    const id = Number(this.insertPrompt.run(prompt, seed, byUserId, this.now()).lastInsertRowid);
+    return { id, prompt, seed };
+  }
+
+  removeValidationPrompt(id: number): ValidationPrompt | null {
+    return this.deletePrompt.get(id) ?? null;
   }
 }
 

@@ -1,11 +1,11 @@
 import { UnrecoverableError } from 'bullmq';
-import { compareFooter, comparePanels, wrongPanel, type ExperimentPanel } from '../common/triptych.js';
+import { compareFooter, comparePanels, validationPanels, wrongPanel, type ExperimentPanel } from '../common/triptych.js';
 import { InvalidRequestError } from '../common/validation.js';
 import { composePanels } from '../gpu/compose.js';
 import type { GenerationRequest } from '../gpu/request.js';
 import {
   validateJobData, type GenerationJobData, type GenerationJobName, type GenerationJobResult, type ImageSettings,
-  type LoraImageSettings, type PanelResult,
+  type LoraChoice, type LoraImageSettings, type PanelResult,
 } from '../queue/contracts.js';
 
 // What a generation job means in images: its panels, its captions, and the request the pipeline runs. Kept apart
@@ -16,7 +16,10 @@ export interface GenerationPlan {
   panels: ExperimentPanel[];
   /** The footer of the captioned composite, for multi-panel jobs. */
   compositeFooter: string | null;
-  lora: { version: string; strength: number } | null;
+  /** The LoRA of a /wrong or /compare, as the result names it. */
+  lora: LoraChoice | null;
+  /** Every LoRA version the panels use, by slot: the caller feeds their files. */
+  loras: LoraChoice[];
 }
 
 function requestFrom(settings: ImageSettings | LoraImageSettings, panels: ExperimentPanel[]): GenerationRequest {
@@ -32,6 +35,7 @@ function requestFrom(settings: ImageSettings | LoraImageSettings, panels: Experi
       guidanceScale: settings.guidanceScale,
       guidanceRescale: 0,
       loraStrength: panel.loraStrength,
+      loraSlot: panel.loraSlot ?? 0,
     })),
   };
 }
@@ -48,16 +52,21 @@ export function planGeneration(name: GenerationJobName, rawData: unknown): Gener
     if (error instanceof InvalidRequestError) throw new UnrecoverableError(`invalid ${name} job: ${error.message}`);
     throw error;
   }
+  if ('versions' in data) {
+    const panels = validationPanels(data.versions);
+    const lora = data.versions.map((choice) => `${choice.version} ×${choice.strength}`).join(' vs ');
+    return { request: requestFrom(data.settings, panels), panels, compositeFooter: compareFooter({ ...data.settings, lora }), lora: null, loras: data.versions };
+  }
   if (!('lora' in data)) {
     const panel: ExperimentPanel = { negativePrompt: data.settings.negativePrompt, loraStrength: 0, caption: '' };
-    return { request: requestFrom(data.settings, [panel]), panels: [panel], compositeFooter: null, lora: null };
+    return { request: requestFrom(data.settings, [panel]), panels: [panel], compositeFooter: null, lora: null, loras: [] };
   }
   const { version, strength } = data.lora;
   const panels = name === 'compare' ? comparePanels(strength) : [wrongPanel(strength)];
   const compositeFooter = name === 'compare'
     ? compareFooter({ ...data.settings, lora: `${version} ×${strength}`, prompt: data.settings.prompt })
     : null;
-  return { request: requestFrom(data.settings, panels), panels, compositeFooter, lora: data.lora };
+  return { request: requestFrom(data.settings, panels), panels, compositeFooter, lora: data.lora, loras: [data.lora] };
 }
 
 export interface StoreImage {
@@ -72,8 +81,9 @@ export async function storeImages(
 ): Promise<Pick<GenerationJobResult, 'panels' | 'composite'>> {
   const stored: PanelResult[] = [];
   for (const [index, panel] of panels.entries()) {
-    const { negativePrompt, loraStrength, caption } = plan.panels[index]!;
-    stored.push({ image: await store(`panel-${index + 1}`, panel.png, panel), caption, negativePrompt, loraStrength });
+    const { negativePrompt, loraStrength, loraSlot, caption } = plan.panels[index]!;
+    const loraVersion = loraStrength === 0 ? null : plan.loras[loraSlot ?? 0]!.version;
+    stored.push({ image: await store(`panel-${index + 1}`, panel.png, panel), caption, negativePrompt, loraStrength, loraVersion });
   }
   if (plan.compositeFooter === null) return { panels: stored, composite: null };
   const composite = await composePanels(

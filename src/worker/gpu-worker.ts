@@ -153,7 +153,7 @@ export class GpuWorker {
     if (typeof userId === 'string') await commands.srem(this.keys.waitingJobsOf(userId), jobId);
     if (await isCancelRequested(commands, this.keys, jobId)) throw new UnrecoverableError(CANCELLED);
     const plan = planGeneration(job.name, job.data);
-    if (plan.lora !== null) plan.request.loraPaths = [await this.loraFile(plan.lora.version)];
+    plan.request.loraPaths = await Promise.all(plan.loras.map((choice) => this.loraFile(choice.version)));
     this.log(`job ${jobId} (${job.name}) started, attempt ${job.attemptsMade + 1}`);
 
     let output;
