@@ -2,6 +2,7 @@ import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { ImageGenerator } from '../src/gpu/image-generator.js';
+import { WORKER_LORA_SLOTS } from '../src/worker/gpu-worker.js';
 import type { Device } from '../src/gpu/providers.js';
 import type { GenerationRequest } from '../src/gpu/request.js';
 
@@ -101,8 +102,8 @@ export interface MemoryFigures {
 
 const MEMORY_PROBE = fileURLToPath(new URL('./memory-probe.js', import.meta.url));
 
-async function residentBytes(modelDir: string, loraPath: string): Promise<number> {
-  const { stdout } = await promisify(execFile)(process.execPath, [MEMORY_PROBE, modelDir, loraPath]);
+async function residentBytes(modelDir: string, loraPath: string, loraSlots: number): Promise<number> {
+  const { stdout } = await promisify(execFile)(process.execPath, [MEMORY_PROBE, modelDir, loraPath, String(loraSlots)]);
   return (JSON.parse(stdout.trim().split('\n').at(-1)!) as { rssBytes: number }).rssBytes;
 }
 
@@ -152,8 +153,9 @@ export async function benchLoraMemory(modelDir: string, loraPath: string): Promi
   const without: number[] = [];
   const withLora: number[] = [];
   for (let i = 0; i < MEMORY_SAMPLES; i++) {
-    without.push(await residentBytes(modelDir, ''));
-    withLora.push(await residentBytes(modelDir, loraPath));
+    without.push(await residentBytes(modelDir, '', 0));
+    // As a worker loads it: every slot's branches, one LoRA fed.
+    withLora.push(await residentBytes(modelDir, loraPath, WORKER_LORA_SLOTS));
   }
   const median = (values: number[]) => values.sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
   const withoutLoraBytes = median(without);

@@ -71,7 +71,7 @@ const loraRows: Array<[string, string]> = [
   ['triptych (3 panels in one batch), seconds', triptych.triptychSeconds.toFixed(3)],
   ['triptych ÷ single image', triptych.ratio.toFixed(2)],
   ['worker resident memory without LoRA', mib(memory.withoutLoraBytes)],
-  ['worker resident memory with the LoRA branch', mib(memory.withLoraBytes)],
+  ['worker resident memory with LoRA branches (2 slots, one LoRA fed)', mib(memory.withLoraBytes)],
   ['with ÷ without', memory.ratio.toFixed(3)],
   [`one-step 64x64 image that switches the LoRA version (median of ${loraSwitch.switches}), seconds`, loraSwitch.switchingSeconds.toFixed(3)],
   ['the same image, version unchanged, seconds', loraSwitch.stayingSeconds.toFixed(3)],

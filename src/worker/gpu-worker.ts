@@ -26,7 +26,7 @@ import { runTrainingJob } from './training-job.js';
 
 export const PROGRESS_INTERVAL_MS = 500;
 /** LoRA versions one batch may hold: a validation triptych or a judging pair puts the served one beside a candidate. */
-const WORKER_LORA_SLOTS = 2;
+export const WORKER_LORA_SLOTS = 2;
 export const DEFAULT_LOCK_DURATION_MS = 30_000;
 export const DEFAULT_STALLED_INTERVAL_MS = 30_000;
 export const DEFAULT_SHUTDOWN_GRACE_MS = 60_000;
