@@ -69,13 +69,23 @@ export class JobSubmitter {
    */
   async submitSynthetic(origin: JobOrigin, images: readonly SyntheticSettings[]): Promise<JobRecord[]> {
     const records: JobRecord[] = [];
-    for (const settings of images) {
-      const request = { settings: { ...settings, seed: randomSeed() }, synthetic: true };
-      const record = this.record({ ...origin, channelId: null, interactionToken: null }, 'imagine', request);
-      await this.enqueueing(record, () => this.producer.submitBackground('imagine', { ...this.envelope(record), settings: request.settings }, record.jobId));
-      records.push(record);
+    for (const image of images) {
+      const settings = { ...image, seed: randomSeed() };
+      records.push(await this.submitInBackground({ ...origin, channelId: null }, 'imagine', { settings, synthetic: true }, { settings }));
     }
     return records;
+  }
+
+  /** A job the bot makes for itself: recorded with no interaction to answer, queued after every member's job. */
+  private async submitInBackground<N extends GenerationJobName>(
+    origin: JobOrigin,
+    kind: N,
+    request: Record<string, unknown>,
+    job: Omit<GenerationSubmission<N>, 'requester' | 'replyTo'>,
+  ): Promise<JobRecord> {
+    const record = this.record({ ...origin, interactionToken: null }, kind, request);
+    await this.enqueueing(record, () => this.producer.submitBackground(kind, { ...this.envelope(record), ...job } as GenerationSubmission<N>, record.jobId));
+    return record;
   }
 
   /**
@@ -90,9 +100,7 @@ export class JobSubmitter {
     const records: JobRecord[] = [];
     for (const one of settings) {
       const request = { settings: one, versions: [...versions] };
-      const record = this.record(origin, 'validate', request);
-      await this.enqueueing(record, () => this.producer.submitBackground('validate', { ...this.envelope(record), ...request }, record.jobId));
-      records.push(record);
+      records.push(await this.submitInBackground(origin, 'validate', request, request));
     }
     return records;
   }

@@ -10,7 +10,7 @@ import { vaeOutputToRgb } from './image.js';
 import { roundHalfEven } from './float32.js';
 import { loraBranchValues, type BranchValues } from './lora/lora-feeds.js';
 import { loadLora } from './lora/lora-file.js';
-import type { SkippedLoraKey } from './lora/lora-types.js';
+import type { LoadedLora, SkippedLoraKey } from './lora/lora-types.js';
 import { buildLoraUnet, type LoraUnet } from './lora/lora-unet.js';
 import { loraStrengthInput, loraWeightInputs } from './onnx/lora-graph.js';
 import { encodeWeightedPrompt, type WeightedEncoding } from './weighted-encoding.js';
@@ -174,8 +174,10 @@ export class SdxlPipeline {
     ]);
     const slots = options.loraSlots ?? (options.loraPath ? 1 : 0);
     let loraUnet = slots > 0 ? await buildLoraUnet(paths.unet, DEFAULT_LORA_BRANCH_RANK, slots) : null;
-    // A LoRA given at load time always fits: a higher rank than the default gets branches of its rank.
-    const initialRank = options.loraPath && loraUnet ? Math.max(0, ...(await loadLora(options.loraPath, loraUnet.targets)).modules.map((module) => module.rank)) : 0;
+    // A LoRA given at load time always fits: a higher rank than the default gets branches of its rank. Read once, it
+    // is fed below; a rebuild at another rank keeps the same targets.
+    const initialLora = options.loraPath && loraUnet ? await loadLora(path.resolve(options.loraPath), loraUnet.targets) : null;
+    const initialRank = Math.max(0, ...(initialLora?.modules.map((module) => module.rank) ?? []));
     if (loraUnet && initialRank > loraUnet.rank) loraUnet = await buildLoraUnet(paths.unet, initialRank, slots);
     // One at a time: on a GPU the UNet alone can take most of the memory, and a failure should name its model.
     const textEncoder = await OnnxModel.load('text_encoder', paths.textEncoder, device, clock);
@@ -188,7 +190,7 @@ export class SdxlPipeline {
       : null;
     const pipeline = new SdxlPipeline(folder, [tokenizer, tokenizer2], [textEncoder, textEncoder2], unet, vaeDecoder, scheduler, clock, refiner, loraUnet, []);
     pipeline.checkModelInterfaces();
-    if (options.loraPath) pipeline.loadNotices.push(...await pipeline.useLora(options.loraPath));
+    if (initialLora) pipeline.loadNotices.push(...pipeline.feedLora(initialLora, 0));
     return pipeline;
   }
 
@@ -222,10 +224,15 @@ export class SdxlPipeline {
     if (loraUnet === null || slot >= loraUnet.slots) fail('loraPath', loraPath, `needs a pipeline loaded with LoRA branch slot ${slot}`);
     const resolved = path.resolve(loraPath);
     if (this.fedLoras[slot]?.path === resolved) return [];
-    const lora = await loadLora(resolved, loraUnet.targets);
-    const feeds = this.branchFeeds(loraBranchValues(lora.modules, loraUnet.targets, loraUnet.rank), slot);
-    this.fedLoras[slot] = { path: resolved, appliedModules: lora.modules.length, feeds };
-    return describeLora(resolved, lora.modules.length, lora.skipped);
+    return this.feedLora(await loadLora(resolved, loraUnet.targets), slot);
+  }
+
+  /** `lora`, read from its (absolute) path, as the slot's weights; what the user should know about it. */
+  private feedLora(lora: LoadedLora, slot: number): string[] {
+    const { targets, rank } = this.loraUnet!;
+    const feeds = this.branchFeeds(loraBranchValues(lora.modules, targets, rank), slot);
+    this.fedLoras[slot] = { path: lora.path, appliedModules: lora.modules.length, feeds };
+    return describeLora(lora.path, lora.modules.length, lora.skipped);
   }
 
   private checkModelInterfaces(): void {
