@@ -11,6 +11,7 @@ import type { SandboxMessageView } from '../src/sandbox/control-client.js';
 import { runCli } from './support/cli.js';
 import { answerTo, startBotStack, type BotStack } from './support/bot-stack.js';
 import { fixturePath } from './support/fixtures.js';
+import { maxPixelDifference } from './support/pixels.js';
 import { TEST_REDIS_URL, TINY_LORA } from './support/worker-process.js';
 
 // The product end to end: members use slash commands, buttons and reactions in the local Discord; the real bot
@@ -22,7 +23,9 @@ const THUMBS_DOWN = '👎';
 
 let stack: BotStack;
 before(async () => {
-  stack = await startBotStack('bot', { botEnv: { VOTES_TO_CURATE: '2', MAX_QUEUED_PER_USER: '2' } });
+  stack = await startBotStack('bot', {
+    botEnv: { VOTES_TO_CURATE: '2', MAX_QUEUED_PER_USER: '2', JUDGING_SEED: '7', AUTO_PROMOTE_WIN_RATE: '0.6', AUTO_PROMOTE_MIN_VOTES: '12' },
+  });
 });
 after(async () => {
   await stack?.close();
@@ -61,11 +64,14 @@ function buttons(message: SandboxMessageView): Array<{ custom_id: string; label:
   return message.components.flatMap((row) => (row['components'] as Array<{ custom_id: string; label: string }>));
 }
 
-async function ephemeralReplyTo(user: string, interactionId: string): Promise<string> {
+async function ephemeralMessageTo(user: string, interactionId: string): Promise<SandboxMessageView> {
   return stack.waitForMessages((messages) => {
-    const reply = messages.find((message) => message.ephemeral && message.interactionId === interactionId && message.content !== '');
-    return reply?.content;
+    return messages.find((message) => message.ephemeral && message.interactionId === interactionId && message.content !== '');
   }, `a private reply to ${user}`, { user, timeoutMs: 20_000 });
+}
+
+async function ephemeralReplyTo(user: string, interactionId: string): Promise<string> {
+  return (await ephemeralMessageTo(user, interactionId)).content;
 }
 
 test('/imagine: deferred within 3 s, progress edits at most every 2 s, and the image generate makes', async () => {
@@ -408,5 +414,91 @@ test('/dataset bootstrap: synthetic images, one failure keyword each with compel
   assert.deepEqual(provenance.map((p) => /\(([^)]+)\)\+\+\+\+$/.exec(p.prompt)?.[1]), ['blurry', 'bad hands', 'extra fingers']);
   assert.ok(synthetic.every((entry) => (entry['voters'] as unknown[]).length === 0));
   assert.equal(await publicMessages(), publicBefore, 'a private reply, and no message per synthetic image');
+  await assertNoViolations();
+});
+
+test('/judge: blind pairs of the served version and a new candidate, both orders from a fixed seed, votes give the win rate shown, the votes promote it, and an admin\'s button does', async () => {
+  const trainedAt = await stack.sandbox.command({ user: 'grace', command: 'train', options: { steps: 2, seed: 3, base: 'none' } });
+  const trained = await stack.waitForMessages((messages) => {
+    const answer = answerTo(messages, trainedAt.interactionId);
+    return answer && /Trained|failed/.test(answer.content) ? answer : null;
+  }, 'a new candidate', { timeoutMs: 120_000 });
+  const candidate = /Trained candidate version `(wrong-v\d+)`/.exec(trained.content)?.[1];
+  assert.ok(candidate, trained.content);
+  const trainedPromote = buttons(trained).find((button) => button.label === `Promote ${candidate}`);
+  assert.ok(trainedPromote, 'the training\'s message offers the promotion');
+  const served = 'tiny_sdxl_lora_kohya';
+
+  // Ten pairs on one prompt and seed, from five members at once: the images are the same two, left and right as drawn.
+  const requests = [];
+  for (const user of ['alice', 'bob', 'carol', 'dave', 'erin']) {
+    for (let i = 0; i < 2; i++) requests.push(await stack.sandbox.command({ user, command: 'judge', options: { prompt: 'a red bicycle', seed: 7 } }));
+  }
+  const pairs: SandboxMessageView[] = [];
+  for (const request of requests) pairs.push(await resultOf(request.interactionId, 120_000));
+  const images = await Promise.all(pairs.map(async (pair) => {
+    assert.deepEqual(pair.attachments.map((file) => file.filename), ['pair.png', 'panel-1.png', 'panel-2.png']);
+    assert.deepEqual(buttons(pair).map((button) => button.label), ['Left is better', 'Right is better']);
+    const shown = JSON.stringify({ content: pair.content, embeds: pair.embeds, components: pair.components });
+    assert.ok(!shown.includes(candidate) && !shown.includes(served), `the pair names neither version: ${shown}`);
+    return Promise.all([stack.sandbox.download(attachment(pair, 'panel-1.png').url), stack.sandbox.download(attachment(pair, 'panel-2.png').url)]);
+  }));
+  const [firstLeft, firstRight] = images[0]!;
+  assert.ok(!firstLeft.equals(firstRight), 'the two versions draw differently');
+  const swapped = images.map(([left, right]) => {
+    if (left.equals(firstLeft) && right.equals(firstRight)) return false;
+    assert.ok(left.equals(firstRight) && right.equals(firstLeft), 'every pair holds the same two images');
+    return true;
+  });
+  assert.ok(swapped.includes(true) && swapped.includes(false), `both orders occur over 10 pairs: ${swapped.join(' ')}`);
+
+  // The first vote is blind; its answer tells which image is the candidate's, and the test votes knowingly after it.
+  const vote = async (user: string, pairIndex: number, side: 'left' | 'right') => {
+    const choice = buttons(pairs[pairIndex]!).find((button) => button.label === `${side === 'left' ? 'Left' : 'Right'} is better`)!;
+    const pressed = await stack.sandbox.press(user, pairs[pairIndex]!.id, choice.custom_id);
+    return ephemeralMessageTo(user, pressed.interactionId);
+  };
+  const first = await vote('alice', 0, 'left');
+  const firstChoice = new RegExp(`^You chose the left image: \`(${candidate}|${served})\`, (the candidate|served when the pair was drawn)\\. The other was \`(${candidate}|${served})\``).exec(first.content);
+  assert.ok(firstChoice, first.content);
+  const candidateImage = firstChoice[1] === candidate ? firstLeft : firstRight;
+  const candidateSide = (pairIndex: number): 'left' | 'right' => (images[pairIndex]![0].equals(candidateImage) ? 'left' : 'right');
+  let wins = firstChoice[1] === candidate ? 1 : 0;
+  for (let pairIndex = 1; pairIndex < 10; pairIndex++) {
+    const forCandidate = wins < 7;
+    const side = forCandidate === (candidateSide(pairIndex) === 'left') ? 'left' : 'right';
+    const reply = await vote('alice', pairIndex, side);
+    const expected = forCandidate ? `\`${candidate}\`, the candidate` : `\`${served}\`, served when the pair was drawn`;
+    assert.ok(reply.content.startsWith(`You chose the ${side} image: ${expected}.`), reply.content);
+    if (forCandidate) wins++;
+  }
+  assert.equal(wins, 7);
+  assert.match((await vote('alice', 0, 'right')).content, /^Your vote on this pair counted already: the left image/);
+  const listed = await stack.sandbox.command({ user: 'grace', command: 'lora', subcommand: 'list' });
+  assert.match(await ephemeralReplyTo('grace', listed.interactionId), new RegExp(`\`${candidate}\` · candidate · .* · blind: won 7 of 10 blind votes against \`${served}\` \\(70 %\\)`));
+
+  // The served side is what /wrong draws for that prompt and seed.
+  const wrong = await stack.sandbox.command({ user: 'alice', command: 'wrong', options: { prompt: 'a red bicycle', seed: 7, size: '64x64' } });
+  const servedImage = candidateImage === firstLeft ? firstRight : firstLeft;
+  const difference = await maxPixelDifference(await stack.sandbox.download(attachment(await resultOf(wrong.interactionId), 'panel-1.png').url), servedImage);
+  assert.ok(difference <= 1, `the served side differs from /wrong by ${difference}/255`);
+
+  // An admin's vote offers the promotion; the twelfth vote, 9 of 12 (75 % ≥ 60 %), promotes by itself.
+  const adminVote = await vote('grace', 1, candidateSide(1));
+  assert.match(adminVote.content, new RegExp(`\`${candidate}\` has won 8 of 11 blind votes`));
+  const adminPromote = buttons(adminVote).find((button) => button.label === `Promote ${candidate}`);
+  assert.ok(adminPromote, 'an admin may promote from the answer to a vote');
+  const memberVote = await vote('bob', 2, candidateSide(2));
+  assert.equal(buttons(memberVote).length, 0, 'a member is offered no promotion');
+  const announced = await stack.waitForMessages((messages) => messages.find((message) => !message.ephemeral && message.content.startsWith('🏆')), 'the promotion by votes');
+  assert.equal(announced.content, `🏆 \`${candidate}\` has won 9 of 12 blind votes against \`${served}\` (75 %), over the bar of 60 % of at least 12 votes: `
+    + `\`${candidate}\` is served to /wrong and /compare from now on (was \`${served}\`; /lora rollback brings it back).`);
+
+  const rolledBack = await stack.sandbox.command({ user: 'grace', command: 'lora', subcommand: 'rollback' });
+  await stack.waitForMessages((messages) => answerTo(messages, rolledBack.interactionId)?.content.includes(`\`${served}\` is served again`), 'the rollback');
+  const refused = await stack.sandbox.press('frank', trained.id, trainedPromote.custom_id);
+  assert.match(await ephemeralReplyTo('frank', refused.interactionId), /Only server admins/);
+  const pressed = await stack.sandbox.press('grace', adminVote.id, adminPromote.custom_id);
+  await stack.waitForMessages((messages) => answerTo(messages, pressed.interactionId)?.content === `✅ \`${candidate}\` is served to /wrong and /compare from now on (was \`${served}\`; /lora rollback brings it back).`, 'the promotion by the button');
   await assertNoViolations();
 });

@@ -6,6 +6,7 @@ import { qualifies, whyNotAVote } from '../src/bot/curation.js';
 import { parseImageSizes, SDXL_IMAGE_SIZES } from '../src/bot/image-sizes.js';
 import { COMMANDS, commandDefinitions } from '../src/commands/index.js';
 import { ConfigError } from '../src/common/environment.js';
+import { seedAt, seededShuffle } from '../src/common/seeded-shuffle.js';
 import { InvalidRequestError } from '../src/common/validation.js';
 
 // The bot's rules that need no Discord: button ids, vote rules, sizes, settings and command definitions.
@@ -17,6 +18,7 @@ test('every button action survives encoding and fits Discord’s 100-character c
   const actions: ButtonAction[] = [
     { kind: 'rerun', jobId: JOB_ID }, { kind: 'compare', jobId: JOB_ID }, { kind: 'cancel', jobId: JOB_ID },
     { kind: 'vote', jobId: JOB_ID, panelIndex: 0 }, { kind: 'vote', jobId: JOB_ID, panelIndex: 2 },
+    { kind: 'judge', jobId: JOB_ID, side: 'left' }, { kind: 'judge', jobId: JOB_ID, side: 'right' }, { kind: 'promote', jobId: JOB_ID },
   ];
   for (const action of actions) {
     const customId = encodeButton(action);
@@ -26,7 +28,8 @@ test('every button action survives encoding and fits Discord’s 100-character c
 });
 
 test('custom ids this bot never made are refused, naming the id', () => {
-  for (const customId of ['', 'wb1:zz:' + JOB_ID, 'wb1:rr:not-a-uuid', 'wb2:rr:' + JOB_ID, `wb1:v:${JOB_ID}:99`, `wb1:v:${JOB_ID}`, `wb1:rr:${JOB_ID}:1`]) {
+  for (const customId of ['', 'wb1:zz:' + JOB_ID, 'wb1:rr:not-a-uuid', 'wb2:rr:' + JOB_ID, `wb1:v:${JOB_ID}:99`, `wb1:v:${JOB_ID}`, `wb1:rr:${JOB_ID}:1`,
+    `wb1:j:${JOB_ID}`, `wb1:j:${JOB_ID}:x`, `wb1:j:${JOB_ID}:0`, `wb1:up:${JOB_ID}:l`]) {
     assert.throws(() => decodeButton(customId), (error: unknown) => error instanceof InvalidRequestError && error.field === 'custom_id', customId);
   }
 });
@@ -68,6 +71,12 @@ test('bot settings: each bad value stops the start with its variable named', () 
     [{ DEFAULT_GUIDANCE: 'NaN' }, /^DEFAULT_GUIDANCE = "NaN"/],
     [{ LORA_PATH: '/models/bad name!.safetensors' }, /^LORA_PATH: /],
     [{ QUEUE_PREFIX: 'a b' }, /^QUEUE_PREFIX = "a b"/],
+    [{ AUTO_PROMOTE_WIN_RATE: '0.6' }, /^AUTO_PROMOTE_WIN_RATE is set without AUTO_PROMOTE_MIN_VOTES/],
+    [{ AUTO_PROMOTE_MIN_VOTES: '10' }, /^AUTO_PROMOTE_MIN_VOTES is set without AUTO_PROMOTE_WIN_RATE/],
+    [{ AUTO_PROMOTE_WIN_RATE: '0.4', AUTO_PROMOTE_MIN_VOTES: '10' }, /^AUTO_PROMOTE_WIN_RATE = "0.4" must be a number from 0.5 to 1/],
+    [{ AUTO_PROMOTE_WIN_RATE: '60%', AUTO_PROMOTE_MIN_VOTES: '10' }, /^AUTO_PROMOTE_WIN_RATE = "60%"/],
+    [{ AUTO_PROMOTE_WIN_RATE: '0.6', AUTO_PROMOTE_MIN_VOTES: '0' }, /^AUTO_PROMOTE_MIN_VOTES = "0"/],
+    [{ JUDGING_SEED: '4294967296' }, /^JUDGING_SEED = "4294967296" must be an integer from 0 to 4294967295/],
   ];
   for (const [env, message] of cases) {
     assert.throws(() => readBotConfig({ ...base, ...env }, 'token'), (error: unknown) => error instanceof ConfigError && message.test(error.message), JSON.stringify(env));
@@ -76,12 +85,29 @@ test('bot settings: each bad value stops the start with its variable named', () 
   assert.equal(config.loraVersion, 'wrong-v3');
   assert.deepEqual(config.adminRoleIds, ['123456789012345678']);
   assert.equal(config.defaults.size.value, '1024x1024');
+  assert.equal(config.autoPromote, null, 'no promotion on votes unless both thresholds are set');
+  assert.deepEqual(readBotConfig({ ...base, AUTO_PROMOTE_WIN_RATE: '0.6', AUTO_PROMOTE_MIN_VOTES: '10' }, 'token').autoPromote, { winRate: 0.6, minVotes: 10 });
+  assert.equal(readBotConfig({ ...base, JUDGING_SEED: '7' }, 'token').judgingSeed, 7);
+});
+
+test('judging shuffles: one seed gives one order on any run; from a fixed seed both orders occur over 10 pairs, and about evenly', () => {
+  const candidateSide = (seed: number, pairNumber: number) => seededShuffle(['candidate', 'opponent'], seedAt(seed, pairNumber))[0] === 'candidate' ? 'left' : 'right';
+  for (const fixed of [0, 1, 7, 42, 2 ** 32 - 1]) {
+    const sides = Array.from({ length: 10 }, (_, index) => candidateSide(fixed, index + 1));
+    assert.ok(sides.includes('left') && sides.includes('right'), `seed ${fixed}: ${sides.join(' ')}`);
+    assert.deepEqual(Array.from({ length: 10 }, (_, index) => candidateSide(fixed, index + 1)), sides, 'the same seed gives the same orders');
+  }
+  const lefts = Array.from({ length: 10_000 }, (_, index) => candidateSide(3, index + 1)).filter((side) => side === 'left').length;
+  assert.ok(lefts > 4_800 && lefts < 5_200, `${lefts} of 10000 on the left`);
+  assert.deepEqual(seededShuffle([1, 2, 3, 4, 5], 9).sort(), [1, 2, 3, 4, 5], 'a shuffle keeps every item');
+  const orders = new Set(Array.from({ length: 200 }, (_, seed) => seededShuffle([1, 2, 3], seed).join('')));
+  assert.equal(orders.size, 6, 'every order of three items occurs');
 });
 
 test('command definitions: unique names, admin commands hidden from members, the server’s sizes as choices', () => {
   const names = COMMANDS.map((command) => command.definition.name);
   assert.equal(new Set(names).size, names.length);
-  for (const name of ['imagine', 'wrong', 'compare', 'queue', 'cancel', 'train', 'dataset', 'lora']) assert.ok(names.includes(name), name);
+  for (const name of ['imagine', 'wrong', 'compare', 'judge', 'queue', 'cancel', 'train', 'dataset', 'lora']) assert.ok(names.includes(name), name);
   for (const adminOnly of ['train', 'lora']) {
     assert.equal(COMMANDS.find((command) => command.definition.name === adminOnly)!.definition.default_member_permissions, '32', adminOnly);
   }

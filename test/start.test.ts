@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { COMMANDS } from '../src/commands/index.js';
 import { LocalDiscord } from '../src/sandbox/local-discord.js';
 import { SandboxClient } from '../src/sandbox/control-client.js';
 import { runCli } from './support/cli.js';
@@ -74,9 +75,9 @@ test('`wrongbot deploy-commands` registers every command for a guild through the
     const { guildId } = await sandbox.state();
     const result = await runCli(['deploy-commands', '--guild', guildId], { DISCORD_TOKEN: discord.botToken, DISCORD_API_URL: discord.apiUrl });
     assert.equal(result.code, 0, result.stderr);
-    assert.match(result.stdout, new RegExp(`registered 9 commands for guild ${guildId}`));
+    assert.match(result.stdout, new RegExp(`registered ${COMMANDS.length} commands for guild ${guildId}`));
     assert.deepEqual((await sandbox.state()).commands.map((command) => command.name).sort(),
-      ['cancel', 'compare', 'dataset', 'defaults', 'imagine', 'lora', 'queue', 'train', 'wrong']);
+      ['cancel', 'compare', 'dataset', 'defaults', 'imagine', 'judge', 'lora', 'queue', 'train', 'wrong']);
     assert.deepEqual(await sandbox.violations(), []);
   } finally {
     await discord.close();

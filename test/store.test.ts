@@ -402,9 +402,10 @@ test('a database at an older schema is upgraded with its rows kept', (t) => {
   assert.equal(store.guilds.set('guild-1', { steps: 40 }, 'admin-1').steps, 40, 'the guild defaults step ran');
 });
 
-test('the rebuild of the jobs table for validate jobs keeps every job and the panels and snapshots that refer to them', (t) => {
+test('the rebuilds of the jobs table for validate and judge jobs keep every job and the panels that refer to them', (t) => {
   const h = harness(t);
-  const beforeRebuild = MIGRATIONS.length - 1;
+  // The last two steps each rebuild the table for a new job kind.
+  const beforeRebuild = MIGRATIONS.length - 2;
   const old = new Database(path.join(h.dataDir, DATABASE_FILE_NAME));
   old.pragma('foreign_keys = ON');
   migrate(old, MIGRATIONS.slice(0, beforeRebuild));
@@ -417,6 +418,7 @@ test('the rebuild of the jobs table for validate jobs keeps every job and the pa
   const store = h.open();
   assert.deepEqual(store.jobs.get(job.jobId), job);
   assert.equal(store.jobs.insert(newJob({ kind: 'validate' })).kind, 'validate');
+  assert.equal(store.jobs.insert(newJob({ kind: 'judge' })).kind, 'judge');
   // migrate() checks every foreign key once the steps are in: the kept panel still refers to a job that exists.
   assert.ok(store.trainings.validationPrompts().length >= 3, 'the default validation prompts');
 });
@@ -508,4 +510,47 @@ test('the served LoRA version: LORA_PATH\'s at first start, an admin\'s promotio
   assert.deepEqual(store.trainings.rollback('admin-2'), { previous: 'wrong-v1', served: 'wrong' });
   assert.deepEqual(store.trainings.rollback('admin-2'), { previous: 'wrong', served: 'wrong-v1' }, 'rolling back again returns to the one before');
   assert.throws(() => store.trainings.start('wrong-v7'), /LORA_PATH's version wrong-v7 has the form of the versions \/train names/);
+});
+
+test('blind judging: pairs keep their sides and shuffle seed, each member\'s vote counts once, tallies count votes for the candidate\'s side', (t) => {
+  const h = harness(t);
+  let store = h.open();
+  store.trainings.start('wrong');
+  const candidate = store.trainings.addCandidate(
+    store.trainings.snapshot({ jobId: store.jobs.insert(newJob({ kind: 'train' })).jobId, baseVersion: 'wrong', steps: 5, seed: 1, createdBy: 'admin-1', entries: [] }), 0.5);
+  assert.equal(store.trainings.newestCandidate()?.name, 'wrong-v1');
+  const pair = (candidateSide: 'left' | 'right', opponent: string | null) => store.judging.recordPair({
+    jobId: store.jobs.insert(newJob({ kind: 'judge' })).jobId, candidate: candidate.name, opponent, candidateSide,
+    shuffleSeed: 1234, prompt: 'a red bicycle', seed: 5, guildId: 'guild-1', createdBy: 'member-1',
+  });
+  const left = pair('left', 'wrong');
+  const right = pair('right', 'wrong');
+  assert.equal(store.judging.pairCount(), 2);
+  assert.deepEqual(store.judging.pairOfJob(right.jobId), right);
+  assert.equal(right.createdAt, START_MS);
+
+  assert.deepEqual(store.judging.vote(left.id, 'alice', 'left'), { counted: true });
+  assert.deepEqual(store.judging.vote(left.id, 'alice', 'right'), { counted: false, earlier: 'left' }, 'a second vote on one pair is refused');
+  assert.deepEqual(store.judging.vote(left.id, 'bob', 'right'), { counted: true });
+  assert.deepEqual(store.judging.vote(right.id, 'alice', 'right'), { counted: true });
+  assert.deepEqual(store.judging.tally('wrong-v1', 'wrong'), { candidate: 'wrong-v1', opponent: 'wrong', votes: 3, wins: 2 });
+  assert.deepEqual(store.judging.tally('wrong-v1', null), { candidate: 'wrong-v1', opponent: null, votes: 0, wins: 0 });
+
+  // Against the base model (nothing served): a NULL opponent is its own tally.
+  const againstBase = pair('right', null);
+  store.judging.vote(againstBase.id, 'carol', 'left');
+  store = reopen(h, store);
+  assert.deepEqual(store.judging.tally('wrong-v1', null), { candidate: 'wrong-v1', opponent: null, votes: 1, wins: 0 });
+  assert.deepEqual(store.judging.tallies(), [
+    { candidate: 'wrong-v1', opponent: 'wrong', votes: 3, wins: 2 },
+    { candidate: 'wrong-v1', opponent: null, votes: 1, wins: 0 },
+  ]);
+
+  assert.equal(store.trainings.everServed('wrong-v1'), false);
+  store.trainings.promote('wrong-v1', null);
+  assert.equal(store.trainings.newestCandidate(), null, 'the served version is no candidate');
+  store.trainings.rollback('admin-1');
+  assert.equal(store.trainings.everServed('wrong-v1'), true, 'served once, even after the rollback');
+  assert.equal(store.trainings.newestCandidate()?.name, 'wrong-v1', 'a rolled-back version can be judged again');
+  assert.throws(() => pair('left', 'wrong-v77'), /FOREIGN KEY/, 'a pair names known versions only');
 });

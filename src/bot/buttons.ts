@@ -1,11 +1,13 @@
-import { MessageFlags, type ButtonInteraction } from 'discord.js';
+import { ComponentType, MessageFlags, type ButtonInteraction } from 'discord.js';
 import type { JobRecord } from '../store/jobs.js';
 import { cancelJob } from './cancelling.js';
 import type { BotContext } from './context.js';
 import { decodeButton } from './custom-ids.js';
 import { UserFacingError } from './errors.js';
-import { interactionIsFromAdmin, originOf } from './members.js';
-import type { GenerationRequestRecord } from './views.js';
+import { recordVote } from './judging.js';
+import { interactionIsFromAdmin, originOf, requireAdmin } from './members.js';
+import { promoteVersion } from './promotion.js';
+import { promoteButton, type GenerationRequestRecord } from './views.js';
 import { serverDefaults } from '../commands/generation-options.js';
 
 // The buttons on job messages. Each reads its job from the database by the id in its custom_id, so buttons on
@@ -19,10 +21,30 @@ function jobOf(context: BotContext, jobId: string): JobRecord {
 
 export async function handleButton(interaction: ButtonInteraction, context: BotContext): Promise<void> {
   const action = decodeButton(interaction.customId);
-  const job = jobOf(context, action.jobId);
   switch (action.kind) {
+    case 'judge': {
+      await interaction.deferReply({ flags: MessageFlags.Ephemeral });
+      if (interaction.user.bot) throw new UserFacingError('Votes by bots do not count.');
+      const reply = recordVote(context, action.jobId, { id: interaction.user.id, isAdmin: interactionIsFromAdmin(interaction, context.config) }, action.side);
+      await interaction.editReply({
+        content: reply.content,
+        components: reply.promotable === null ? [] : [{ type: ComponentType.ActionRow, components: [promoteButton(action.jobId, reply.promotable)] }],
+        allowedMentions: { parse: [] },
+      });
+      if (reply.announcement !== null) await interaction.followUp({ content: reply.announcement, allowedMentions: { parse: [] } });
+      return;
+    }
+    case 'promote': {
+      requireAdmin(interaction, context.config, 'serve a LoRA version');
+      const version = context.store.judging.pairOfJob(action.jobId)?.candidate ?? context.store.trainings.snapshotOfJob(action.jobId)?.version;
+      if (version === undefined) throw new UserFacingError('This button no longer names a LoRA version the bot knows; /lora list shows them.');
+      await interaction.deferReply();
+      await interaction.editReply({ content: `✅ ${promoteVersion(context, version, interaction.user.id)}`, allowedMentions: { parse: [] } });
+      return;
+    }
     case 'rerun':
     case 'compare': {
+      const job = jobOf(context, action.jobId);
       if (job.kind === 'train') throw new UserFacingError('Training jobs cannot be re-run from a button.');
       const { settings, lora } = job.request as unknown as GenerationRequestRecord;
       await interaction.deferReply();
@@ -40,6 +62,7 @@ export async function handleButton(interaction: ButtonInteraction, context: BotC
       return;
     }
     case 'cancel': {
+      const job = jobOf(context, action.jobId);
       await interaction.deferReply({ flags: MessageFlags.Ephemeral });
       const outcome = await cancelJob(context, job, { userId: interaction.user.id, isAdmin: interactionIsFromAdmin(interaction, context.config) });
       await interaction.editReply(outcome);
@@ -47,13 +70,13 @@ export async function handleButton(interaction: ButtonInteraction, context: BotC
     }
     case 'vote': {
       await interaction.deferReply({ flags: MessageFlags.Ephemeral });
-      const panel = context.store.images.get(job.jobId, action.panelIndex);
+      const panel = context.store.images.get(action.jobId, action.panelIndex);
       if (panel === null) {
         throw new UserFacingError(`This image is no longer kept (results are kept ${context.config.imageRetentionDays} days), so it cannot be voted on.`);
       }
       if (interaction.user.bot) throw new UserFacingError('Votes by bots do not count.');
       const voter = { id: interaction.user.id, isBot: interaction.user.bot, isAdmin: interactionIsFromAdmin(interaction, context.config) };
-      const already = context.store.votes.of(job.jobId, action.panelIndex).some((vote) => vote.userId === voter.id);
+      const already = context.store.votes.of(action.jobId, action.panelIndex).some((vote) => vote.userId === voter.id);
       // The button toggles: a second press takes the vote back, like removing a reaction.
       const outcome = already ? context.curation.retract(panel, voter.id) : context.curation.vote(panel, voter);
       const panelName = `panel ${action.panelIndex + 1}`;

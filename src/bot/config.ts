@@ -2,10 +2,11 @@ import {
   ConfigError, integerSetting, optionalString, queuePrefix, type Env,
 } from '../common/environment.js';
 import { DEFAULT_STEPS, MAX_IMAGE_SIDE_PX, MAX_LORA_STRENGTH, MAX_STEPS } from '../common/generation-limits.js';
+import { MAX_SHUFFLE_SEED } from '../common/seeded-shuffle.js';
 import { InvalidRequestError } from '../common/validation.js';
 import { loraVersionOf } from '../queue/contracts.js';
 import { DEFAULT_MAX_TRAINING_SET_BYTES, DEFAULT_TRAINING_IMAGE_TTL_SECONDS } from '../queue/training-transfer.js';
-import { DEFAULT_MAX_QUEUED_PER_USER } from '../queue/producer.js';
+import { DEFAULT_MAX_QUEUED_PER_USER, randomSeed } from '../queue/producer.js';
 import { parseImageSizes, SDXL_IMAGE_SIZES, type ImageSize } from './image-sizes.js';
 
 // Everything the bot process reads from the environment, checked at start so that a bad value names its variable
@@ -17,6 +18,9 @@ export const DEFAULT_LORA_STRENGTH = 1;
 export const DEFAULT_VOTES_TO_CURATE = 1;
 export const DEFAULT_IMAGE_RETENTION_DAYS = 14;
 const MAX_RETENTION_DAYS = 3650;
+/** A candidate that wins half the votes or fewer is no better than what is served. */
+const MIN_AUTO_PROMOTE_WIN_RATE = 0.5;
+const MAX_AUTO_PROMOTE_VOTES = 1_000_000;
 const SNOWFLAKE = /^\d{15,21}$/;
 
 export interface BotConfig {
@@ -38,6 +42,13 @@ export interface BotConfig {
   loraVersion: string | null;
   /** How the training set travels to the workers through Redis. */
   trainingTransfer: { imageTtlSeconds: number; maxSetBytes: number };
+  /** A candidate is served without an admin once this share of at least this many blind votes chose it; null: never. */
+  autoPromote: { winRate: number; minVotes: number } | null;
+  /**
+   * Where the sequence of /judge's left/right shuffles starts: JUDGING_SEED (reproducible studies, tests), else one
+   * drawn at each start, so that nobody can work the sides out.
+   */
+  judgingSeed: number;
 }
 
 function snowflakes(env: Env, key: string): string[] {
@@ -69,6 +80,19 @@ function loraVersion(env: Env): string | null {
     if (error instanceof InvalidRequestError) throw new ConfigError(`${explicit !== null ? 'LORA_VERSION' : 'LORA_PATH'}: ${error.message}`);
     throw error;
   }
+}
+
+function autoPromote(env: Env): BotConfig['autoPromote'] {
+  const winRate = optionalString(env, 'AUTO_PROMOTE_WIN_RATE');
+  const minVotes = optionalString(env, 'AUTO_PROMOTE_MIN_VOTES');
+  if (winRate === null && minVotes === null) return null;
+  if (winRate === null || minVotes === null) {
+    throw new ConfigError(`${winRate === null ? 'AUTO_PROMOTE_MIN_VOTES' : 'AUTO_PROMOTE_WIN_RATE'} is set without ${winRate === null ? 'AUTO_PROMOTE_WIN_RATE' : 'AUTO_PROMOTE_MIN_VOTES'}: set both to promote on votes, or neither`);
+  }
+  return {
+    winRate: numberSetting(env, 'AUTO_PROMOTE_WIN_RATE', 1, MIN_AUTO_PROMOTE_WIN_RATE, 1),
+    minVotes: integerSetting(env, 'AUTO_PROMOTE_MIN_VOTES', 1, 1, MAX_AUTO_PROMOTE_VOTES),
+  };
 }
 
 export function readBotConfig(env: Env, token: string): BotConfig {
@@ -111,5 +135,7 @@ export function readBotConfig(env: Env, token: string): BotConfig {
       imageTtlSeconds: DEFAULT_TRAINING_IMAGE_TTL_SECONDS,
       maxSetBytes: integerSetting(env, 'MAX_TRAINING_SET_MB', DEFAULT_MAX_TRAINING_SET_BYTES / 2 ** 20, 1, 1_000_000) * 2 ** 20,
     },
+    autoPromote: autoPromote(env),
+    judgingSeed: integerSetting(env, 'JUDGING_SEED', randomSeed(), 0, MAX_SHUFFLE_SEED),
   };
 }

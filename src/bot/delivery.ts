@@ -248,7 +248,7 @@ export class Delivery {
       panels.push(png);
     }
     const composite = result.composite ? await results.get(result.composite) : null;
-    const files = attachmentsFor(panels, composite);
+    const files = attachmentsFor(panels, composite === null ? null : { name: job.kind === 'judge' ? 'pair.png' : 'triptych.png', data: composite });
     // Kept before anything is shown, so a vote on the message always finds the lossless original.
     if (store.images.get(job.jobId, 0) === null) {
       const keptUntil = this.now() + this.options.imageRetentionMs;
@@ -336,9 +336,9 @@ function provenanceOf(job: JobRecord, result: GenerationJobResult, panelIndex: n
 const LOSS_CURVE_FILE = 'loss-curve.png';
 const CONTACT_SHEET_FILE = 'contact-sheet.png';
 
-export function attachmentsFor(panels: Buffer[], composite: Buffer | null): OutgoingFile[] {
+export function attachmentsFor(panels: Buffer[], composite: OutgoingFile | null): OutgoingFile[] {
   const candidates: OutgoingFile[] = [
-    ...(composite ? [{ name: 'triptych.png', data: composite }] : []),
+    ...(composite ? [composite] : []),
     ...panels.map((data, index) => ({ name: `panel-${index + 1}.png`, data })),
   ];
   const files: OutgoingFile[] = [];

@@ -57,8 +57,28 @@ export class JobSubmitter {
     // /wrong and /compare fix their negative prompt to the trigger word; their jobs carry none.
     const fullSettings: ImageSettings | LoraImageSettings = kind === 'imagine' ? { ...common, negativePrompt: negativePrompt ?? null } : common;
     const request = lora === null ? { settings: fullSettings } : { settings: fullSettings, lora };
+    return this.submitForMember(origin, kind, request);
+  }
+
+  /**
+   * A blind pair for /judge, sides left then right. `recordPair` runs once the job is recorded and before it is
+   * queued, so that nothing about the pair can arrive before the pair is known.
+   */
+  submitJudging(origin: JobOrigin, settings: LoraImageSettings, sides: Array<LoraChoice | null>, recordPair: (record: JobRecord) => void): Promise<JobRecord> {
+    return this.submitForMember(origin, 'judge', { settings, sides }, recordPair);
+  }
+
+  private async submitForMember(
+    origin: JobOrigin,
+    kind: GenerationJobName,
+    request: Record<string, unknown>,
+    beforeQueueing?: (record: JobRecord) => void,
+  ): Promise<JobRecord> {
     const record = this.record(origin, kind, request);
-    await this.enqueueing(record, () => this.producer.submit(kind, { ...this.envelope(record), ...request } as GenerationSubmission<GenerationJobName>, { jobId: record.jobId }));
+    await this.enqueueing(record, () => {
+      beforeQueueing?.(record);
+      return this.producer.submit(kind, { ...this.envelope(record), ...request } as GenerationSubmission<GenerationJobName>, { jobId: record.jobId });
+    });
     await this.showQueued(record);
     return record;
   }

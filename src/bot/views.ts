@@ -65,6 +65,7 @@ function progressBar(step: number, total: number): string {
 
 function negativeText(job: JobRecord, request: GenerationRequestRecord): string {
   if (job.kind === 'compare') return 'none · "wrong" · "wrong"';
+  if (job.kind === 'judge') return '"wrong" on both sides';
   if (job.kind === 'wrong' || job.kind === 'validate') return '"wrong"';
   const negative = request.settings.negativePrompt;
   return negative === null || negative === undefined ? 'none' : negative === '' ? '(empty)' : clip(negative, MAX_FIELD_VALUE_CHARS);
@@ -83,7 +84,8 @@ function generationEmbed(job: JobRecord, model: string | null = null): APIEmbed 
     { name: 'Steps', value: String(settings.steps), inline: true },
     { name: 'Guidance', value: String(settings.guidanceScale), inline: true },
     { name: 'Size', value: `${settings.width}×${settings.height}`, inline: true },
-    { name: 'LoRA', value: request.versions ? request.versions.map(loraText).join(' vs ') : loraText(request.lora), inline: true },
+    // A blind pair names no version until a member has voted (privately).
+    ...(job.kind === 'judge' ? [] : [{ name: 'LoRA', value: request.versions ? request.versions.map(loraText).join(' vs ') : loraText(request.lora), inline: true }]),
     ...(model === null ? [] : [{ name: 'Model', value: clip(model, MAX_FIELD_VALUE_CHARS), inline: true }]),
   ];
   return {
@@ -120,6 +122,11 @@ function row(...buttons: APIButtonComponent[]): APIActionRowComponent<APIButtonC
 
 function cancelRow(job: JobRecord): APIActionRowComponent<APIButtonComponent> {
   return row(button(encodeButton({ kind: 'cancel', jobId: job.jobId }), 'Cancel', ButtonStyle.Danger, '❌'));
+}
+
+/** Serves the candidate of `jobId` (a training's, or a judged pair's); admins only, checked when pressed. */
+export function promoteButton(jobId: string, version: string): APIButtonComponent {
+  return button(encodeButton({ kind: 'promote', jobId }), `Promote ${version}`, ButtonStyle.Success, '⬆️');
 }
 
 export function queuedView(job: JobRecord, standing: JobStanding | null): MessageView {
@@ -162,8 +169,21 @@ export function resultView(job: JobRecord, result: GenerationJobResult, shown: D
     ...generationEmbed(job, result.model),
     image: { url: `attachment://${shown.filename}` },
   };
-  if (result.notices.length > 0) {
+  // A pair's notices name the LoRA files it loaded, which would give its sides away.
+  if (result.notices.length > 0 && job.kind !== 'judge') {
     embed.fields = [...(embed.fields ?? []), { name: 'Notes', value: clip(result.notices.join('\n'), MAX_FIELD_VALUE_CHARS), inline: false }];
+  }
+  if (job.kind === 'judge') {
+    const mention = inChannel ? `<@${job.userId}> ` : '';
+    return {
+      content: `${mention}⚖️ Blind pair: which image is better? One side is the served "wrong" LoRA, the other a candidate, same prompt and seed. Your vote tells you which was which.`,
+      embeds: [embed],
+      components: [row(
+        button(encodeButton({ kind: 'judge', jobId: job.jobId, side: 'left' }), 'Left is better', ButtonStyle.Primary, '⬅️'),
+        button(encodeButton({ kind: 'judge', jobId: job.jobId, side: 'right' }), 'Right is better', ButtonStyle.Primary, '➡️'),
+      )],
+      mentionUserIds: inChannel ? [job.userId] : [],
+    };
   }
   // A validation draws fixed prompts and seeds for a candidate: nothing to re-roll or compare.
   const components = [];
@@ -186,9 +206,9 @@ export function resultView(job: JobRecord, result: GenerationJobResult, shown: D
 export function trainedView(job: JobRecord, result: TrainJobResult, lossCurve: DeliveredImage | null, inChannel: boolean): MessageView {
   const loss = result.finalLoss === null ? '' : ` · final loss ${result.finalLoss.toFixed(4)}`;
   const content = `${inChannel ? `<@${job.userId}> ` : ''}✅ Trained candidate version \`${result.version}\` · ${result.steps} steps${loss} · ${formatDuration(result.durationMs)}.`
-    + ` An admin serves it with \`/lora promote version:${result.version}\`.`;
+    + ` Members compare it with the served version blind with /judge; an admin serves it with the button or \`/lora promote version:${result.version}\`.`;
   const embed: APIEmbed = { ...embedFor(job), ...(lossCurve === null ? {} : { image: { url: `attachment://${lossCurve.filename}` } }) };
-  return { content, embeds: [embed], components: [], mentionUserIds: inChannel ? [job.userId] : [] };
+  return { content, embeds: [embed], components: [row(promoteButton(job.jobId, result.version))], mentionUserIds: inChannel ? [job.userId] : [] };
 }
 
 /** A job that ended without a result. The reason goes to the member privately; the channel only learns that it did. */

@@ -7,6 +7,7 @@ import * as dataset from './dataset.js';
 import * as defaults from './defaults.js';
 import { SIZE_OPTION } from './generation-options.js';
 import * as imagine from './imagine.js';
+import * as judge from './judge.js';
 import * as lora from './lora.js';
 import * as queue from './queue.js';
 import * as train from './train.js';
@@ -19,7 +20,7 @@ export interface CommandModule {
   execute(interaction: ChatInputCommandInteraction, context: BotContext): Promise<void>;
 }
 
-export const COMMANDS: readonly CommandModule[] = Object.freeze([imagine, wrong, compare, queue, cancel, train, dataset, defaults, lora]);
+export const COMMANDS: readonly CommandModule[] = Object.freeze([imagine, wrong, compare, judge, queue, cancel, train, dataset, defaults, lora]);
 
 export function findCommand(name: string): CommandModule | undefined {
   return COMMANDS.find((command) => command.definition.name === name);

@@ -5,12 +5,15 @@ import {
 import type { BotContext } from '../bot/context.js';
 import { UserFacingError } from '../bot/errors.js';
 import { ADMIN_PERMISSION, requireAdmin } from '../bot/members.js';
+import { winRateText } from '../bot/judging.js';
+import { promoteVersion, rollBackVersion } from '../bot/promotion.js';
 import { clip } from '../bot/views.js';
 import { MAX_PROMPT_CHARS, MAX_SEED } from '../common/generation-limits.js';
 import { checkText } from '../common/validation.js';
 import { validateLoraVersion } from '../queue/contracts.js';
 import { randomSeed } from '../queue/producer.js';
-import { LoraVersionsError, type LoraVersion } from '../store/trainings.js';
+import type { JudgingTally } from '../store/judging.js';
+import type { LoraVersion } from '../store/trainings.js';
 
 // The LoRA versions: the one served to /wrong and /compare, the candidates /train made, and the switch between them.
 // Promoting changes what the next jobs name; every worker serves any version, so nothing restarts.
@@ -51,7 +54,7 @@ export const definition = {
   ],
 } as const satisfies RESTPostAPIChatInputApplicationCommandsJSONBody;
 
-function describe(version: LoraVersion, served: string | null): string {
+function describe(version: LoraVersion, served: string | null, tallies: readonly JudgingTally[]): string {
   const facts = [`\`${version.name}\``, version.name === served ? '**served**' : version.origin === 'trained' ? 'candidate' : 'from LORA_PATH'];
   if (version.origin === 'trained') {
     facts.push(`from ${version.parent === null ? 'scratch' : `\`${version.parent}\``}`, `${version.steps} steps`);
@@ -59,6 +62,7 @@ function describe(version: LoraVersion, served: string | null): string {
     facts.push(`by <@${version.createdBy}>`);
   }
   facts.push(`<t:${Math.floor(version.createdAt / 1000)}:R>`);
+  for (const tally of tallies) if (tally.candidate === version.name) facts.push(`blind: ${winRateText(tally)}`);
   return facts.join(' · ');
 }
 
@@ -69,37 +73,28 @@ export async function execute(interaction: ChatInputCommandInteraction, context:
     await validation(interaction, context, subcommand);
     return;
   }
-  const { trainings } = context.store;
-  try {
-    switch (subcommand) {
-      case 'list': {
-        await interaction.deferReply({ flags: MessageFlags.Ephemeral });
-        const versions = trainings.versions();
-        const served = trainings.served();
-        const lines = versions.slice(0, MAX_LISTED_VERSIONS).map((version) => describe(version, served));
-        if (versions.length > MAX_LISTED_VERSIONS) lines.push(`… and ${versions.length - MAX_LISTED_VERSIONS} older`);
-        await interaction.editReply({ content: lines.length === 0 ? 'There are no LoRA versions yet: set LORA_PATH, or /train one.' : clip(lines.join('\n'), MAX_MESSAGE_CHARS), allowedMentions: { parse: [] } });
-        return;
-      }
-      case 'promote': {
-        const version = validateLoraVersion('version', interaction.options.getString('version', true).trim());
-        const { previous } = trainings.promote(version, interaction.user.id);
-        context.log(`LoRA ${version} promoted by ${interaction.user.id} (was ${previous ?? 'none'})`);
-        await interaction.reply(`✅ \`${version}\` is served to /wrong and /compare from now on${previous === null ? '' : ` (was \`${previous}\`; /lora rollback brings it back)`}.`);
-        return;
-      }
-      case 'rollback': {
-        const { previous, served } = trainings.rollback(interaction.user.id);
-        context.log(`LoRA rolled back to ${served} by ${interaction.user.id} (was ${previous})`);
-        await interaction.reply(`↩️ \`${served}\` is served again (was \`${previous}\`).`);
-        return;
-      }
-      default:
-        throw new UserFacingError(`/lora ${subcommand} is not a subcommand of this bot.`);
+  const { trainings, judging } = context.store;
+  switch (subcommand) {
+    case 'list': {
+      await interaction.deferReply({ flags: MessageFlags.Ephemeral });
+      const versions = trainings.versions();
+      const served = trainings.served();
+      const tallies = judging.tallies();
+      const lines = versions.slice(0, MAX_LISTED_VERSIONS).map((version) => describe(version, served, tallies));
+      if (versions.length > MAX_LISTED_VERSIONS) lines.push(`… and ${versions.length - MAX_LISTED_VERSIONS} older`);
+      await interaction.editReply({ content: lines.length === 0 ? 'There are no LoRA versions yet: set LORA_PATH, or /train one.' : clip(lines.join('\n'), MAX_MESSAGE_CHARS), allowedMentions: { parse: [] } });
+      return;
     }
-  } catch (error) {
-    if (error instanceof LoraVersionsError) throw new UserFacingError(`${error.message.charAt(0).toUpperCase()}${error.message.slice(1)}.`);
-    throw error;
+    case 'promote': {
+      const version = validateLoraVersion('version', interaction.options.getString('version', true).trim());
+      await interaction.reply({ content: `✅ ${promoteVersion(context, version, interaction.user.id)}`, allowedMentions: { parse: [] } });
+      return;
+    }
+    case 'rollback':
+      await interaction.reply({ content: `↩️ ${rollBackVersion(context, interaction.user.id)}`, allowedMentions: { parse: [] } });
+      return;
+    default:
+      throw new UserFacingError(`/lora ${subcommand} is not a subcommand of this bot.`);
   }
 }
 

@@ -31,6 +31,22 @@ export function validationPanels(versions: ReadonlyArray<{ version: string; stre
   ];
 }
 
+/**
+ * A blind pair for /judge: left and right, both with negative "wrong", each side a LoRA version at its strength or
+ * the base model (null). Captions name the sides only, never the versions.
+ */
+export function judgingPanels(sides: ReadonlyArray<{ strength: number } | null>): ExperimentPanel[] {
+  let slot = 0;
+  return sides.map((side, index) => ({
+    negativePrompt: WRONG_NEGATIVE_PROMPT,
+    loraStrength: side?.strength ?? 0,
+    ...(side === null ? {} : { loraSlot: slot++ }),
+    caption: JUDGING_CAPTIONS[index]!,
+  }));
+}
+
+export const JUDGING_CAPTIONS = ['Left', 'Right'] as const;
+
 export function wrongPanel(loraStrength: number): ExperimentPanel {
   return { negativePrompt: WRONG_NEGATIVE_PROMPT, loraStrength, caption: `LoRA ×${loraStrength}, negative "${WRONG_NEGATIVE_PROMPT}"` };
 }
@@ -41,7 +57,8 @@ export interface FooterFacts {
   guidanceScale: number;
   width: number;
   height: number;
-  lora: string;
+  /** Left out of a blind pair's footer. */
+  lora?: string;
   prompt: string;
   denoisingEnd?: number | null;
 }
@@ -49,7 +66,7 @@ export interface FooterFacts {
 export function compareFooter(facts: FooterFacts): string {
   return [
     `seed ${facts.seed}`, `${facts.steps} steps`, `guidance ${facts.guidanceScale}`, `${facts.width}x${facts.height}`,
-    `LoRA ${facts.lora}`,
+    ...(facts.lora === undefined ? [] : [`LoRA ${facts.lora}`]),
     ...(facts.denoisingEnd ? [`refiner from ${facts.denoisingEnd}`] : []),
     `"${facts.prompt}"`,
   ].join(' · ');

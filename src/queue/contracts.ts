@@ -12,9 +12,12 @@ import { checkChoice, checkInteger, checkNumber, checkObject, checkText, fail } 
 
 export const QUEUE_NAMES = Object.freeze({ generation: 'generation', training: 'training' });
 
-/** The generations members ask for; the bot adds `validate` itself after a training. */
+/**
+ * The generations members ask for with their own settings; the bot makes `validate` after a training and `judge`
+ * for /judge from the LoRA versions it knows.
+ */
 export const MEMBER_JOB_NAMES = ['imagine', 'wrong', 'compare'] as const;
-export const GENERATION_JOB_NAMES = [...MEMBER_JOB_NAMES, 'validate'] as const;
+export const GENERATION_JOB_NAMES = [...MEMBER_JOB_NAMES, 'validate', 'judge'] as const;
 export type MemberJobName = (typeof MEMBER_JOB_NAMES)[number];
 export type GenerationJobName = (typeof GENERATION_JOB_NAMES)[number];
 export const TRAIN_JOB_NAME = 'train';
@@ -80,6 +83,17 @@ export interface ValidateJobData extends JobEnvelope {
 
 /** LoRA versions one validation draws beside the base: the served one and the candidate. */
 export const MAX_VALIDATED_VERSIONS = 2;
+
+/**
+ * A blind pair: two panels with "wrong" as the negative, left then right, in the order the bot drew. A side is a LoRA
+ * version, or null for the base model (when no version is served). Nothing in the images names either side.
+ */
+export interface JudgeJobData extends JobEnvelope {
+  settings: LoraImageSettings;
+  sides: Array<LoraChoice | null>;
+}
+
+export const JUDGED_SIDES = 2;
 
 /** The training set as the bot froze it when /train was run: what the worker trains on, whatever comes later. */
 export interface TrainingSnapshotRef {
@@ -158,6 +172,7 @@ export interface JobContracts {
   wrong: { data: WrongJobData; result: GenerationJobResult };
   compare: { data: CompareJobData; result: GenerationJobResult };
   validate: { data: ValidateJobData; result: GenerationJobResult };
+  judge: { data: JudgeJobData; result: GenerationJobResult };
   train: { data: TrainJobData; result: TrainJobResult };
 }
 
@@ -300,6 +315,15 @@ export function validateJobData<N extends JobName>(name: N, raw: unknown): JobCo
         fail('versions', versions, `must list 1 to ${MAX_VALIDATED_VERSIONS} LoRA versions`);
       }
       return { ...validateEnvelope(data), settings: validateSettings(data['settings'], false), versions: (versions as unknown[]).map(validateLora) } as JobContracts[N]['data'];
+    }
+    case 'judge': {
+      checkKeys('data', data, ['requester', 'replyTo', 'settings', 'sides']);
+      const sides = data['sides'];
+      if (!Array.isArray(sides) || sides.length !== JUDGED_SIDES) fail('sides', sides, `must list ${JUDGED_SIDES} sides, left then right`);
+      const choices = (sides as unknown[]).map((side) => (side === null ? null : validateLora(side)));
+      const [left, right] = choices;
+      if ((left?.version ?? null) === (right?.version ?? null)) fail('sides', left?.version ?? null, 'must be two different versions (or one version and the base model)');
+      return { ...validateEnvelope(data), settings: validateSettings(data['settings'], false), sides: choices } as JobContracts[N]['data'];
     }
     case 'train':
       checkKeys('data', data, ['requester', 'replyTo', 'snapshot', 'version', 'baseVersion', 'steps', 'seed']);

@@ -4,12 +4,42 @@ import { SqliteTrainingSet, type TrainingSet } from './dataset.js';
 import { SqliteGuildDefaultsBook, type GuildDefaultsBook } from './guild-defaults.js';
 import { SqliteImageArchive, type ImageArchive } from './images.js';
 import { SqliteJobRecords, type JobRecords } from './jobs.js';
+import { SqliteJudging, type Judging } from './judging.js';
 import { SqliteTrainings, type Trainings } from './trainings.js';
 import { StoreLayout } from './layout.js';
 import { SqliteVoteBook, type VoteBook } from './votes.js';
 
 // The bot's SQLite database and its schema. Each migration is one SQL step, applied in order and never edited once
 // released; PRAGMA user_version counts how many a database has had.
+
+/**
+ * SQLite cannot change a CHECK in place: a new job kind rebuilds the jobs table with its rows (see migrate). The SQL
+ * of each released step stays as it was; only the list of kinds differs between them.
+ */
+function rebuildJobsTable(kinds: readonly string[]): string {
+  return `CREATE TABLE jobs_next (
+     job_id TEXT PRIMARY KEY,
+     kind TEXT NOT NULL CHECK (kind IN (${kinds.map((kind) => `'${kind}'`).join(', ')})),
+     user_id TEXT NOT NULL,
+     user_name TEXT NOT NULL,
+     guild_id TEXT,
+     channel_id TEXT,
+     application_id TEXT NOT NULL,
+     interaction_token TEXT,
+     token_expires_at INTEGER,
+     request TEXT NOT NULL,
+     status TEXT NOT NULL CHECK (status IN ('queued', 'running', 'delivered', 'failed', 'cancelled')),
+     message_id TEXT,
+     created_at INTEGER NOT NULL,
+     finished_at INTEGER,
+     error TEXT
+   ) STRICT;
+   INSERT INTO jobs_next SELECT * FROM jobs;
+   DROP TABLE jobs;
+   ALTER TABLE jobs_next RENAME TO jobs;
+   CREATE INDEX jobs_unfinished ON jobs (created_at) WHERE status IN ('queued', 'running');
+   CREATE INDEX jobs_unfinished_by_user ON jobs (user_id, created_at) WHERE status IN ('queued', 'running');`;
+}
 
 export const MIGRATIONS: readonly string[] = [
   `CREATE TABLE jobs (
@@ -117,30 +147,9 @@ export const MIGRATIONS: readonly string[] = [
      at INTEGER NOT NULL
    ) STRICT;`,
 
-  // A new job kind, validate. SQLite cannot change a CHECK in place: the table is rebuilt (see migrate), and the
-  // validation prompts every candidate is drawn with start with a few in the spirit of Woolf's comparisons.
-  `CREATE TABLE jobs_next (
-     job_id TEXT PRIMARY KEY,
-     kind TEXT NOT NULL CHECK (kind IN ('imagine', 'wrong', 'compare', 'validate', 'train')),
-     user_id TEXT NOT NULL,
-     user_name TEXT NOT NULL,
-     guild_id TEXT,
-     channel_id TEXT,
-     application_id TEXT NOT NULL,
-     interaction_token TEXT,
-     token_expires_at INTEGER,
-     request TEXT NOT NULL,
-     status TEXT NOT NULL CHECK (status IN ('queued', 'running', 'delivered', 'failed', 'cancelled')),
-     message_id TEXT,
-     created_at INTEGER NOT NULL,
-     finished_at INTEGER,
-     error TEXT
-   ) STRICT;
-   INSERT INTO jobs_next SELECT * FROM jobs;
-   DROP TABLE jobs;
-   ALTER TABLE jobs_next RENAME TO jobs;
-   CREATE INDEX jobs_unfinished ON jobs (created_at) WHERE status IN ('queued', 'running');
-   CREATE INDEX jobs_unfinished_by_user ON jobs (user_id, created_at) WHERE status IN ('queued', 'running');
+  // A new job kind, validate, and the validation prompts every candidate is drawn with, starting with a few in the
+  // spirit of Woolf's comparisons.
+  `${rebuildJobsTable(['imagine', 'wrong', 'compare', 'validate', 'train'])}
    CREATE TABLE validation_prompts (
      id INTEGER PRIMARY KEY AUTOINCREMENT,
      prompt TEXT NOT NULL,
@@ -152,6 +161,30 @@ export const MIGRATIONS: readonly string[] = [
      ('a realistic photo of Santa Claus, highly detailed', 1, 'wrongbot', 0),
      ('a portrait of a cyberpunk cat, 4k', 2, 'wrongbot', 0),
      ('a lighthouse on a cliff at sunset, oil painting', 3, 'wrongbot', 0);`,
+
+  // Blind judging: a new job kind, judge, its pairs and the members' votes. Pairs outlive their job rows, which are
+  // pruned: the tallies are kept for good.
+  `${rebuildJobsTable(['imagine', 'wrong', 'compare', 'validate', 'judge', 'train'])}
+   CREATE TABLE judging_pairs (
+     id INTEGER PRIMARY KEY AUTOINCREMENT,
+     job_id TEXT NOT NULL UNIQUE,
+     candidate TEXT NOT NULL REFERENCES lora_versions (name),
+     opponent TEXT REFERENCES lora_versions (name),
+     candidate_side TEXT NOT NULL CHECK (candidate_side IN ('left', 'right')),
+     shuffle_seed INTEGER NOT NULL,
+     prompt TEXT NOT NULL,
+     seed INTEGER NOT NULL,
+     guild_id TEXT,
+     created_by TEXT NOT NULL,
+     created_at INTEGER NOT NULL
+   ) STRICT;
+   CREATE TABLE judging_votes (
+     pair_id INTEGER NOT NULL REFERENCES judging_pairs (id),
+     user_id TEXT NOT NULL,
+     side TEXT NOT NULL CHECK (side IN ('left', 'right')),
+     voted_at INTEGER NOT NULL,
+     PRIMARY KEY (pair_id, user_id)
+   ) STRICT;`,
 ];
 
 const BUSY_TIMEOUT_MS = 5_000;
@@ -204,6 +237,7 @@ export class BotStore {
     readonly dataset: TrainingSet,
     readonly guilds: GuildDefaultsBook,
     readonly trainings: Trainings,
+    readonly judging: Judging,
   ) {}
 
   /** Creates the data dir's folders and brings its database up to date. */
@@ -230,6 +264,7 @@ export class BotStore {
         new SqliteTrainingSet(db, layout, images, now),
         new SqliteGuildDefaultsBook(db, now),
         new SqliteTrainings(db, now),
+        new SqliteJudging(db, now),
       );
     } catch (error) {
       db.close();

@@ -71,7 +71,12 @@ export interface Trainings {
   start(loraPathVersion: string | null): void;
   /** The version /wrong and /compare use now; null when none is. */
   served(): string | null;
-  promote(name: string, byUserId: string): { previous: string | null; served: string };
+  /** Whether the version has been served at any time (an admin who rolled it back has judged it already). */
+  everServed(name: string): boolean;
+  /** The newest trained version not served now: the one /judge puts beside the served one. */
+  newestCandidate(): LoraVersion | null;
+  /** `byUserId` null: the bot promoted it by itself, on the judges' votes. */
+  promote(name: string, byUserId: string | null): { previous: string | null; served: string };
   /** Back to the version served before the current one. */
   rollback(byUserId: string): { previous: string; served: string };
   validationPrompts(): ValidationPrompt[];
@@ -113,6 +118,7 @@ export class SqliteTrainings implements Trainings {
   private readonly insertServing;
   private readonly selectServing;
   private readonly countChoices;
+  private readonly selectEverServed;
   private readonly startInTransaction;
   private readonly promoteInTransaction;
   private readonly rollbackInTransaction;
@@ -133,6 +139,7 @@ export class SqliteTrainings implements Trainings {
     this.selectVersions = db.prepare<[], VersionRow>('SELECT * FROM lora_versions ORDER BY created_at DESC, name DESC');
     this.insertServing = db.prepare<[string, string, string | null, number]>('INSERT INTO lora_serving (version, action, by_user, at) VALUES (?, ?, ?, ?)');
     this.selectServing = db.prepare<[], { version: string }>('SELECT version FROM lora_serving ORDER BY id DESC');
+    this.selectEverServed = db.prepare<[string], { served: 1 }>('SELECT 1 AS served FROM lora_serving WHERE version = ? LIMIT 1');
     this.countChoices = db.prepare<[], { choices: number }>("SELECT COUNT(*) AS choices FROM lora_serving WHERE action IN ('promote', 'rollback')");
     this.startInTransaction = db.transaction((name: string) => {
       this.insertVersion.run({
@@ -140,7 +147,7 @@ export class SqliteTrainings implements Trainings {
       });
       if (this.countChoices.get()!.choices === 0 && this.served() !== name) this.insertServing.run(name, 'start', null, this.now());
     });
-    this.promoteInTransaction = db.transaction((name: string, byUserId: string) => {
+    this.promoteInTransaction = db.transaction((name: string, byUserId: string | null) => {
       if (this.version(name) === null) throw new LoraVersionsError(`there is no LoRA version ${name}; /lora list shows them`);
       const previous = this.served();
       if (previous === name) throw new LoraVersionsError(`${name} is served already`);
@@ -220,7 +227,16 @@ export class SqliteTrainings implements Trainings {
     return this.selectServing.get()?.version ?? null;
   }
 
-  promote(name: string, byUserId: string): { previous: string | null; served: string } {
+  everServed(name: string): boolean {
+    return this.selectEverServed.get(name) !== undefined;
+  }
+
+  newestCandidate(): LoraVersion | null {
+    const served = this.served();
+    return this.versions().find((version) => version.origin === 'trained' && version.name !== served) ?? null;
+  }
+
+  promote(name: string, byUserId: string | null): { previous: string | null; served: string } {
     return this.promoteInTransaction.immediate(name, byUserId);
   }
 

@@ -1,5 +1,5 @@
 import { UnrecoverableError } from 'bullmq';
-import { compareFooter, comparePanels, validationPanels, wrongPanel, type ExperimentPanel } from '../common/triptych.js';
+import { compareFooter, comparePanels, judgingPanels, validationPanels, wrongPanel, type ExperimentPanel } from '../common/triptych.js';
 import { InvalidRequestError } from '../common/validation.js';
 import { composePanels } from '../gpu/compose.js';
 import type { GenerationRequest } from '../gpu/request.js';
@@ -51,6 +51,11 @@ export function planGeneration(name: GenerationJobName, rawData: unknown): Gener
   } catch (error) {
     if (error instanceof InvalidRequestError) throw new UnrecoverableError(`invalid ${name} job: ${error.message}`);
     throw error;
+  }
+  if ('sides' in data) {
+    const panels = judgingPanels(data.sides);
+    const loras = data.sides.filter((side): side is LoraChoice => side !== null);
+    return { request: requestFrom(data.settings, panels), panels, compositeFooter: compareFooter(data.settings), lora: null, loras };
   }
   if ('versions' in data) {
     const panels = validationPanels(data.versions);
