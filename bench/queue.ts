@@ -27,7 +27,7 @@ export function percentile(sorted: number[], fraction: number): number {
 function job(i: number): ImagineJobData {
   return {
     requester: { userId: `bench-${i}`, displayName: 'bench', guildId: null },
-    replyTo: { channelId: null, interactionToken: null, tokenExpiresAt: null },
+    replyTo: { channelId: null },
     settings: { prompt: 'a cat', negativePrompt: null, seed: i, steps: 1, guidanceScale: 5, width: 64, height: 64, weighting: 'auto' },
   };
 }
@@ -36,7 +36,7 @@ export async function benchQueue(redisUrl: string): Promise<QueueFigures> {
   const prefix = `bench-${randomUUID().slice(0, 8)}`;
   const producerRedis = producerConnection(redisUrl);
   const workerRedis = workerConnection(redisUrl);
-  const producer = new JobProducer(producerRedis, prefix, Number.MAX_SAFE_INTEGER);
+  const producer = new JobProducer(producerRedis, prefix, { perUser: Number.MAX_SAFE_INTEGER, perGuild: Number.MAX_SAFE_INTEGER, total: Number.MAX_SAFE_INTEGER });
   // Keyed by seed: an idle worker can pick a job up before submit() has even returned its id.
   const enqueuedAt = new Map<number, number>();
   const pickups: number[] = [];

@@ -187,9 +187,10 @@ test('👎 reactions: the bot’s own, another bot’s and a repeated vote do no
   const result = await resultOf(interactionId);
   const votesInAll = async () => {
     const { interactionId: statsId } = await stack.sandbox.command({ user: 'erin', command: 'dataset', subcommand: 'stats' });
-    const stats = /^(\d+) image\(s\) in the training set; (\d+) image\(s\) have (\d+) 👎 vote/.exec(await ephemeralReplyTo('erin', statsId));
-    assert.ok(stats);
-    return Number(stats[3]);
+    const reply = await ephemeralReplyTo('erin', statsId);
+    const stats = /^In the training set: (\d+) image\(s\), (\d+) of them made in this server\.\nWaiting for more 👎 votes: (\d+) image\(s\) from this server, with (\d+) vote\(s\) between them\./.exec(reply);
+    assert.ok(stats, reply);
+    return Number(stats[4]);
   };
   // Earlier tests left votes on other images; this one's are what comes on top.
   const baseline = await votesInAll();

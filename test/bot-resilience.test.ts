@@ -110,6 +110,13 @@ test('a result after the interaction token expired is posted to the channel and 
   assert.ok(posted.content.includes(`<@${alice.id}>`), posted.content);
   assert.deepEqual(posted.mentions, [alice.id]);
   assert.equal(imageMessages(await stack.sandbox.messages()).length, 1);
+  // The first reply no longer says "Queued" beside a live ❌: it points at the result.
+  const original = await stack.waitForMessages((messages) => {
+    const reply = answerTo(messages, interactionId);
+    return reply?.content.startsWith('⤵️') ? reply : null;
+  }, 'the first reply pointing at the result');
+  assert.ok(original.content.endsWith(`/${posted.id}`), original.content);
+  assert.deepEqual(original.components, [], 'no ❌ left on it');
   assert.deepEqual(await stack.sandbox.violations(), []);
 });
 
@@ -156,5 +163,35 @@ test('/queue lists a member’s waiting jobs; ❌ and /cancel cancel them; a bad
     messages.find((message) => message.ephemeral && message.interactionId === doomed.interactionId && message.content.startsWith('Why:'))?.content,
   'the private reason', { user: 'alice' });
   assert.match(why, /LoRA version "tiny_sdxl_lora_kohya" is neither in Redis nor this worker's LORA_PATH/);
+  assert.deepEqual(await stack.sandbox.violations(), []);
+});
+
+test('30 waiting jobs move up when one ends: their messages are edited at most 10 at a time, nearest the front first, until all are right', async () => {
+  const stack = await stackFor('positions', { workers: 0, botEnv: { MAX_QUEUED_PER_GUILD: '100' } });
+  const members = Array.from({ length: 30 }, (_, i) => `waiting${i}`);
+  const sent: Array<{ user: string; interactionId: string }> = [];
+  for (const user of members) sent.push({ user, ...(await stack.sandbox.command({ user, command: 'imagine', options: { prompt: `in line ${user}`, size: '64x64' } })) });
+  const positionOf = (messages: SandboxMessageView[], interactionId: string) => Number(/position (\d+)/.exec(answerTo(messages, interactionId)?.content ?? '')?.[1] ?? NaN);
+  // The bot takes the commands as they come, not necessarily in the order they were sent.
+  const places = await stack.waitForMessages((messages) => {
+    const shown = sent.map((handle) => positionOf(messages, handle.interactionId));
+    return [...shown].sort((a, b) => a - b).every((position, i) => position === i + 1) ? shown : null;
+  }, 'all 30 in line');
+  const first = sent[places.indexOf(1)]!;
+  const behind = sent.filter((handle) => handle !== first);
+
+  const cancelledAt = await stack.sandbox.now();
+  const cancel = await stack.sandbox.command({ user: first.user, command: 'cancel' });
+  await stack.waitForMessages((messages) => behind.every((handle) => positionOf(messages, handle.interactionId) === places[sent.indexOf(handle)]! - 1),
+    'every place moved up by one', { timeoutMs: 30_000 });
+  const edits = (await stack.sandbox.requests())
+    .filter((request) => request.at >= cancelledAt && request.method === 'PATCH' && request.route.includes('@original') && request.status < 300);
+  // One refresh's edits go out together; any one second holds at most one refresh, and the cancel's own reply.
+  for (const edit of edits) {
+    const burst = edits.filter((other) => other.at >= edit.at && other.at < edit.at + 1_000).length;
+    assert.ok(burst <= 11, `${burst} edits within a second of ${edit.at}`);
+  }
+  assert.ok(edits.length >= 29, `each of the 29 moved (${edits.length} edits)`);
+  assert.match(await stack.waitForMessages((messages) => messages.find((message) => message.ephemeral && message.interactionId === cancel.interactionId)?.content, 'the cancel\'s answer', { user: first.user }), /cancelled before it started/);
   assert.deepEqual(await stack.sandbox.violations(), []);
 });

@@ -66,6 +66,10 @@ test('bot settings: each bad value stops the start with its variable named', () 
     [{ IMAGE_RETENTION_DAYS: 'two' }, /^IMAGE_RETENTION_DAYS = "two"/],
     [{ ADMIN_ROLE_IDS: '123,abc' }, /^ADMIN_ROLE_IDS = .*"123" is not a Discord id/],
     [{ DISCORD_API_URL: 'localhost:8787' }, /^DISCORD_API_URL = "localhost:8787"/],
+    [{ DISCORD_API_URL: 'http://discord.example.com/api' }, /^DISCORD_API_URL = "http:\/\/discord\.example\.com\/api" would send the bot's token unencrypted/],
+    [{ DISCORD_API_URL: 'http://10.0.0.5:8787/api' }, /would send the bot's token unencrypted/],
+    [{ TRAINING_GUILD_IDS: '123456789012345678,abc' }, /^TRAINING_GUILD_IDS = .*"abc" is not a Discord id/],
+    [{ MAX_QUEUED_PER_GUILD: '0' }, /^MAX_QUEUED_PER_GUILD = "0"/],
     [{ IMAGE_SIZES: '100x100' }, /^IMAGE_SIZES: "100x100"/],
     [{ DEFAULT_SIZE: '512x512' }, /^DEFAULT_SIZE = "512x512" must be one of IMAGE_SIZES/],
     [{ DEFAULT_GUIDANCE: 'NaN' }, /^DEFAULT_GUIDANCE = "NaN"/],
@@ -86,6 +90,13 @@ test('bot settings: each bad value stops the start with its variable named', () 
   assert.deepEqual(config.adminRoleIds, ['123456789012345678']);
   assert.equal(config.defaults.size.value, '1024x1024');
   assert.equal(config.autoPromote, null, 'no promotion on votes unless both thresholds are set');
+  for (const local of ['http://127.0.0.1:8787/api', 'http://localhost:8787/api', 'http://[::1]:8787/api', 'https://discord.example.com/api']) {
+    assert.equal(readBotConfig({ ...base, DISCORD_API_URL: local }, 'token').apiUrl, local);
+  }
+  assert.deepEqual(config.trainingGuildIds, [], 'no server trains unless named');
+  assert.deepEqual(readBotConfig({ ...base, DISCORD_GUILD_ID: '223456789012345678' }, 'token').trainingGuildIds, ['223456789012345678'], 'the development server trains');
+  assert.deepEqual(readBotConfig({ ...base, DISCORD_GUILD_ID: '223456789012345678', TRAINING_GUILD_IDS: '323456789012345678,423456789012345678' }, 'token').trainingGuildIds,
+    ['323456789012345678', '423456789012345678']);
   assert.deepEqual(readBotConfig({ ...base, AUTO_PROMOTE_WIN_RATE: '0.6', AUTO_PROMOTE_MIN_VOTES: '10' }, 'token').autoPromote, { winRate: 0.6, minVotes: 10 });
   assert.equal(readBotConfig({ ...base, JUDGING_SEED: '7' }, 'token').judgingSeed, 7);
 });

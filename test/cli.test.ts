@@ -27,7 +27,7 @@ function generateWith(overrides: Record<string, string | null>): string[] {
 
 test('bad generate arguments exit non-zero with one line naming the argument and its value', async () => {
   const cases: Array<[Record<string, string | null>, RegExp]> = [
-    [{ '--width': '100' }, /--width 100 must be a multiple of 8/],
+    [{ '--width': '104' }, /--width 104 must be a multiple of 16/],
     [{ '--height': '0' }, /--height 0 must be an integer from 8 to 4096/],
     [{ '--steps': '0' }, /--steps 0 must be an integer from 1 to 500/],
     [{ '--steps': '-5' }, /--steps -5 must be an integer/],

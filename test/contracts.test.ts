@@ -11,7 +11,7 @@ const HASH_A = 'a'.repeat(64);
 const HASH_B = 'b'.repeat(64);
 const trainJob = (overrides: Record<string, unknown> = {}) => ({
   requester: { userId: 'admin', displayName: 'Admin', guildId: 'guild-1' },
-  replyTo: { channelId: 'channel-1', interactionToken: null, tokenExpiresAt: null },
+  replyTo: { channelId: 'channel-1' },
   snapshot: { id: 4, images: [HASH_A, HASH_B] },
   version: 'wrong-v4',
   baseVersion: null,
@@ -36,7 +36,7 @@ test('a train job names its snapshot\'s images by sorted, distinct sha256 and th
 
 const judgeJob = (overrides: Record<string, unknown> = {}) => ({
   requester: { userId: 'member', displayName: 'Member', guildId: 'guild-1' },
-  replyTo: { channelId: 'channel-1', interactionToken: null, tokenExpiresAt: null },
+  replyTo: { channelId: 'channel-1' },
   settings: { prompt: 'a red bicycle', seed: 5, steps: 4, guidanceScale: 13, width: 64, height: 64, weighting: 'auto' },
   sides: [{ version: 'wrong-v2', strength: 0.75 }, { version: 'wrong-v1', strength: 0.75 }],
   ...overrides,
@@ -69,4 +69,18 @@ test('a judge job is one batch of two panels with "wrong" as the negative, each 
   assert.equal(both.lora, null);
   assert.doesNotMatch(both.compositeFooter!, /wrong-v|LoRA/, 'the composite names no version');
   assert.match(both.compositeFooter!, /seed 5 · 4 steps · guidance 13 · 64x64 · "a red bicycle"/);
+});
+
+test('job text with control characters or a blank prompt is refused by name; interaction tokens never travel in job data', () => {
+  const refused = (overrides: Record<string, unknown>, message: RegExp) =>
+    assert.throws(() => validateJobData('judge', judgeJob(overrides)), (error: Error) => error instanceof InvalidRequestError && message.test(error.message));
+  refused({ settings: { ...judgeJob().settings, prompt: '\u0001cat' } }, /^settings\.prompt = "\\u0001cat" contains the control character U\+0001 at position 0/);
+  refused({ settings: { ...judgeJob().settings, prompt: 'a cat\u001b[31m' } }, /control character U\+001B at position 5/);
+  refused({ settings: { ...judgeJob().settings, prompt: 'half \ud83d' } }, /control character U\+D83D/);
+  refused({ settings: { ...judgeJob().settings, prompt: '  \n ' } }, /^settings\.prompt = "  \\n " is empty; say what to draw/);
+  const multiline = validateJobData('judge', judgeJob({ settings: { ...judgeJob().settings, prompt: 'a cat,\n\tby night 🐱' } }));
+  assert.equal(multiline.settings.prompt, 'a cat,\n\tby night 🐱', 'tabs, line breaks and emoji are text');
+  // A job queued by an older bot carries the interaction's token; it is dropped, not handed on.
+  const legacy = validateJobData('judge', judgeJob({ replyTo: { channelId: 'channel-1', interactionToken: 'secret-token', tokenExpiresAt: 1 } }));
+  assert.deepEqual(legacy.replyTo, { channelId: 'channel-1' });
 });

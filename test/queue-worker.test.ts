@@ -9,6 +9,7 @@ import { Redis } from 'ioredis';
 import {
   GENERATION_JOB_OPTIONS, QUEUE_NAMES, type GenerationJobName, type GenerationJobResult, type ImagineJobData,
 } from '../src/queue/contracts.js';
+import { DEFAULT_QUEUE_LIMITS, type QueueLimits } from '../src/queue/places.js';
 import { JobProducer, type GenerationSubmission } from '../src/queue/producer.js';
 import { producerConnection } from '../src/queue/redis.js';
 import { ResultsStore } from '../src/queue/results-store.js';
@@ -43,12 +44,12 @@ interface Harness {
   store: ResultsStore;
 }
 
-async function harness(label: string, url = TEST_REDIS_URL, maxQueuedPerUser?: number, prefix = testPrefix(label)): Promise<Harness> {
+async function harness(label: string, url = TEST_REDIS_URL, limits: Partial<QueueLimits> = {}, prefix = testPrefix(label)): Promise<Harness> {
   prefixes.push(prefix);
   const redis = producerConnection(url);
   // The producer's connection fails commands until it is connected (no offline queue), as the bot's does.
   if (redis.status !== 'ready') await once(redis, 'ready');
-  const producer = new JobProducer(redis, prefix, maxQueuedPerUser);
+  const producer = new JobProducer(redis, prefix, { ...DEFAULT_QUEUE_LIMITS, ...limits });
   const eventsConnection = new Redis(url, { maxRetriesPerRequest: null });
   const events = new QueueEvents(QUEUE_NAMES.generation, { connection: eventsConnection, prefix });
   await events.waitUntilReady();
@@ -67,7 +68,7 @@ async function harness(label: string, url = TEST_REDIS_URL, maxQueuedPerUser?: n
 }
 
 const requester = (userId: string) => ({ userId, displayName: userId, guildId: 'guild-1' });
-const noReply = { channelId: 'channel-1', interactionToken: null, tokenExpiresAt: null };
+const noReply = { channelId: 'channel-1' };
 const TINY = { steps: 4, guidanceScale: 7.5, width: 64, height: 64, weighting: 'auto' as const };
 
 function imagine(userId: string, prompt: string, overrides: Partial<GenerationSubmission<'imagine'>['settings']> = {}): GenerationSubmission<'imagine'> {
@@ -271,7 +272,7 @@ test('malformed job data fails at once, without retries, with a readable reason;
 });
 
 test('each user gets a fair share: at most MAX_QUEUED_PER_USER waiting, and their n-th job priority n', async () => {
-  const h = await harness('fairness', TEST_REDIS_URL, 2);
+  const h = await harness('fairness', TEST_REDIS_URL, { perUser: 2 });
   const first = await h.producer.submit('imagine', imagine('hana', 'one'));
   const second = await h.producer.submit('imagine', imagine('hana', 'two'));
   await assert.rejects(h.producer.submit('imagine', imagine('hana', 'three')), { name: 'QueueLimitError', message: /already have 2 jobs waiting/ });
@@ -284,6 +285,41 @@ test('each user gets a fair share: at most MAX_QUEUED_PER_USER waiting, and thei
   assert.deepEqual(await h.producer.cancel(first.jobId), { outcome: 'removed' });
   await h.producer.submit('imagine', imagine('hana', 'three, after a cancel'));
   await assert.rejects(h.producer.submit('imagine', { ...imagine('hana', 'x'), settings: { ...imagine('hana', 'x').settings, width: 100 } }), /settings\.width = 100 must be a multiple of 8/);
+});
+
+test('concurrent submissions: exact shares per member, server and deployment, and everyone\'s first job before anyone\'s second', async () => {
+  const h = await harness('fair-race', TEST_REDIS_URL, { perUser: 3, perGuild: 5, total: 6 });
+  const inGuild = (submission: GenerationSubmission<'imagine'>, guildId: string) => ({ ...submission, requester: { ...submission.requester, guildId } });
+  // Five at once from one member, with another member's first job among them.
+  const [dave, ...carol] = await Promise.allSettled([
+    h.producer.submit('imagine', imagine('dave', 'dave 1')),
+    ...Array.from({ length: 5 }, (_, i) => h.producer.submit('imagine', imagine('carol', `carol ${i + 1}`))),
+  ]);
+  const accepted = carol.filter((outcome) => outcome.status === 'fulfilled').map((outcome) => outcome.value);
+  assert.equal(accepted.length, 3, 'exactly MAX_QUEUED_PER_USER of the five');
+  for (const outcome of carol.filter((one) => one.status === 'rejected')) assert.match(String(outcome.reason), /already have 3 jobs waiting/);
+  assert.equal(dave.status, 'fulfilled');
+  const priorityOf = async (jobId: string) => (await h.producer.generation.getJob(jobId))!.priority;
+  assert.deepEqual((await Promise.all(accepted.map(({ jobId }) => priorityOf(jobId)))).sort(), [1, 2, 3]);
+  assert.equal(await priorityOf(dave.value.jobId), 1, 'dave\'s first job runs before carol\'s second');
+
+  // The server's share: four waiting in guild-1, two more at once, one fits.
+  const server = await Promise.allSettled([h.producer.submit('imagine', imagine('erin', 'erin 1')), h.producer.submit('imagine', imagine('fred', 'fred 1'))]);
+  assert.equal(server.filter((outcome) => outcome.status === 'fulfilled').length, 1);
+  assert.match(String(server.find((outcome) => outcome.status === 'rejected')!.reason), /this server already has 5 jobs waiting/);
+  // The deployment's share: another server's member takes the sixth place, the seventh is refused.
+  await h.producer.submit('imagine', inGuild(imagine('gus', 'gus 1'), 'guild-2'));
+  await assert.rejects(h.producer.submit('imagine', inGuild(imagine('hal', 'hal 1'), 'guild-2')), /the queue is full \(6 jobs waiting\)/);
+
+  // A running job counts in its member's priority: carol's next job, while her first runs, is her second.
+  await h.producer.generation.obliterate({ force: true });
+  await h.redis.del(h.producer.keys.waitingJobsOf('carol'), h.producer.keys.waitingJobsOfGuild('guild-1'), h.producer.keys.waitingJobs);
+  const running = await h.producer.submit('imagine', imagine('carol', 'carol runs', { steps: 30, width: 128, height: 128 }));
+  const worker = await startWorker(h.prefix);
+  await worker.waitForLine(new RegExp(`job ${running.jobId} \\(imagine\\) started`));
+  const [next, other] = await Promise.all([h.producer.submit('imagine', imagine('carol', 'carol next')), h.producer.submit('imagine', imagine('ivan', 'ivan first'))]);
+  assert.deepEqual([await priorityOf(next.jobId), await priorityOf(other.jobId)], [2, 1]);
+  assert.deepEqual(await h.producer.cancel(running.jobId), { outcome: 'stopping' });
 });
 
 test('SIGTERM lets the running job finish and the worker exits cleanly', async () => {
@@ -426,7 +462,7 @@ test('jobs waiting in Redis survive a Redis restart with AOF and all run', async
   await server.stop();
   const restarted = await startTestRedis({ port: server.port, dir: server.dir, args: ['--appendonly', 'yes', '--maxmemory-policy', 'noeviction'] });
   closers.push(() => restarted.stop());
-  const after = await harness('restart', restarted.url, undefined, h.prefix);
+  const after = await harness('restart', restarted.url, {}, h.prefix);
   const worker: WorkerProcess = await startWorker(h.prefix, { REDIS_URL: restarted.url });
   for (const { jobId } of jobs) {
     assert.ok(await after.producer.generation.getJob(jobId), `job ${jobId} survived the restart`);

@@ -80,7 +80,9 @@ test('guidance_rescale changes a guided image and leaves it alone at 0', async (
 test('bad requests fail before any model runs, naming the field and its value', async () => {
   const valid = requestFor(BASE_REFERENCE_CASES[0]!);
   const cases: Array<[Partial<GenerationRequest> | { panels: GenerationRequest['panels'] }, RegExp]> = [
-    [{ width: 100 }, /^width = 100 must be a multiple of 8$/],
+    [{ width: 100 }, /^width = 100 must be a multiple of 16$/],
+    // 152 is a multiple of the VAE's 8 but not of the tiny UNet's 16: the up blocks would not meet the down blocks.
+    [{ height: 152 }, /^height = 152 must be a multiple of 16$/],
     [{ steps: 0 }, /^steps = 0 must be an integer/],
     [{ seed: -1 }, /^seed = -1 must be an integer/],
     [{ panels: [{ ...valid.panels[0]!, guidanceScale: Number.NaN }] }, /^guidanceScale = NaN must be a number/],

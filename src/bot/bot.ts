@@ -17,6 +17,7 @@ import { deployCommands } from './deploy.js';
 import { handleInteraction } from './interactions.js';
 import { JobMessages } from './job-messages.js';
 import { JobSubmitter } from './job-submitter.js';
+import { isTrainingServer } from './members.js';
 import { listenForVotes } from './reactions.js';
 import { queueValidation } from './validation.js';
 
@@ -46,7 +47,7 @@ export async function startBot(config: BotConfig, redisUrl: string, log: (line: 
   // QueueEvents block on their connection, so each gets its own.
   const eventConnections = { generation: workerConnection(redisUrl), training: workerConnection(redisUrl) };
   const connections: Redis[] = [commands, eventConnections.generation, eventConnections.training];
-  const producer = new JobProducer(commands, config.queuePrefix, config.maxQueuedPerUser);
+  const producer = new JobProducer(commands, config.queuePrefix, config.queueLimits);
   const client = new Client({
     intents: [GatewayIntentBits.Guilds, GatewayIntentBits.GuildMessageReactions],
     // Votes come days later on messages long gone from the cache.
@@ -82,6 +83,7 @@ export async function startBot(config: BotConfig, redisUrl: string, log: (line: 
       store, producer, messages, log,
       results: new ResultsStore(commands, producer.keys),
       imageRetentionMs: config.imageRetentionDays * DAY_MS,
+      curates: (guildId) => isTrainingServer(guildId, config),
       onTrained: (training, candidate) => queueValidation(context!, training, candidate),
     });
     context = {

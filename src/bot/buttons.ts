@@ -5,7 +5,7 @@ import type { BotContext } from './context.js';
 import { decodeButton } from './custom-ids.js';
 import { UserFacingError } from './errors.js';
 import { recordVote } from './judging.js';
-import { interactionIsFromAdmin, originOf, requireAdmin } from './members.js';
+import { interactionIsFromAdmin, originOf, requireAdmin, requireTrainingServer } from './members.js';
 import { promoteVersion } from './promotion.js';
 import { promoteButton, type GenerationRequestRecord } from './views.js';
 import { serverDefaults } from '../commands/generation-options.js';
@@ -23,6 +23,7 @@ export async function handleButton(interaction: ButtonInteraction, context: BotC
   const action = decodeButton(interaction.customId);
   switch (action.kind) {
     case 'judge': {
+      requireTrainingServer(interaction, context.config, 'judge LoRA versions');
       await interaction.deferReply({ flags: MessageFlags.Ephemeral });
       if (interaction.user.bot) throw new UserFacingError('Votes by bots do not count.');
       const reply = recordVote(context, action.jobId, { id: interaction.user.id, isAdmin: interactionIsFromAdmin(interaction, context.config) }, action.side);
@@ -35,6 +36,7 @@ export async function handleButton(interaction: ButtonInteraction, context: BotC
       return;
     }
     case 'promote': {
+      requireTrainingServer(interaction, context.config, 'serve a LoRA version');
       requireAdmin(interaction, context.config, 'serve a LoRA version');
       const version = context.store.judging.pairOfJob(action.jobId)?.candidate ?? context.store.trainings.snapshotOfJob(action.jobId)?.version;
       if (version === undefined) throw new UserFacingError('This button no longer names a LoRA version the bot knows; /lora list shows them.');
@@ -64,11 +66,12 @@ export async function handleButton(interaction: ButtonInteraction, context: BotC
     case 'cancel': {
       const job = jobOf(context, action.jobId);
       await interaction.deferReply({ flags: MessageFlags.Ephemeral });
-      const outcome = await cancelJob(context, job, { userId: interaction.user.id, isAdmin: interactionIsFromAdmin(interaction, context.config) });
+      const outcome = await cancelJob(context, job, { userId: interaction.user.id, isAdmin: interactionIsFromAdmin(interaction, context.config), guildId: interaction.guildId });
       await interaction.editReply(outcome);
       return;
     }
     case 'vote': {
+      requireTrainingServer(interaction, context.config, 'curate the training set');
       await interaction.deferReply({ flags: MessageFlags.Ephemeral });
       const panel = context.store.images.get(action.jobId, action.panelIndex);
       if (panel === null) {

@@ -1,13 +1,28 @@
 import type { JobRecord } from '../store/jobs.js';
 import type { BotContext } from './context.js';
 import { PermissionDeniedError } from './errors.js';
+import { isTrainingServer } from './members.js';
+import { clip, literal } from './views.js';
 
-// Cancelling from /cancel and from a job's ❌ button: the owner or an admin may (a training's owner is the admin who
-// started it); what happens depends on how far the job got.
+// Cancelling from /cancel and from a job's ❌ button: the owner, or an admin of the server the job was asked in (a
+// training belongs to every training server, so any of their admins); what happens depends on how far the job got.
 
-export async function cancelJob(context: BotContext, job: JobRecord, by: { userId: string; isAdmin: boolean }): Promise<string> {
-  if (job.userId !== by.userId && !by.isAdmin) {
-    throw new PermissionDeniedError('Only the member who asked for this job (or a server admin) can cancel it.');
+export interface Canceller {
+  userId: string;
+  isAdmin: boolean;
+  /** The server the admin is an admin of. */
+  guildId: string | null;
+}
+
+function mayCancel(job: JobRecord, by: Canceller, config: BotContext['config']): boolean {
+  if (job.userId === by.userId) return true;
+  if (!by.isAdmin) return false;
+  return job.kind === 'train' ? isTrainingServer(by.guildId, config) : job.guildId !== null && job.guildId === by.guildId;
+}
+
+export async function cancelJob(context: BotContext, job: JobRecord, by: Canceller): Promise<string> {
+  if (!mayCancel(job, by, context.config)) {
+    throw new PermissionDeniedError('Only the member who asked for this job, or an admin of the server it was asked in, can cancel it.');
   }
   if (job.status !== 'queued' && job.status !== 'running') return `${describe(job)} had already ended.`;
   const { outcome } = await context.producer.cancel(job.jobId);
@@ -28,5 +43,5 @@ export async function cancelJob(context: BotContext, job: JobRecord, by: { userI
 
 export function describe(job: JobRecord): string {
   const prompt = (job.request as { settings?: { prompt?: string } }).settings?.prompt;
-  return prompt === undefined ? `/${job.kind}` : `/${job.kind} “${prompt.length > 40 ? `${prompt.slice(0, 39)}…` : prompt}”`;
+  return prompt === undefined ? `/${job.kind}` : `/${job.kind} “${literal(clip(prompt, 40))}”`;
 }

@@ -6,7 +6,8 @@ import { MAX_SHUFFLE_SEED } from '../common/seeded-shuffle.js';
 import { InvalidRequestError } from '../common/validation.js';
 import { loraVersionOf } from '../queue/contracts.js';
 import { DEFAULT_MAX_TRAINING_SET_BYTES, DEFAULT_TRAINING_IMAGE_TTL_SECONDS } from '../queue/training-transfer.js';
-import { DEFAULT_MAX_QUEUED_PER_USER, randomSeed } from '../queue/producer.js';
+import { readQueueLimits, type QueueLimits } from '../queue/places.js';
+import { randomSeed } from '../queue/producer.js';
 import { parseImageSizes, SDXL_IMAGE_SIZES, type ImageSize } from './image-sizes.js';
 
 // Everything the bot process reads from the environment, checked at start so that a bad value names its variable
@@ -17,11 +18,14 @@ export const DEFAULT_BOT_GUIDANCE_SCALE = 13;
 export const DEFAULT_LORA_STRENGTH = 1;
 export const DEFAULT_VOTES_TO_CURATE = 1;
 export const DEFAULT_IMAGE_RETENTION_DAYS = 14;
+/** A training holds the deployment's only training slot for hours: a few a day per server is plenty. */
+export const DEFAULT_MAX_TRAININGS_PER_DAY = 3;
 const MAX_RETENTION_DAYS = 3650;
 /** A candidate that wins half the votes or fewer is no better than what is served. */
 const MIN_AUTO_PROMOTE_WIN_RATE = 0.5;
 const MAX_AUTO_PROMOTE_VOTES = 1_000_000;
 const SNOWFLAKE = /^\d{15,21}$/;
+const LOOPBACK_HOSTS = /^(localhost|127(\.\d{1,3}){3}|\[::1\])$/;
 
 export interface BotConfig {
   /** null: the bot talks to a local Discord (DISCORD_API_URL) with the token it was given there. */
@@ -30,12 +34,19 @@ export interface BotConfig {
   apiUrl: string | null;
   /** Commands are registered for this guild at start when set (development); otherwise by `wrongbot deploy-commands`. */
   guildId: string | null;
+  /**
+   * The servers trusted with the one training set: their members' votes curate, their admins train, judge, promote
+   * and bootstrap. Other servers generate only. TRAINING_GUILD_IDS, else DISCORD_GUILD_ID's server.
+   */
+  trainingGuildIds: readonly string[];
+  /** Trainings one server may start in 24 hours. */
+  maxTrainingsPerDay: number;
   adminRoleIds: readonly string[];
   votesToCurate: number;
   imageRetentionDays: number;
   dataDir: string;
   queuePrefix: string;
-  maxQueuedPerUser: number;
+  queueLimits: QueueLimits;
   imageSizes: readonly ImageSize[];
   defaults: { size: ImageSize; steps: number; guidanceScale: number; loraStrength: number };
   /** The LoRA version /wrong and /compare ask the workers for; null when no LoRA is deployed. */
@@ -100,6 +111,10 @@ export function readBotConfig(env: Env, token: string): BotConfig {
   if (apiUrl !== null && !/^https?:\/\/[^/]+/.test(apiUrl)) {
     throw new ConfigError(`DISCORD_API_URL = ${JSON.stringify(apiUrl)} must be an http(s) URL such as http://127.0.0.1:8787/api`);
   }
+  // Plain http is for a Discord on this machine (the sandbox); anywhere else the token would cross the network readable.
+  if (apiUrl !== null && apiUrl.startsWith('http://') && !LOOPBACK_HOSTS.test(new URL(apiUrl).hostname)) {
+    throw new ConfigError(`DISCORD_API_URL = ${JSON.stringify(apiUrl)} would send the bot's token unencrypted; use https, or http only to 127.0.0.1, ::1 or localhost`);
+  }
   const guildIds = snowflakes(env, 'DISCORD_GUILD_ID');
   if (guildIds.length > 1) throw new ConfigError(`DISCORD_GUILD_ID = ${JSON.stringify(env['DISCORD_GUILD_ID'])} must be one guild id`);
   let imageSizes: ImageSize[];
@@ -117,12 +132,14 @@ export function readBotConfig(env: Env, token: string): BotConfig {
     token,
     apiUrl,
     guildId: guildIds[0] ?? null,
+    trainingGuildIds: optionalString(env, 'TRAINING_GUILD_IDS') === null ? guildIds : snowflakes(env, 'TRAINING_GUILD_IDS'),
+    maxTrainingsPerDay: integerSetting(env, 'MAX_TRAININGS_PER_DAY', DEFAULT_MAX_TRAININGS_PER_DAY, 1, 1000),
     adminRoleIds: snowflakes(env, 'ADMIN_ROLE_IDS'),
     votesToCurate: integerSetting(env, 'VOTES_TO_CURATE', DEFAULT_VOTES_TO_CURATE, 1, 1000),
     imageRetentionDays: integerSetting(env, 'IMAGE_RETENTION_DAYS', DEFAULT_IMAGE_RETENTION_DAYS, 1, MAX_RETENTION_DAYS),
     dataDir: optionalString(env, 'DATA_DIR') ?? 'data',
     queuePrefix: queuePrefix(env),
-    maxQueuedPerUser: integerSetting(env, 'MAX_QUEUED_PER_USER', DEFAULT_MAX_QUEUED_PER_USER, 1, 100),
+    queueLimits: readQueueLimits(env),
     imageSizes,
     defaults: {
       size: defaultSize,

@@ -8,7 +8,7 @@ import type { PanelProvenance } from '../store/images.js';
 import type { JobRecord } from '../store/jobs.js';
 import type { JobMessages, OutgoingFile } from './job-messages.js';
 import {
-  clip, endedView, progressView, queuedView, resultView, trainedView, type GenerationRequestRecord,
+  clip, endedView, progressView, queuedView, resultView, standingLine, trainedView, type GenerationRequestRecord,
 } from './views.js';
 
 // Hears the queue's events and keeps each job's message current: position while it waits, steps while it runs, then
@@ -18,6 +18,12 @@ import {
 
 /** Positions shift whenever a job starts or ends; recomputing them for every event would flood Discord. */
 export const POSITION_REFRESH_MS = 2_000;
+/**
+ * Each job start or end moves every waiting job up: with hundreds waiting, editing them all at once would run into
+ * Discord's rate limits. A refresh edits at most this many, those nearest the front first, and the next refresh
+ * goes on with the rest.
+ */
+export const MAX_POSITION_EDITS_PER_REFRESH = 10;
 export const RECONCILE_INTERVAL_MS = 60_000;
 /** A result Discord refuses this many times (no access to the channel, say) is given up on. */
 export const MAX_DELIVERY_ATTEMPTS = 5;
@@ -35,6 +41,8 @@ export interface DeliveryOptions {
   /** How long delivered panels are kept on disk for late votes. */
   imageRetentionMs: number;
   log: (line: string) => void;
+  /** Whether votes in this server curate the training set: its results then get 👎 buttons and the bot's own 👎. */
+  curates: (guildId: string | null) => boolean;
   /** A training's candidate has been shown: what comes next (its validation images). */
   onTrained?: (training: JobRecord, candidate: string) => Promise<void>;
   now?: () => number;
@@ -59,6 +67,8 @@ export class Delivery {
   /** Jobs whose result this process is sending now: a second event for one of them waits for the next reconcile. */
   private readonly delivering = new Set<string>();
   private readonly failedAttempts = new Map<string, number>();
+  /** The place in the queue each waiting job's message shows, so that a refresh edits only those that moved. */
+  private readonly shownStandings = new Map<string, string>();
   /** A training's contact sheet, until an edit of its message has carried it. */
   private readonly contactSheets = new Map<string, OutgoingFile>();
 
@@ -108,16 +118,17 @@ export class Delivery {
     await this.showWaiting(job.jobId, standing);
   }
 
-  /** Ends a job that will never give a result: the public message says so, the reason goes to the member privately. */
-  async end(job: JobRecord, outcome: 'failed' | 'cancelled', reason: string | null): Promise<void> {
+  /**
+   * Ends a job that will never give a result: the public message says so, the reason goes to the member privately.
+   * `reason` is the bot's own words; a worker's goes through forMembers, as it may name the model's internals.
+   */
+  async end(job: JobRecord, outcome: 'failed' | 'cancelled', reason: string | null, forMembers: string | null = reason): Promise<void> {
     if (!this.options.store.jobs.finish(job.jobId, outcome, reason)) return;
     this.failedAttempts.delete(job.jobId);
     const { messages, log } = this.options;
     await messages.show(job, (inChannel) => endedView(job, outcome, inChannel), { final: true }).catch(() => {});
-    if (reason !== null) {
-      log(`job ${job.jobId} ${outcome}: ${reason}`);
-      await messages.privateNote(job, `Why: ${clip(reason.split('\n')[0]!, MAX_PRIVATE_REASON_CHARS)}`);
-    }
+    if (reason !== null) log(`job ${job.jobId} ${outcome}: ${reason}`);
+    if (forMembers !== null) await messages.privateNote(job, `Why: ${clip(forMembers.split('\n')[0]!, MAX_PRIVATE_REASON_CHARS)}`);
     this.refreshPositionsSoon();
   }
 
@@ -150,6 +161,7 @@ export class Delivery {
   private async showWaiting(jobId: string, standing: JobStanding | null): Promise<void> {
     const job = this.openJob(jobId);
     if (job === null || job.status !== 'queued' || (standing !== null && standing.state !== 'waiting')) return;
+    if (standing !== null) this.shownStandings.set(jobId, standingLine(standing));
     const shown = await this.options.messages.show(job, () => queuedView(job, standing));
     if (shown && job.messageId === null) this.options.store.jobs.setMessageId(job.jobId, shown.messageId);
   }
@@ -202,7 +214,8 @@ export class Delivery {
     if (state !== 'completed' && state !== 'failed') return;
     if (state === 'failed') {
       const reason = bullJob.failedReason ?? null;
-      await this.end(job, reason === CANCELLED_REASON ? 'cancelled' : 'failed', reason === CANCELLED_REASON ? null : reason);
+      if (reason === CANCELLED_REASON) await this.end(job, 'cancelled', null);
+      else await this.end(job, 'failed', reason, workerFailureForMembers(reason, job.jobId));
       return;
     }
     this.delivering.add(jobId);
@@ -217,8 +230,9 @@ export class Delivery {
       const attempts = (this.failedAttempts.get(jobId) ?? 0) + 1;
       this.failedAttempts.set(jobId, attempts);
       if (attempts >= MAX_DELIVERY_ATTEMPTS) {
-        this.options.store.jobs.finish(jobId, 'failed', `Discord refused the result ${attempts} times: ${(error as Error).message}`);
-        this.failedAttempts.delete(jobId);
+        // Given up: the message, still on "Starting…" with a live ❌, says so, and the member learns why.
+        await this.end(job, 'failed', `Discord refused the result ${attempts} times: ${(error as Error).message}`,
+          'the image was made, but Discord refused the message that carries it; an admin can find why in the bot\'s log.');
       }
       throw error;
     } finally {
@@ -263,12 +277,13 @@ export class Delivery {
       log(`job ${job.jobId}: synthetic image in the training set as entry ${entry.id}`);
       return;
     }
-    const shown = await messages.show(job, (inChannel) => resultView(job, result, { filename: files[0]!.name }, inChannel), { final: true, files });
+    const votes = this.options.curates(job.guildId);
+    const shown = await messages.show(job, (inChannel) => resultView(job, result, { filename: files[0]!.name }, { inChannel, votes }), { final: true, files });
     if (!shown) return;
     store.jobs.setMessageId(job.jobId, shown.messageId);
     store.images.attachMessage(job.jobId, shown.messageId);
     store.jobs.finish(job.jobId, 'delivered');
-    if (result.panels.length === 1) {
+    if (votes && result.panels.length === 1) {
       await messages.addVoteReaction(shown).catch((error: Error) => log(`job ${job.jobId}: could not add the vote reaction: ${error.message}`));
     }
     log(`job ${job.jobId} delivered${shown.inChannel ? ' to the channel' : ''}`);
@@ -289,12 +304,35 @@ export class Delivery {
   }
 
   private async refreshPositions(): Promise<void> {
-    const queued = this.options.store.jobs.unfinished().filter((job) => job.status === 'queued' && job.kind !== 'train');
+    // Only a reply (while its interaction lives) shows a place; the bot's own jobs have none.
+    const queued = this.options.store.jobs.unfinished().filter((job) => job.status === 'queued' && job.kind !== 'train' && job.interactionToken !== null);
+    for (const shown of this.shownStandings.keys()) if (!queued.some((job) => job.jobId === shown)) this.shownStandings.delete(shown);
     if (queued.length === 0) return;
     const standings = await this.options.producer.standings(queued.map((job) => job.jobId));
-    // Unchanged views are skipped by JobMessages, so only jobs whose place moved are edited.
-    await Promise.all(queued.map((job) => this.showWaiting(job.jobId, standings.get(job.jobId)!)));
+    const moved = queued
+      .map((job) => ({ job, standing: standings.get(job.jobId)!, line: standingLine(standings.get(job.jobId)!) }))
+      .filter(({ job, standing, line }) => standing.state === 'waiting' && this.shownStandings.get(job.jobId) !== line)
+      .sort((a, b) => (a.standing as { position: number }).position - (b.standing as { position: number }).position);
+    const now = moved.slice(0, MAX_POSITION_EDITS_PER_REFRESH);
+    await Promise.all(now.map(({ job, standing }) => this.showWaiting(job.jobId, standing)));
+    if (moved.length > now.length) this.refreshPositionsSoon();
   }
+}
+
+// An InvalidRequestError's message ("settings.width = 100 must be a multiple of 8") is about the member's own input.
+const ABOUT_THE_INPUT = /^[\w.[\]]+ = .+ (must|is|contains) /;
+const OUT_OF_MEMORY = /out of memory|failed to allocate|bad_alloc|\bOOM\b/i;
+
+/**
+ * What a member is told of a worker's failure: their input's fault in its own words, running out of memory as advice,
+ * anything else (an onnxruntime node name, a file path) only as a pointer to the log, which has it in full.
+ */
+export function workerFailureForMembers(reason: string | null, jobId: string): string {
+  const firstLine = reason?.split('\n')[0] ?? '';
+  const withoutPrefix = firstLine.replace(/^invalid \w+ job: /, '');
+  if (ABOUT_THE_INPUT.test(withoutPrefix)) return withoutPrefix;
+  if (OUT_OF_MEMORY.test(firstLine)) return 'the worker ran out of memory for this image; a smaller size may work.';
+  return `the worker could not make this image (job ${jobId}); an admin can find why in the bot's log.`;
 }
 
 function isSynthetic(job: JobRecord): boolean {

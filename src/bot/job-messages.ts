@@ -1,6 +1,6 @@
 import { DiscordAPIError, MessageFlags, Routes, type APIMessage, type REST } from 'discord.js';
 import type { JobRecord } from '../store/jobs.js';
-import { THUMBS_DOWN, type MessageView } from './views.js';
+import { THUMBS_DOWN, withinDiscordLimits, type MessageView } from './views.js';
 
 // The one place that writes a job's message to Discord. While the interaction token lives, the job's message is the
 // interaction's reply (@original); after that, a finished job is posted to the channel. Edits to one message are
@@ -183,6 +183,7 @@ export class JobMessages {
         body: { ...this.body(pending.render(true), pending.files), nonce: job.jobId.replaceAll('-', '').slice(0, MAX_NONCE_CHARS), enforce_nonce: true },
         files: this.files(pending.files),
       }) as APIMessage;
+      await this.pointAt(job, message);
       return { messageId: message.id, channelId: message.channel_id, inChannel: true };
     } catch (error) {
       this.log(`job ${job.jobId}: could not update its message: ${(error as Error).message}`);
@@ -191,7 +192,24 @@ export class JobMessages {
     }
   }
 
-  private body(view: MessageView, files: OutgoingFile[]): Record<string, unknown> {
+  /**
+   * The reply the interaction's token can no longer edit would go on saying "Generating · step 31/150" beside a live
+   * ❌: the bot edits its own message (with its own token) to point at the one that took its place.
+   */
+  private async pointAt(job: JobRecord, replacement: APIMessage): Promise<void> {
+    if (job.messageId === null || job.channelId === null || job.messageId === replacement.id) return;
+    const link = `https://discord.com/channels/${job.guildId ?? '@me'}/${replacement.channel_id}/${replacement.id}`;
+    try {
+      await this.rest.patch(Routes.channelMessage(job.channelId, job.messageId), {
+        body: { content: `⤵️ Finished: the result is in a newer message, ${link}`, components: [], allowed_mentions: { parse: [] } },
+      });
+    } catch (error) {
+      this.log(`job ${job.jobId}: could not point its first message at the result: ${(error as Error).message}`);
+    }
+  }
+
+  private body(unchecked: MessageView, files: OutgoingFile[]): Record<string, unknown> {
+    const view = withinDiscordLimits(unchecked);
     return {
       content: view.content,
       embeds: view.embeds,

@@ -18,6 +18,7 @@ import { formatDuration } from './views.js';
 
 /** Discord lets an application edit an interaction's reply for 15 minutes after the interaction was created. */
 export const INTERACTION_TOKEN_LIFETIME_MS = 15 * 60_000;
+const DAY_MS = 24 * 3600_000;
 
 /** Who asked, and where the answer goes. */
 export interface JobOrigin {
@@ -35,6 +36,8 @@ export interface JobOrigin {
 export type GenerationSettings = Omit<ImageSettings, 'seed' | 'negativePrompt'> & { seed: number | null; negativePrompt?: string | null };
 
 export interface TrainingRequest {
+  /** The server's quota of trainings in 24 hours, this one included. */
+  maxPerDay: number;
   steps: number;
   seed: number | null;
   baseVersion: string | null;
@@ -132,6 +135,10 @@ export class JobSubmitter {
   async submitTraining(origin: JobOrigin, request: TrainingRequest): Promise<{ record: JobRecord; snapshot: TrainingSnapshot }> {
     const underway = this.store.jobs.unfinished().find((job) => job.kind === 'train');
     if (underway !== undefined) throw new UserFacingError(await this.trainingUnderway(underway));
+    const startedToday = this.store.jobs.countSince('train', origin.guildId, this.now() - DAY_MS);
+    if (startedToday >= request.maxPerDay) {
+      throw new UserFacingError(`This server has started ${startedToday} training(s) in the last 24 hours, its limit (MAX_TRAININGS_PER_DAY); try again later.`);
+    }
     const entries = this.distinctImages(this.store.dataset.list({ limit: MAX_TRAINING_IMAGES + 1 }));
     if (entries.length === 0) throw new UserFacingError('The training set is empty: 👎 some images first, then /train.');
     if (entries.length > MAX_TRAINING_IMAGES) throw new UserFacingError(`The training set has more than ${MAX_TRAINING_IMAGES} images; remove some with /dataset first.`);
@@ -143,7 +150,8 @@ export class JobSubmitter {
       throw error;
     }
     const seed = request.seed ?? randomSeed();
-    const record = this.record(origin, 'train', { ...request, seed, images: entries.length });
+    const { maxPerDay, ...recipe } = request;
+    const record = this.record(origin, 'train', { ...recipe, seed, images: entries.length });
     const snapshot = this.store.trainings.snapshot({
       jobId: record.jobId, baseVersion: request.baseVersion, steps: request.steps, seed, createdBy: origin.userId,
       entries: entries.map((entry) => ({ id: entry.id, sha256: entry.sha256 })),
@@ -197,7 +205,7 @@ export class JobSubmitter {
   private envelope(record: JobRecord) {
     return {
       requester: { userId: record.userId, displayName: record.userName, guildId: record.guildId },
-      replyTo: { channelId: record.channelId, interactionToken: record.interactionToken, tokenExpiresAt: record.tokenExpiresAt },
+      replyTo: { channelId: record.channelId },
     };
   }
 

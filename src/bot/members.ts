@@ -39,6 +39,17 @@ export function requireAdmin(interaction: Interaction, config: Pick<BotConfig, '
   }
 }
 
+export function isTrainingServer(guildId: string | null, config: Pick<BotConfig, 'trainingGuildIds'>): boolean {
+  return guildId !== null && config.trainingGuildIds.includes(guildId);
+}
+
+/** Curating, training, judging and choosing the served version belong to the servers trusted with the training set. */
+export function requireTrainingServer(interaction: Interaction, config: Pick<BotConfig, 'trainingGuildIds'>, action: string): void {
+  if (!isTrainingServer(interaction.guildId, config)) {
+    throw new PermissionDeniedError(`This server does not take part in training the "wrong" LoRA, so members here cannot ${action} (the bot's operator lists the servers that do in TRAINING_GUILD_IDS).`);
+  }
+}
+
 export function originOf(interaction: RepliableInteraction): JobOrigin {
   const member = interaction.member;
   const memberName = member && 'displayName' in member ? member.displayName : null;

@@ -1,7 +1,7 @@
 import type { Client, MessageReaction, PartialMessageReaction, PartialUser, User } from 'discord.js';
 import type { BotContext } from './context.js';
 import { whyNotAVote } from './curation.js';
-import { memberIsAdmin } from './members.js';
+import { isTrainingServer, memberIsAdmin } from './members.js';
 import { THUMBS_DOWN } from './views.js';
 
 // 👎 reactions on the bot's single-image messages are votes; removing the reaction takes the vote back. A
@@ -26,6 +26,8 @@ async function onReaction(
 ): Promise<void> {
   // 👎🏽 is a 👎 too: skin tones are modifiers after the base emoji.
   if (reaction.emoji.name?.replace(SKIN_TONE_MODIFIERS, '') !== THUMBS_DOWN) return;
+  // Only the servers trusted with the training set curate it.
+  if (!isTrainingServer(reaction.message.guildId, context.config)) return;
   const panels = context.curation.panelsOf(reaction.message.id);
   if (panels.length !== 1) return;
   const panel = panels[0]!;

@@ -1,5 +1,5 @@
 import {
-  ButtonStyle, ComponentType, type APIActionRowComponent, type APIButtonComponent, type APIEmbed,
+  ButtonStyle, ComponentType, escapeMarkdown, type APIActionRowComponent, type APIButtonComponent, type APIEmbed,
 } from 'discord.js';
 import type { GenerationJobResult, JobProgress, LoraChoice, TrainJobResult } from '../queue/contracts.js';
 import type { JobStanding } from '../queue/producer.js';
@@ -10,9 +10,14 @@ import { encodeButton } from './custom-ids.js';
 // so a view can be rebuilt after a restart from the database alone.
 
 export const THUMBS_DOWN = '👎';
-/** Discord's limits on what one embed may carry. */
+/** Discord's limits on what one message may carry, in characters. */
+const MAX_CONTENT_CHARS = 2000;
+const MAX_EMBED_TITLE_CHARS = 256;
 const MAX_EMBED_DESCRIPTION_CHARS = 4096;
+const MAX_FIELD_NAME_CHARS = 256;
 const MAX_FIELD_VALUE_CHARS = 1024;
+const MAX_FOOTER_CHARS = 2048;
+const MAX_EMBEDS_TOTAL_CHARS = 6000;
 const PROGRESS_BAR_CELLS = 12;
 
 export interface MessageView {
@@ -46,8 +51,57 @@ export interface TrainRequestRecord {
   images?: number;
 }
 
+/** Discord counts characters, not UTF-16 units: an emoji is one. */
+function characters(text: string | undefined): number {
+  return text === undefined ? 0 : [...text].length;
+}
+
 export function clip(text: string, maxChars: number): string {
-  return text.length <= maxChars ? text : `${text.slice(0, maxChars - 1)}…`;
+  const chars = [...text];
+  return chars.length <= maxChars ? text : `${chars.slice(0, maxChars - 1).join('')}…`;
+}
+
+/**
+ * A member's text (a prompt) shown as typed: Discord would otherwise render its markdown, so a prompt could hide a
+ * masked link behind innocent words or dress itself up as the bot's own headings.
+ */
+export function literal(text: string): string {
+  return escapeMarkdown(text, { heading: true, bulletedList: true, numberedList: true, maskedLink: true });
+}
+
+function embedCharacters(embed: APIEmbed): number {
+  return characters(embed.title) + characters(embed.description) + characters(embed.footer?.text) + characters(embed.author?.name)
+    + (embed.fields ?? []).reduce((sum, field) => sum + characters(field.name) + characters(field.value), 0);
+}
+
+/**
+ * The view cut down to what Discord accepts: each part within its own limit, then the embeds within their 6 000
+ * characters together, taken from the longest texts (the prompts) first. A message over a limit is refused whole.
+ */
+export function withinDiscordLimits(view: MessageView): MessageView {
+  const embeds = view.embeds.map((embed): APIEmbed => ({
+    ...embed,
+    ...(embed.title === undefined ? {} : { title: clip(embed.title, MAX_EMBED_TITLE_CHARS) }),
+    ...(embed.description === undefined ? {} : { description: clip(embed.description, MAX_EMBED_DESCRIPTION_CHARS) }),
+    ...(embed.footer === undefined ? {} : { footer: { ...embed.footer, text: clip(embed.footer.text, MAX_FOOTER_CHARS) } }),
+    ...(embed.fields === undefined ? {} : {
+      fields: embed.fields.map((field) => ({ ...field, name: clip(field.name, MAX_FIELD_NAME_CHARS), value: clip(field.value, MAX_FIELD_VALUE_CHARS) })),
+    }),
+  }));
+  let excess = embeds.reduce((sum, embed) => sum + embedCharacters(embed), 0) - MAX_EMBEDS_TOTAL_CHARS;
+  while (excess > 0) {
+    const texts = embeds.flatMap((embed) => [
+      { length: characters(embed.description), cut: (keep: number) => { embed.description = clip(embed.description!, keep); } },
+      ...(embed.fields ?? []).map((field) => ({ length: characters(field.value), cut: (keep: number) => { field.value = clip(field.value, keep); } })),
+    ]);
+    const longest = texts.reduce((a, b) => (b.length > a.length ? b : a));
+    // Every text keeps a little of itself; past that, the footer and titles are all that is left to count.
+    const keep = Math.max(longest.length - excess, Math.min(longest.length, 100));
+    if (keep === longest.length) break;
+    longest.cut(keep);
+    excess -= longest.length - keep;
+  }
+  return { ...view, content: clip(view.content, MAX_CONTENT_CHARS), embeds };
 }
 
 export function formatDuration(ms: number): string {
@@ -68,7 +122,7 @@ function negativeText(job: JobRecord, request: GenerationRequestRecord): string 
   if (job.kind === 'judge') return '"wrong" on both sides';
   if (job.kind === 'wrong' || job.kind === 'validate') return '"wrong"';
   const negative = request.settings.negativePrompt;
-  return negative === null || negative === undefined ? 'none' : negative === '' ? '(empty)' : clip(negative, MAX_FIELD_VALUE_CHARS);
+  return negative === null || negative === undefined ? 'none' : negative === '' ? '(empty)' : clip(literal(negative), MAX_FIELD_VALUE_CHARS);
 }
 
 function loraText(lora: LoraChoice | null | undefined): string {
@@ -90,7 +144,7 @@ function generationEmbed(job: JobRecord, model: string | null = null): APIEmbed 
   ];
   return {
     title: `/${job.kind}`,
-    description: clip(settings.prompt === '' ? '(empty prompt)' : settings.prompt, MAX_EMBED_DESCRIPTION_CHARS),
+    description: clip(literal(settings.prompt), MAX_EMBED_DESCRIPTION_CHARS),
     fields,
     footer: { text: `job ${job.jobId} · for ${clip(job.userName, 80)}` },
   };
@@ -129,19 +183,19 @@ export function promoteButton(jobId: string, version: string): APIButtonComponen
   return button(encodeButton({ kind: 'promote', jobId }), `Promote ${version}`, ButtonStyle.Success, '⬆️');
 }
 
+/** Where a generation stands, as its message's first line. */
+export function standingLine(standing: JobStanding): string {
+  if (standing.state === 'running') return '🎨 Starting…';
+  if (standing.state !== 'waiting') return '⏳ Queued';
+  return `⏳ Queued · position ${standing.position}${standing.etaMs === null ? '' : ` · about ${formatDuration(standing.etaMs)}`}`;
+}
+
 export function queuedView(job: JobRecord, standing: JobStanding | null): MessageView {
   if (job.kind === 'train') {
     // One training runs at a time, on whichever worker is free first: there is no place in a line to show.
     return { content: '⏳ Queued for the next free worker', embeds: [embedFor(job)], components: [cancelRow(job)], mentionUserIds: [] };
   }
-  let status = '⏳ Queued';
-  if (standing?.state === 'waiting') {
-    status += ` · position ${standing.position}`;
-    if (standing.etaMs !== null) status += ` · about ${formatDuration(standing.etaMs)}`;
-  } else if (standing?.state === 'running') {
-    status = '🎨 Starting…';
-  }
-  return { content: status, embeds: [embedFor(job)], components: [cancelRow(job)], mentionUserIds: [] };
+  return { content: standing === null ? '⏳ Queued' : standingLine(standing), embeds: [embedFor(job)], components: [cancelRow(job)], mentionUserIds: [] };
 }
 
 export function progressView(job: JobRecord, progress: JobProgress): MessageView {
@@ -164,7 +218,7 @@ export interface DeliveredImage {
  * The finished job: its image(s) are attached by the caller; the embed shows `shown`. `inChannel` when it is posted
  * as a channel message because the interaction expired: it then mentions the member, who is no longer looking at it.
  */
-export function resultView(job: JobRecord, result: GenerationJobResult, shown: DeliveredImage, inChannel: boolean): MessageView {
+export function resultView(job: JobRecord, result: GenerationJobResult, shown: DeliveredImage, { inChannel, votes }: { inChannel: boolean; votes: boolean }): MessageView {
   const embed: APIEmbed = {
     ...generationEmbed(job, result.model),
     image: { url: `attachment://${shown.filename}` },
@@ -192,7 +246,7 @@ export function resultView(job: JobRecord, result: GenerationJobResult, shown: D
     if (job.kind !== 'compare') actions.push(button(encodeButton({ kind: 'compare', jobId: job.jobId }), 'Compare this seed', ButtonStyle.Secondary, '🆚'));
     components.push(row(...actions));
   }
-  if (result.panels.length > 1) {
+  if (votes && result.panels.length > 1) {
     components.push(row(...result.panels.map((_, panelIndex) =>
       button(encodeButton({ kind: 'vote', jobId: job.jobId, panelIndex }), `Panel ${panelIndex + 1} is wrong`, ButtonStyle.Secondary, THUMBS_DOWN))));
   }

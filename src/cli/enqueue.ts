@@ -1,12 +1,13 @@
 import path from 'node:path';
 import { QueueEvents } from 'bullmq';
 import { DEFAULT_GUIDANCE_SCALE, DEFAULT_STEPS, WEIGHTING_SYNTAXES, type WeightingSyntax } from '../common/generation-limits.js';
-import { integerSetting, optionalString, queuePrefix } from '../common/environment.js';
+import { optionalString, queuePrefix } from '../common/environment.js';
 import { InvalidRequestError } from '../common/validation.js';
 import {
   MEMBER_JOB_NAMES, QUEUE_NAMES, type MemberJobName, type GenerationJobResult, type JobProgress,
 } from '../queue/contracts.js';
-import { DEFAULT_MAX_QUEUED_PER_USER, JobProducer, QueueLimitError, type GenerationSubmission } from '../queue/producer.js';
+import { readQueueLimits } from '../queue/places.js';
+import { JobProducer, QueueLimitError, type GenerationSubmission } from '../queue/producer.js';
 import { producerConnection, resolveRedis, workerConnection } from '../queue/redis.js';
 import { ResultsStore } from '../queue/results-store.js';
 import { loraVersionOf } from '../queue/contracts.js';
@@ -44,7 +45,7 @@ function submissionFrom(name: MemberJobName, values: ReturnType<typeof parseEnqu
   };
   const envelope = {
     requester: { userId: values.user ?? DEFAULT_USER_ID, displayName: values.user ?? DEFAULT_USER_ID, guildId: null },
-    replyTo: { channelId: null, interactionToken: null, tokenExpiresAt: null },
+    replyTo: { channelId: null },
   };
   if (name === 'imagine') return { ...envelope, settings: { ...settings, negativePrompt: values.negative ?? null } };
   const loraPath = optionalString(process.env, 'LORA_PATH');
@@ -73,11 +74,10 @@ export async function runEnqueue(argv: string[]): Promise<void> {
   if (!values.wait && (values.out !== undefined || values['panels-dir'] !== undefined)) throw new UsageError('--out and --panels-dir need --wait');
   const submission = submissionFrom(jobName, values);
   const prefix = queuePrefix(process.env);
-  const maxQueuedPerUser = integerSetting(process.env, 'MAX_QUEUED_PER_USER', DEFAULT_MAX_QUEUED_PER_USER, 1);
   const redis = await resolveRedis(process.env);
   for (const warning of redis.warnings) console.error(`warning: ${warning}`);
   const connection = producerConnection(redis.url);
-  const producer = new JobProducer(connection, prefix, maxQueuedPerUser);
+  const producer = new JobProducer(connection, prefix, readQueueLimits(process.env));
   // BullMQ leaves connections it is given open: each is closed below, or the process would never exit.
   const eventsConnection = values.wait ? workerConnection(redis.url) : null;
   const events = eventsConnection ? new QueueEvents(QUEUE_NAMES.generation, { connection: eventsConnection, prefix }) : null;

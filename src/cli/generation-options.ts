@@ -100,7 +100,7 @@ export function parseGenerationJob<Extra extends OptionSpec>(
   };
   try {
     validateGenerationRequest(request, {
-      multipleOf: folder.vae.scaleFactor,
+      multipleOf: folder.sizeMultiple,
       loraSlots: values.lora === undefined ? 0 : 1,
       fedLoraSlots: values.lora === undefined ? [] : [true],
       hasRefiner: values.refiner !== undefined,

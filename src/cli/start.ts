@@ -23,7 +23,7 @@ const MAIN_SCRIPT = fileURLToPath(new URL('./main.js', import.meta.url));
 const TINY_MODEL_DIR = 'test/fixtures/tiny-sdxl';
 const TINY_LORA_PATH = 'test/fixtures/tiny-sdxl-lora/tiny_sdxl_lora_kohya.safetensors';
 /** SDXL's aspect buckets at an eighth of the size: the tiny model draws them in well under a second. */
-const TINY_IMAGE_SIZES = '128x128,144x112,112x144,152x104,104x152,168x96,96x168';
+const TINY_IMAGE_SIZES = '128x128,144x112,112x144,160x96,96x160,176x96,96x176';
 const TINY_DEFAULT_STEPS = '20';
 
 interface Supervised {

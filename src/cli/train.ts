@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { openSdxlModelFolder, openSdxlTrainingFiles } from '../gpu/model-folder.js';
+import { openSdxlModelFolder } from '../gpu/model-folder.js';
 import { OnnxGraph } from '../gpu/onnx/onnx-graph.js';
 import { DataType } from '../gpu/onnx/onnx-proto.js';
 import { trainLora } from '../gpu/training/lora-trainer.js';
@@ -85,7 +85,7 @@ function readOnnxElementBytes(unetPath: string): number {
 /** The estimate alone: no data, no session, so it answers for a 10 GB model on a machine that could not load it. */
 function printMemoryEstimate(modelDir: string, options: RecipeOptions): void {
   const folder = openSdxlModelFolder(modelDir);
-  const recipe = resolveRecipe(options, { defaultResolution: folder.defaultImageSizePx, resolutionMultiple: openSdxlTrainingFiles(folder).resolutionMultiple });
+  const recipe = resolveRecipe(options, { defaultResolution: folder.defaultImageSizePx, resolutionMultiple: folder.sizeMultiple });
   const architecture = readUnetArchitecture(path.join(folder.root, 'unet', 'config.json'));
   const elementBytes = readOnnxElementBytes(folder.paths.unet);
   const estimate = estimateTrainingMemory(architecture, {

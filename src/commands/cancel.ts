@@ -18,7 +18,7 @@ export const definition = {
 export async function execute(interaction: ChatInputCommandInteraction, context: BotContext): Promise<void> {
   await interaction.deferReply({ flags: MessageFlags.Ephemeral });
   const jobId = interaction.options.getString('job');
-  const by = { userId: interaction.user.id, isAdmin: interactionIsFromAdmin(interaction, context.config) };
+  const by = { userId: interaction.user.id, isAdmin: interactionIsFromAdmin(interaction, context.config), guildId: interaction.guildId };
   let jobs;
   if (jobId === null) {
     // A training is stopped only by naming it: "/cancel" alone means a member's own generations.

@@ -5,9 +5,9 @@ import {
 import type { BotContext } from '../bot/context.js';
 import { UserFacingError } from '../bot/errors.js';
 import { FAILURE_KEYWORDS, syntheticImageSettings } from '../bot/bootstrap.js';
-import { originOf, requireAdmin } from '../bot/members.js';
+import { originOf, requireAdmin, requireTrainingServer } from '../bot/members.js';
 import { serverDefaults } from './generation-options.js';
-import { clip } from '../bot/views.js';
+import { clip, literal } from '../bot/views.js';
 import type { DatasetEntry } from '../store/dataset.js';
 
 const PAGE_SIZE = 10;
@@ -44,34 +44,47 @@ export const definition = {
 
 function summary(entry: DatasetEntry): string {
   const { provenance } = entry;
-  return `#${entry.id} · /${provenance.kind} panel ${provenance.panelIndex + 1} · “${clip(provenance.prompt, 60)}” · seed ${provenance.seed} · ${entry.voters.length} vote(s)`;
+  return `#${entry.id} · /${provenance.kind} panel ${provenance.panelIndex + 1} · “${literal(clip(provenance.prompt, 60))}” · seed ${provenance.seed} · ${entry.voters.length} vote(s)`;
+}
+
+/** An entry of an image made in this server: each server sees and removes only its own. */
+function ownEntry(interaction: ChatInputCommandInteraction, context: BotContext): DatasetEntry {
+  const entry = context.store.dataset.get(interaction.options.getInteger('entry', true));
+  if (entry === null || entry.provenance.guildId !== interaction.guildId) throw new UserFacingError('There is no such entry from this server; /dataset list shows them.');
+  return entry;
 }
 
 export async function execute(interaction: ChatInputCommandInteraction, context: BotContext): Promise<void> {
   const { dataset } = context.store;
   const subcommand = interaction.options.getSubcommand(true);
+  requireTrainingServer(interaction, context.config, 'see or change the training set');
+  const guildId = interaction.guildId!;
   if (subcommand === 'remove') requireAdmin(interaction, context.config, 'remove images from the training set');
   if (subcommand === 'bootstrap') requireAdmin(interaction, context.config, 'add synthetic images to the training set');
   await interaction.deferReply({ flags: MessageFlags.Ephemeral });
   switch (subcommand) {
     case 'stats': {
-      const counts = dataset.counts();
-      await interaction.editReply(`${counts.entries} image(s) in the training set; ${counts.panelsWithVotes} image(s) have ${counts.votes} 👎 vote(s) in all. An image joins the set at ${context.config.votesToCurate} vote(s), or one from an admin.`);
+      const here = dataset.counts(guildId);
+      const all = dataset.counts();
+      await interaction.editReply([
+        `In the training set: ${all.entries} image(s), ${here.entries} of them made in this server.`,
+        `Waiting for more 👎 votes: ${here.panelsWithVotes} image(s) from this server, with ${here.votes} vote(s) between them.`,
+        `An image joins the set at ${context.config.votesToCurate} vote(s), or at once with an admin's.`,
+      ].join('\n'));
       return;
     }
     case 'list': {
       const page = interaction.options.getInteger('page') ?? 1;
-      const entries = dataset.list({ limit: PAGE_SIZE, offset: (page - 1) * PAGE_SIZE });
+      const entries = dataset.list({ limit: PAGE_SIZE, offset: (page - 1) * PAGE_SIZE, guildId });
       await interaction.editReply(entries.length === 0 ? `Page ${page} is empty.` : entries.map(summary).join('\n'));
       return;
     }
     case 'show': {
-      const entry = dataset.get(interaction.options.getInteger('entry', true));
-      if (entry === null) throw new UserFacingError('There is no such entry; /dataset list shows them.');
+      const entry = ownEntry(interaction, context);
       const { provenance } = entry;
       const facts = [
         summary(entry),
-        `negative: ${provenance.negativePrompt ?? 'none'} · ${provenance.steps} steps · guidance ${provenance.guidanceScale} · ${provenance.width}×${provenance.height}`,
+        `negative: ${provenance.negativePrompt === null ? 'none' : literal(clip(provenance.negativePrompt, 200))} · ${provenance.steps} steps · guidance ${provenance.guidanceScale} · ${provenance.width}×${provenance.height}`,
         `model ${provenance.model} · LoRA ${provenance.loraVersion ?? 'none'} ×${provenance.loraStrength} · job ${provenance.jobId}`,
       ];
       await interaction.editReply({ content: clip(facts.join('\n'), 2000), files: [{ attachment: entry.imagePath, name: `dataset-${entry.id}.png` }] });
@@ -79,8 +92,8 @@ export async function execute(interaction: ChatInputCommandInteraction, context:
     }
     case 'remove': {
       // Rejected, not only removed: members' later votes do not bring the image back.
-      const removed = dataset.reject(interaction.options.getInteger('entry', true), interaction.user.id);
-      if (removed === null) throw new UserFacingError('There is no such entry; /dataset list shows them.');
+      const removed = dataset.reject(ownEntry(interaction, context).id, interaction.user.id);
+      if (removed === null) throw new UserFacingError('There is no such entry from this server; /dataset list shows them.');
       context.log(`dataset entry ${removed.id} removed by ${interaction.user.id}`);
       await interaction.editReply(`Removed ${summary(removed)}; later votes will not bring it back.`);
       return;

@@ -5,7 +5,7 @@ import {
 import type { BotContext } from '../bot/context.js';
 import { UserFacingError } from '../bot/errors.js';
 import { drawPair } from '../bot/judging.js';
-import { originOf } from '../bot/members.js';
+import { originOf, requireTrainingServer } from '../bot/members.js';
 import { MAX_PROMPT_CHARS } from '../common/generation-limits.js';
 import { checkText } from '../common/validation.js';
 import { SEED_OPTION } from './generation-options.js';
@@ -21,6 +21,7 @@ export const definition = {
 } as const satisfies RESTPostAPIChatInputApplicationCommandsJSONBody;
 
 export async function execute(interaction: ChatInputCommandInteraction, context: BotContext): Promise<void> {
+  requireTrainingServer(interaction, context.config, 'judge LoRA versions');
   await interaction.deferReply();
   const prompt = interaction.options.getString('prompt');
   if (prompt !== null && prompt.trim() === '') throw new UserFacingError('The prompt is empty.');

@@ -4,10 +4,10 @@ import {
 } from 'discord.js';
 import type { BotContext } from '../bot/context.js';
 import { UserFacingError } from '../bot/errors.js';
-import { ADMIN_PERMISSION, requireAdmin } from '../bot/members.js';
+import { ADMIN_PERMISSION, requireAdmin, requireTrainingServer } from '../bot/members.js';
 import { winRateText } from '../bot/judging.js';
 import { promoteVersion, rollBackVersion } from '../bot/promotion.js';
-import { clip } from '../bot/views.js';
+import { clip, literal } from '../bot/views.js';
 import { MAX_PROMPT_CHARS, MAX_SEED } from '../common/generation-limits.js';
 import { checkText } from '../common/validation.js';
 import { validateLoraVersion } from '../queue/contracts.js';
@@ -68,6 +68,7 @@ function describe(version: LoraVersion, served: string | null, tallies: readonly
 
 export async function execute(interaction: ChatInputCommandInteraction, context: BotContext): Promise<void> {
   const subcommand = interaction.options.getSubcommand(true);
+  requireTrainingServer(interaction, context.config, 'manage the LoRA versions');
   requireAdmin(interaction, context.config, 'manage the LoRA versions');
   if (interaction.options.getSubcommandGroup() === 'validation') {
     await validation(interaction, context, subcommand);
@@ -106,7 +107,7 @@ async function validation(interaction: ChatInputCommandInteraction, context: Bot
       const prompts = trainings.validationPrompts();
       await interaction.editReply(prompts.length === 0
         ? 'There are no validation prompts: new candidates are not drawn. /lora validation add puts one in.'
-        : clip(prompts.map((prompt) => `#${prompt.id} · seed ${prompt.seed} · “${prompt.prompt}”`).join('\n'), MAX_MESSAGE_CHARS));
+        : clip(prompts.map((prompt) => `#${prompt.id} · seed ${prompt.seed} · “${literal(prompt.prompt)}”`).join('\n'), MAX_MESSAGE_CHARS));
       return;
     }
     case 'add': {
@@ -119,7 +120,7 @@ async function validation(interaction: ChatInputCommandInteraction, context: Bot
     case 'remove': {
       const removed = trainings.removeValidationPrompt(interaction.options.getInteger('id', true));
       if (removed === null) throw new UserFacingError('There is no such validation prompt; /lora validation list shows them.');
-      await interaction.editReply(`Removed validation prompt #${removed.id} “${clip(removed.prompt, 80)}”.`);
+      await interaction.editReply(`Removed validation prompt #${removed.id} “${literal(clip(removed.prompt, 80))}”.`);
       return;
     }
     default:

@@ -4,7 +4,7 @@ import {
 } from 'discord.js';
 import { MAX_SEED } from '../common/generation-limits.js';
 import type { BotContext } from '../bot/context.js';
-import { ADMIN_PERMISSION, originOf, requireAdmin } from '../bot/members.js';
+import { ADMIN_PERMISSION, originOf, requireAdmin, requireTrainingServer } from '../bot/members.js';
 import { MAX_TRAIN_STEPS, validateLoraVersion } from '../queue/contracts.js';
 
 /** diffusers' DreamBooth LoRA examples train SDXL for about this many steps. */
@@ -26,11 +26,13 @@ export const definition = {
 
 export async function execute(interaction: ChatInputCommandInteraction, context: BotContext): Promise<void> {
   // Checked before anything is deferred or queued: a refused member gets only a private message.
+  requireTrainingServer(interaction, context.config, 'train a new LoRA version');
   requireAdmin(interaction, context.config, 'train a new LoRA version');
   const base = interaction.options.getString('base')?.trim() ?? null;
   const baseVersion = base === null ? context.store.trainings.served() : base === FROM_SCRATCH ? null : validateLoraVersion('base', base);
   await interaction.deferReply();
   await context.submitter.submitTraining(originOf(interaction), {
+    maxPerDay: context.config.maxTrainingsPerDay,
     baseVersion,
     steps: interaction.options.getInteger('steps') ?? DEFAULT_TRAIN_STEPS,
     seed: interaction.options.getInteger('seed'),

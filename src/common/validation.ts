@@ -29,9 +29,18 @@ export function checkNumber(field: string, value: unknown, min: number, max: num
   return value;
 }
 
+// Control characters other than tab and line breaks, and unpaired surrogates: nothing a person types, and what
+// XML (the captions' SVG) and Discord refuse.
+const UNPRINTABLE = /[\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F-\u009F\uFFFE\uFFFF]|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/u;
+
 export function checkText(field: string, value: unknown, maxChars: number): string {
   if (typeof value !== 'string') fail(field, value, 'must be text');
   if (value.length > maxChars) fail(field, `${value.slice(0, 40)}…`, `is ${value.length} characters; the limit is ${maxChars}`);
+  const unprintable = UNPRINTABLE.exec(value);
+  if (unprintable !== null) {
+    const code = unprintable[0].codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0');
+    fail(field, value.length > 40 ? `${value.slice(0, 40)}…` : value, `contains the control character U+${code} at position ${unprintable.index}; remove it`);
+  }
   return value;
 }
 

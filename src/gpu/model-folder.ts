@@ -10,6 +10,11 @@ export interface SdxlModelFolder {
   forceZerosForEmptyPrompt: boolean;
   /** The size the UNet was trained at (1024 px for SDXL), used when a request names none. */
   defaultImageSizePx: number;
+  /**
+   * Every image side must be a multiple of this: the VAE factor × 2^(UNet down blocks − 1), as each down block but
+   * the last halves the latent side and the up blocks must meet them again (32 px for SDXL).
+   */
+  sizeMultiple: number;
   vae: { scalingFactor: number; scaleFactor: number };
   paths: {
     scheduler: string;
@@ -90,11 +95,15 @@ export function openSdxlModelFolder(root: string): SdxlModelFolder {
   }
   const vae = readVaeConfig(readJson(path.join(dir, 'vae_decoder', 'config.json')), path.join(dir, 'vae_decoder', 'config.json'));
   const unetConfigFile = path.join(dir, 'unet', 'config.json');
-  const sampleSize = existsSync(unetConfigFile) ? readJson(unetConfigFile)['sample_size'] : undefined;
+  const unetConfig = existsSync(unetConfigFile) ? readJson(unetConfigFile) : {};
+  const sampleSize = unetConfig['sample_size'];
+  const blocks = unetConfig['block_out_channels'];
+  const downBlocks = Array.isArray(blocks) && blocks.length > 0 ? blocks.length : SDXL_DOWN_BLOCKS;
   return {
     root: dir,
     forceZerosForEmptyPrompt: index['force_zeros_for_empty_prompt'] !== false,
     defaultImageSizePx: typeof sampleSize === 'number' ? sampleSize * vae.scaleFactor : SDXL_IMAGE_SIZE_PX,
+    sizeMultiple: vae.scaleFactor * 2 ** (downBlocks - 1),
     vae,
     paths,
   };
@@ -117,11 +126,9 @@ function readVaeConfig(config: Record<string, unknown>, file: string): SdxlModel
   return { scalingFactor, scaleFactor: 2 ** (blocks.length - 1) };
 }
 
-/** What training needs beyond generation: the VAE encoder, and the side multiple the UNet's downsampling needs. */
+/** What training needs beyond generation: the VAE encoder. */
 export interface SdxlTrainingFiles {
   vaeEncoder: string;
-  /** VAE factor × 2^(UNet down blocks − 1): each down block but the last halves the latent side. */
-  resolutionMultiple: number;
 }
 
 export function openSdxlTrainingFiles(folder: SdxlModelFolder): SdxlTrainingFiles {
@@ -129,8 +136,5 @@ export function openSdxlTrainingFiles(folder: SdxlModelFolder): SdxlTrainingFile
   if (!existsSync(vaeEncoder)) {
     throw new ModelLoadError(`model folder ${folder.root} has no vae_encoder/model.onnx: training encodes its images with it (optimum exports it with the rest of the pipeline)`);
   }
-  const unetConfigFile = path.join(folder.root, 'unet', 'config.json');
-  const blocks = existsSync(unetConfigFile) ? readJson(unetConfigFile)['block_out_channels'] : undefined;
-  const downBlocks = Array.isArray(blocks) && blocks.length > 0 ? blocks.length : SDXL_DOWN_BLOCKS;
-  return { vaeEncoder, resolutionMultiple: folder.vae.scaleFactor * 2 ** (downBlocks - 1) };
+  return { vaeEncoder };
 }

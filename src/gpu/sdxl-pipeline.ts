@@ -248,7 +248,7 @@ export class SdxlPipeline {
 
   get capabilities(): PipelineCapabilities {
     return {
-      multipleOf: this.folder.vae.scaleFactor,
+      multipleOf: this.folder.sizeMultiple,
       loraSlots: this.fedLoras.length,
       fedLoraSlots: this.fedLoras.map((fed) => fed !== null),
       hasRefiner: this.refiner !== null,

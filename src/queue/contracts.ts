@@ -30,13 +30,16 @@ export interface Requester {
   guildId: string | null;
 }
 
-/** Where the bot answers: the interaction while its token lives (15 minutes), the channel after that. */
+/**
+ * Where the answer goes. Interaction tokens (which can post as the bot for 15 minutes) stay in the bot's database:
+ * workers never answer Discord, and everything in Redis can be read by every worker host.
+ */
 export interface ReplyTarget {
   channelId: string | null;
-  interactionToken: string | null;
-  /** Epoch milliseconds. */
-  tokenExpiresAt: number | null;
 }
+
+/** Fields older bots put in job data; jobs queued before an upgrade still carry them, and they are dropped. */
+const RETIRED_REPLY_FIELDS = ['interactionToken', 'tokenExpiresAt'];
 
 export interface ImageSettings {
   prompt: string;
@@ -230,8 +233,7 @@ function validateEnvelope(data: Record<string, unknown>): JobEnvelope {
   const requester = checkObject('requester', data['requester']);
   checkKeys('requester', requester, ['userId', 'displayName', 'guildId']);
   const replyTo = checkObject('replyTo', data['replyTo']);
-  checkKeys('replyTo', replyTo, ['channelId', 'interactionToken', 'tokenExpiresAt']);
-  const expiry = replyTo['tokenExpiresAt'];
+  checkKeys('replyTo', replyTo, ['channelId', ...RETIRED_REPLY_FIELDS]);
   return {
     requester: {
       userId: checkId('requester.userId', requester['userId'], false)!,
@@ -240,8 +242,6 @@ function validateEnvelope(data: Record<string, unknown>): JobEnvelope {
     },
     replyTo: {
       channelId: checkId('replyTo.channelId', replyTo['channelId'] ?? null, true),
-      interactionToken: replyTo['interactionToken'] == null ? null : checkText('replyTo.interactionToken', replyTo['interactionToken'], 500),
-      tokenExpiresAt: expiry == null ? null : checkInteger('replyTo.tokenExpiresAt', expiry, 0, Number.MAX_SAFE_INTEGER),
     },
   };
 }
@@ -255,8 +255,10 @@ function validateSettings(value: unknown, withNegative: boolean): ImageSettings 
     if (size % 8 !== 0) fail(`settings.${field}`, size, 'must be a multiple of 8');
     return size;
   };
+  const prompt = checkText('settings.prompt', settings['prompt'], MAX_PROMPT_CHARS);
+  if (prompt.trim() === '') fail('settings.prompt', prompt, 'is empty; say what to draw');
   const common: LoraImageSettings = {
-    prompt: checkText('settings.prompt', settings['prompt'], MAX_PROMPT_CHARS),
+    prompt,
     seed: checkInteger('settings.seed', settings['seed'], 0, MAX_SEED),
     steps: checkInteger('settings.steps', settings['steps'], 1, MAX_STEPS),
     guidanceScale: checkNumber('settings.guidanceScale', settings['guidanceScale'], 0, 100),

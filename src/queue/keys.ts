@@ -14,6 +14,19 @@ export class QueueKeys {
     return `${this.prefix}:wrongbot:waiting:${userId}`;
   }
 
+  waitingJobsOfGuild(guildId: string): string {
+    return `${this.prefix}:wrongbot:waiting-guild:${guildId}`;
+  }
+
+  get waitingJobs(): string {
+    return `${this.prefix}:wrongbot:waiting-all`;
+  }
+
+  /** When each waiting job's place was taken (epoch ms). */
+  get placeTakenAt(): string {
+    return `${this.prefix}:wrongbot:waiting-since`;
+  }
+
   durations(jobName: string): string {
     return `${this.prefix}:wrongbot:durations:${jobName}`;
   }

@@ -10,12 +10,12 @@ import {
 import { requestCancel } from './control.js';
 import { QueueKeys } from './keys.js';
 import { averageDurationMs } from './durations.js';
+import { DEFAULT_QUEUE_LIMITS, QueuePlaces, type PlaceHolder, type QueueLimits } from './places.js';
 import { RedisUnavailableError } from './redis.js';
 
 // The bot's (and the enqueue command's) side of the queue: check a job, give it a seed, hold each user to their
 // share of the queue, enqueue it, and answer where it stands. Nothing here loads a model.
 
-export const DEFAULT_MAX_QUEUED_PER_USER = 2;
 
 type WithOptionalSeed<Data> = Data extends { settings: infer Settings }
   ? Omit<Data, 'settings'> & { settings: Omit<Settings, 'seed'> & { seed?: number | null } }
@@ -53,12 +53,6 @@ export interface CancelOutcome {
   outcome: 'removed' | 'stopping' | 'finished' | 'unknown';
 }
 
-// Reserves a place in the user's share of the queue atomically, so two quick submissions cannot both pass.
-const RESERVE_SCRIPT = `
-if redis.call('SCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
-redis.call('SADD', KEYS[1], ARGV[1])
-return redis.call('SCARD', KEYS[1])`;
-
 /** Seeds users pick by hand fit in 32 bits, and torch only uses the low 32 bits of larger ones anyway. */
 /** BullMQ's largest priority number, which runs last. */
 const LOWEST_PRIORITY = 2 ** 21 - 1;
@@ -71,15 +65,17 @@ export class JobProducer {
   readonly keys: QueueKeys;
   readonly generation: Queue<GenerationJobData, GenerationJobResult, GenerationJobName>;
   readonly training: Queue<TrainJobData, TrainJobResult, typeof TRAIN_JOB_NAME>;
+  private readonly places: QueuePlaces;
 
   constructor(
     private readonly redis: Redis,
     prefix: string,
-    private readonly maxQueuedPerUser = DEFAULT_MAX_QUEUED_PER_USER,
+    limits: QueueLimits = DEFAULT_QUEUE_LIMITS,
   ) {
     this.keys = new QueueKeys(prefix);
     this.generation = new Queue(QUEUE_NAMES.generation, { connection: redis, prefix });
     this.training = new Queue(QUEUE_NAMES.training, { connection: redis, prefix });
+    this.places = new QueuePlaces(redis, this.keys, limits, (jobId) => this.generation.getJobState(jobId));
   }
 
   /**
@@ -107,20 +103,15 @@ export class JobProducer {
     // The seed is fixed here, not in the worker, so that a retry of the job makes the same image.
     const seed = submission.settings.seed ?? randomSeed();
     const data = validateJobData(name, { ...submission, settings: { ...submission.settings, seed } }) as JobContracts[N]['data'];
-    const userId = data.requester.userId;
-    const waitingKey = this.keys.waitingJobsOf(userId);
-    await this.forgetJobsNoLongerWaiting(waitingKey);
-    const place = Number(await this.redis.eval(RESERVE_SCRIPT, 1, waitingKey, jobId, String(this.maxQueuedPerUser)));
-    if (place === 0) {
-      throw new QueueLimitError(
-        `you already have ${this.maxQueuedPerUser} jobs waiting; wait for one to start or cancel one`,
-      );
-    }
+    const { userId, guildId } = data.requester;
+    const place = await this.reservePlace(jobId, { userId, guildId, countsForUser: true });
     try {
-      // A user's n-th waiting job gets priority n: everyone's first job runs before anyone's second.
-      await this.generation.add(name, data, { ...GENERATION_JOB_OPTIONS, jobId, priority: place });
+      // A member's n-th job, counting the one running, gets priority n: everyone's first job runs before anyone's
+      // second, whoever submitted more at once.
+      const priority = place + (await this.runningJobsOf(userId));
+      await this.generation.add(name, data, { ...GENERATION_JOB_OPTIONS, jobId, priority });
     } catch (error) {
-      await this.redis.srem(waitingKey, jobId);
+      await this.places.release(jobId, data.requester);
       throw error;
     }
     // The job is queued whatever happens next: a failure to say where it stands must not read as "not queued".
@@ -133,8 +124,34 @@ export class JobProducer {
    * every member's job runs first, and outside the per-member limit, since no member is waiting for it.
    */
   async submitBackground<N extends GenerationJobName>(name: N, submission: GenerationSubmission<N>, jobId: string): Promise<void> {
-    const data = validateJobData(name, { ...submission, settings: { ...submission.settings, seed: submission.settings.seed ?? randomSeed() } });
-    await this.reachingRedis('the job was not queued', () => this.generation.add(name, data as GenerationJobData, { ...GENERATION_JOB_OPTIONS, jobId, priority: LOWEST_PRIORITY }));
+    const data = validateJobData(name, { ...submission, settings: { ...submission.settings, seed: submission.settings.seed ?? randomSeed() } }) as GenerationJobData;
+    await this.reachingRedis('the job was not queued', async () => {
+      // Outside the member's share (nobody waits for it), inside the server's and the deployment's.
+      await this.reservePlace(jobId, { ...data.requester, countsForUser: false });
+      try {
+        await this.generation.add(name, data, { ...GENERATION_JOB_OPTIONS, jobId, priority: LOWEST_PRIORITY });
+      } catch (error) {
+        await this.places.release(jobId, data.requester);
+        throw error;
+      }
+    });
+  }
+
+  private async reservePlace(jobId: string, holder: PlaceHolder): Promise<number> {
+    const reservation = await this.places.reserve(jobId, holder);
+    if ('place' in reservation) return reservation.place;
+    const { full, limit } = reservation;
+    throw new QueueLimitError(full === 'user'
+      ? `you already have ${limit} jobs waiting; wait for one to start or cancel one`
+      : full === 'guild'
+        ? `this server already has ${limit} jobs waiting; try again when some have run`
+        : `the queue is full (${limit} jobs waiting); try again in a few minutes`);
+  }
+
+  /** Running jobs of the member's that no longer hold a place (a worker gives it back as the job starts). */
+  private async runningJobsOf(userId: string): Promise<number> {
+    const holding = new Set(await this.places.heldBy(userId));
+    return (await this.generation.getActive()).filter((job) => job.data.requester?.userId === userId && !holding.has(job.id!)).length;
   }
 
   async submitTraining(data: TrainJobData, options: SubmitOptions = {}): Promise<string> {
@@ -146,13 +163,6 @@ export class JobProducer {
       await this.training.add(TRAIN_JOB_NAME, validated, { ...TRAIN_JOB_OPTIONS, jobId });
     });
     return jobId;
-  }
-
-  private async forgetJobsNoLongerWaiting(waitingKey: string): Promise<void> {
-    for (const jobId of await this.redis.smembers(waitingKey)) {
-      const state = await this.generation.getJobState(jobId);
-      if (state !== 'waiting' && state !== 'prioritized' && state !== 'delayed') await this.redis.srem(waitingKey, jobId);
-    }
   }
 
   /** Where a job stands; see standings(). */
@@ -224,7 +234,7 @@ export class JobProducer {
     if (state !== 'active') {
       try {
         await job.remove();
-        await this.redis.srem(this.keys.waitingJobsOf(job.data.requester.userId), jobId);
+        await this.places.release(jobId, job.data.requester);
         return { outcome: 'removed' };
       } catch {
         // It was picked up between the state check and the removal: stop it where it runs.

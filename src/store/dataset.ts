@@ -30,10 +30,13 @@ export interface TrainingSet {
   curate(panel: KeptPanel, voters: Vote[]): DatasetEntry;
   get(id: number): DatasetEntry | null;
   find(jobId: string, panelIndex: number): DatasetEntry | null;
-  /** Newest first. */
-  list(options?: { limit?: number; offset?: number }): DatasetEntry[];
-  /** Entries in the set, and panels that have votes but are not (yet) in it, with those panels' votes. */
-  counts(): { entries: number; panelsWithVotes: number; votes: number };
+  /** Newest first; with `guildId`, only the entries of images made in that server. */
+  list(options?: { limit?: number; offset?: number; guildId?: string }): DatasetEntry[];
+  /**
+   * Entries in the set, and panels that have votes but are not (yet) in it, with those panels' votes; with `guildId`,
+   * only those of images made in that server.
+   */
+  counts(guildId?: string): { entries: number; panelsWithVotes: number; votes: number };
   /** Deletes the entry's files and row; null when there is none. */
   remove(id: number): DatasetEntry | null;
   /** Removes the entry and keeps its panel out of the set for good, whatever votes come later. */
@@ -89,12 +92,16 @@ export class SqliteTrainingSet implements TrainingSet {
     this.selectById = db.prepare<[number], EntryRow>('SELECT * FROM dataset_entries WHERE id = ?');
     this.selectByPanel = db.prepare<[string, number], EntryRow>(
       'SELECT * FROM dataset_entries WHERE job_id = ? AND panel_index = ?');
-    this.selectPage = db.prepare<[number, number], EntryRow>(
-      'SELECT * FROM dataset_entries ORDER BY curated_at DESC, id DESC LIMIT ? OFFSET ?');
-    this.selectCounts = db.prepare<[], { entries: number; panelsWithVotes: number; votes: number }>(`
-      SELECT (SELECT COUNT(*) FROM dataset_entries) AS entries, COUNT(*) AS panelsWithVotes, COALESCE(SUM(votes), 0) AS votes
-      FROM (SELECT COUNT(*) AS votes FROM panel_votes AS v
+    // A server's entries are those whose provenance names it; no guild given means all of them.
+    this.selectPage = db.prepare<{ limit: number; offset: number; guild: string | null }, EntryRow>(`
+      SELECT * FROM dataset_entries WHERE @guild IS NULL OR json_extract(provenance, '$.guildId') = @guild
+      ORDER BY curated_at DESC, id DESC LIMIT @limit OFFSET @offset`);
+    this.selectCounts = db.prepare<{ guild: string | null }, { entries: number; panelsWithVotes: number; votes: number }>(`
+      SELECT (SELECT COUNT(*) FROM dataset_entries WHERE @guild IS NULL OR json_extract(provenance, '$.guildId') = @guild) AS entries,
+             COUNT(*) AS panelsWithVotes, COALESCE(SUM(votes), 0) AS votes
+      FROM (SELECT COUNT(*) AS votes FROM panel_votes AS v JOIN kept_panels AS k ON k.job_id = v.job_id AND k.panel_index = v.panel_index
             WHERE NOT EXISTS (SELECT 1 FROM dataset_entries AS d WHERE d.job_id = v.job_id AND d.panel_index = v.panel_index)
+              AND (@guild IS NULL OR json_extract(k.provenance, '$.guildId') = @guild)
             GROUP BY v.job_id, v.panel_index)`);
     this.curateInTransaction = db.transaction((panel: KeptPanel, voters: Vote[]) => this.curateRow(panel, voters));
     this.deleteInTransaction = db.transaction((entry: DatasetEntry, rejectedBy: string | null) => {
@@ -124,14 +131,14 @@ export class SqliteTrainingSet implements TrainingSet {
     return row === undefined ? null : this.toEntry(row);
   }
 
-  list(options: { limit?: number; offset?: number } = {}): DatasetEntry[] {
+  list(options: { limit?: number; offset?: number; guildId?: string } = {}): DatasetEntry[] {
     const limit = checkInteger('limit', options.limit ?? Number.MAX_SAFE_INTEGER, 0, Number.MAX_SAFE_INTEGER);
     const offset = checkInteger('offset', options.offset ?? 0, 0, Number.MAX_SAFE_INTEGER);
-    return this.selectPage.all(limit, offset).map((row) => this.toEntry(row));
+    return this.selectPage.all({ limit, offset, guild: options.guildId ?? null }).map((row) => this.toEntry(row));
   }
 
-  counts(): { entries: number; panelsWithVotes: number; votes: number } {
-    return this.selectCounts.get()!;
+  counts(guildId?: string): { entries: number; panelsWithVotes: number; votes: number } {
+    return this.selectCounts.get({ guild: guildId ?? null })!;
   }
 
   remove(id: number): DatasetEntry | null {

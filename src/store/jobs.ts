@@ -46,6 +46,8 @@ export interface JobRecords {
   unfinished(): JobRecord[];
   /** Queued or running, oldest first. */
   activeForUser(userId: string): JobRecord[];
+  /** Jobs of this kind a server asked for since `sinceMs`, however they ended. */
+  countSince(kind: JobKind, guildId: string | null, sinceMs: number): number;
   /** Deletes finished job rows older than the cutoff whose panels are no longer kept; returns how many. */
   pruneFinishedBefore(cutoffMs: number): number;
 }
@@ -79,6 +81,7 @@ export class SqliteJobRecords implements JobRecords {
   private readonly selectUnfinished;
   private readonly selectActiveForUser;
   private readonly deleteFinished;
+  private readonly countByGuildSince;
 
   constructor(db: Database.Database, private readonly now: () => number) {
     this.insertRow = db.prepare<JobRow>(`
@@ -96,6 +99,8 @@ export class SqliteJobRecords implements JobRecords {
     this.selectUnfinished = db.prepare<[], JobRow>(`SELECT * FROM jobs WHERE ${UNFINISHED} ORDER BY created_at, rowid`);
     this.selectActiveForUser = db.prepare<[string], JobRow>(
       `SELECT * FROM jobs WHERE user_id = ? AND ${UNFINISHED} ORDER BY created_at, rowid`);
+    this.countByGuildSince = db.prepare<[string, string | null, number], { jobs: number }>(
+      'SELECT COUNT(*) AS jobs FROM jobs WHERE kind = ? AND guild_id IS ? AND created_at >= ?');
     this.deleteFinished = db.prepare<[number]>(`
       DELETE FROM jobs
       WHERE status IN ('delivered', 'failed', 'cancelled') AND finished_at < ?
@@ -155,6 +160,10 @@ export class SqliteJobRecords implements JobRecords {
 
   activeForUser(userId: string): JobRecord[] {
     return this.selectActiveForUser.all(userId).map(toRecord);
+  }
+
+  countSince(kind: JobKind, guildId: string | null, sinceMs: number): number {
+    return this.countByGuildSince.get(kind, guildId, sinceMs)!.jobs;
   }
 
   pruneFinishedBefore(cutoffMs: number): number {

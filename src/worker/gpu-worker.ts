@@ -12,6 +12,7 @@ import {
 import { isCancelRequested, listenForCancels } from '../queue/control.js';
 import { recordDuration } from '../queue/durations.js';
 import { QueueKeys } from '../queue/keys.js';
+import { releasePlace } from '../queue/places.js';
 import { ResultsStore } from '../queue/results-store.js';
 import { TrainingTransfer } from '../queue/training-transfer.js';
 import { planGeneration, storeImages } from './generation-job.js';
@@ -149,8 +150,8 @@ export class GpuWorker {
     const started = performance.now();
     const jobId = job.id!;
     const { commands } = this.options.connections;
-    const userId = (job.data as Partial<GenerationJobData>).requester?.userId;
-    if (typeof userId === 'string') await commands.srem(this.keys.waitingJobsOf(userId), jobId);
+    const requester = (job.data as Partial<GenerationJobData>).requester;
+    if (typeof requester?.userId === 'string') await releasePlace(commands, this.keys, jobId, { userId: requester.userId, guildId: requester.guildId ?? null });
     if (await isCancelRequested(commands, this.keys, jobId)) throw new UnrecoverableError(CANCELLED);
     const plan = planGeneration(job.name, job.data);
     plan.request.loraPaths = await Promise.all(plan.loras.map((choice) => this.loraFile(choice.version)));

@@ -108,7 +108,7 @@ export class LoraTrainingRun {
     // 1. The model folder, with the VAE encoder that inference does not need, and the recipe for this model.
     const folder = openSdxlModelFolder(request.modelDir);
     const trainingFiles = openSdxlTrainingFiles(folder);
-    const recipe = resolveRecipe(request.recipe, { defaultResolution: folder.defaultImageSizePx, resolutionMultiple: trainingFiles.resolutionMultiple });
+    const recipe = resolveRecipe(request.recipe, { defaultResolution: folder.defaultImageSizePx, resolutionMultiple: folder.sizeMultiple });
     checkWritable(request.outPath, '--out');
     if (request.checkpoint) checkWritable(request.checkpoint.path, 'the checkpoint');
     if (request.images.length === 0) throw new TrainingDataError(request.modelDir, 'the training set has no images');
