@@ -8,6 +8,19 @@ import { runCli } from './support/cli.js';
 import { SafetensorsFile } from '../src/gpu/lora/safetensors.js';
 import { fixturePath, readFixtureJson } from './support/fixtures.js';
 import { writeSafetensors, type TensorToWrite } from './support/safetensors-writer.js';
+import type { OptionSpec } from '../src/cli/options.js';
+import { BOT_OPTIONS } from '../src/cli/bot.js';
+import { COMPARE_OPTIONS } from '../src/cli/compare.js';
+import { DATASET_OPTIONS } from '../src/cli/dataset.js';
+import { DEPLOY_OPTIONS } from '../src/cli/deploy-commands.js';
+import { ENQUEUE_OPTIONS } from '../src/cli/enqueue.js';
+import { GENERATE_OPTIONS } from '../src/cli/generate.js';
+import { NOISE_OPTIONS } from '../src/cli/noise.js';
+import { SANDBOX_OPTIONS } from '../src/cli/sandbox.js';
+import { START_OPTIONS } from '../src/cli/start.js';
+import { TOKENIZE_OPTIONS } from '../src/cli/tokenize.js';
+import { TRAIN_OPTIONS } from '../src/cli/train.js';
+import { WORKER_OPTIONS } from '../src/cli/worker.js';
 
 const work = mkdtempSync(path.join(tmpdir(), 'wrongbot-cli-'));
 test.after(() => rmSync(work, { recursive: true, force: true }));
@@ -124,6 +137,38 @@ test('an unknown command prints usage and fails', async () => {
   assert.equal(result.code, 2);
   assert.match(result.stderr, /unknown command "paint"/);
   assert.match(result.stderr, /wrongbot generate \[--model DIR\]/);
+});
+
+const DECLARED_OPTIONS: Readonly<Record<string, OptionSpec>> = {
+  start: START_OPTIONS, bot: BOT_OPTIONS, 'deploy-commands': DEPLOY_OPTIONS, sandbox: SANDBOX_OPTIONS, generate: GENERATE_OPTIONS,
+  compare: COMPARE_OPTIONS, noise: NOISE_OPTIONS, tokenize: TOKENIZE_OPTIONS, train: TRAIN_OPTIONS, worker: WORKER_OPTIONS,
+  enqueue: ENQUEUE_OPTIONS, dataset: DATASET_OPTIONS,
+};
+
+test('--help or -h after any command prints its usage and each option it takes, one line each, and exits 0', async () => {
+  const overview = await runCli(['--help']);
+  assert.equal(overview.code, 0, overview.stderr);
+  const commands = [...overview.stdout.matchAll(/^ {2}wrongbot (\S+)/gm)].map((match) => match[1]!);
+  assert.deepEqual([...new Set(commands)].sort(), Object.keys(DECLARED_OPTIONS).sort(), 'every command listed has its options here');
+  for (const command of Object.keys(DECLARED_OPTIONS)) {
+    const help = await runCli([command, '--help']);
+    assert.equal(help.code, 0, `${command} --help: ${help.stderr}`);
+    assert.equal(help.stderr, '', command);
+    assert.match(help.stdout, new RegExp(`^usage: wrongbot ${command} `), command);
+    const lines = help.stdout.split('\n');
+    for (const [name, option] of Object.entries(DECLARED_OPTIONS[command]!)) {
+      const flag = option.type === 'boolean' ? `--${name}` : `--${name} ${option.value}`;
+      assert.ok(lines.some((line) => line.startsWith(`  ${flag} `) && line.endsWith(` ${option.description}`)), `${command} --help lists ${flag}:\n${help.stdout}`);
+    }
+    assert.ok(lines.some((line) => /^ {2}-h, --help +this help$/.test(line)), `${command} --help:\n${help.stdout}`);
+  }
+  // Among other arguments, -h wins: nothing runs, and options that would be required or wrong are not looked at.
+  const short = await runCli(['generate', '--prompt', 'a cat', '--steps', 'ten', '-h']);
+  assert.equal(short.code, 0, short.stderr);
+  assert.equal(short.stdout, (await runCli(['generate', '--help'])).stdout);
+  const nested = await runCli(['sandbox', 'press', '123', '-h'], { SANDBOX_URL: 'http://127.0.0.1:9/_sandbox' });
+  assert.equal(nested.code, 0, nested.stderr);
+  assert.match(nested.stdout, /^ {2}--emoji E +the reaction/m);
 });
 
 test('noise writes torch.randn as little-endian float32', async () => {

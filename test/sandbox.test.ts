@@ -547,6 +547,45 @@ test('a permission string too long for any number is a violation answered 400, n
   assert.match(violations[0]!.problems[0]!, /^body\[0\]\.default_member_permissions: must be an integer or null \(got "9{20}/);
 }));
 
+test('a body nested past 32 levels is a violation answered 400 (50035), as JSON, multipart and on the control API', () => withBareSandbox(async (sandbox, control) => {
+  const { channels } = await control.state();
+  const messagesUrl = `${sandbox.apiUrl}/v10/channels/${channels['general']}/messages`;
+  const auth = { Authorization: `Bot ${sandbox.botToken}` };
+  const nested = (levels: number) => `${'['.repeat(levels)}${']'.repeat(levels)}`;
+  // Deep enough that any walk recursing per level overflows the stack; 3 levels are the body, embeds and the embed.
+  const deep = `{"content":"x","embeds":[{"title":${nested(100_000)}}]}`;
+  const form = new FormData();
+  form.append('payload_json', deep);
+  for (const body of [deep, form]) {
+    const headers = typeof body === 'string' ? { ...auth, 'Content-Type': 'application/json' } : auth;
+    const response = await fetch(messagesUrl, { method: 'POST', headers, body });
+    assert.equal(response.status, 400);
+    assert.deepEqual(await response.json(), {
+      code: 50035, message: 'Invalid Form Body',
+      errors: { _errors: [{ code: 'PLATFORM_LIMIT', message: 'nested 100003 levels deep; the limit is 32' }] },
+    });
+  }
+  const violations = await control.violations();
+  assert.deepEqual(violations.map((violation) => violation.problems), Array(2).fill(['body: nested 100003 levels deep; the limit is 32']));
+
+  const atLimit = await fetch(messagesUrl, {
+    method: 'POST', headers: { ...auth, 'Content-Type': 'application/json' }, body: `{"content":"x","embeds":[{"title":${nested(29)}}]}`,
+  });
+  assert.equal(atLimit.status, 400);
+  assert.match(JSON.stringify(await atLimit.json()), /"title":\{"_errors":\[\{"code":"OPENAPI_SCHEMA","message":"must be a string or null/,
+    '32 levels reach the schema, which names the field');
+  const bracketsInText = await fetch(messagesUrl, {
+    method: 'POST', headers: { ...auth, 'Content-Type': 'application/json' }, body: JSON.stringify({ content: `"\\"${'['.repeat(1000)}` }),
+  });
+  assert.equal(bracketsInText.status, 200, 'brackets inside a string do not nest');
+
+  const controlAnswer = await fetch(`${sandbox.controlUrl}/commands`, {
+    method: 'POST', headers: { 'Content-Type': 'application/json' }, body: `{"user":"alice","command":"imagine","options":{"prompt":${nested(100_000)}}}`,
+  });
+  assert.equal(controlAnswer.status, 400);
+  assert.deepEqual(await controlAnswer.json(), { message: 'body: nested 100002 levels deep; the limit is 32' });
+}));
+
 test('a channel keeps its last 500 messages: an older one goes with its attachment, as if deleted', () => withBareSandbox(async (sandbox, control) => {
   const { channels } = await control.state();
   const messagesUrl = `${sandbox.apiUrl}/v10/channels/${channels['general']}/messages`;

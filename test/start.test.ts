@@ -1,8 +1,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { once } from 'node:events';
+import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { workerEnvironment } from '../src/cli/worker-environment.js';
 import { COMMANDS } from '../src/commands/index.js';
 import { LocalDiscord } from '../src/sandbox/local-discord.js';
 import { SandboxClient } from '../src/sandbox/control-client.js';
@@ -12,15 +15,42 @@ import { deletePrefix, testPrefix, TEST_REDIS_URL } from './support/worker-proce
 
 // `npm start` as a newcomer runs it: with no token, a local Discord, the bot and a worker, driven from outside.
 
+/** The environment of the child of `parentPid` that runs `wrongbot <command>`, read from /proc (Linux only). */
+function childEnvironment(parentPid: number, command: string): Record<string, string> {
+  for (const pid of readdirSync('/proc').filter((entry) => /^\d+$/.test(entry))) {
+    let stat: string;
+    let args: string[];
+    try {
+      stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      args = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    } catch {
+      continue; // gone since the listing
+    }
+    // "pid (name) state ppid …", where the name may itself hold spaces or parentheses.
+    const parent = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    if (parent !== parentPid || args[2] !== command) continue;
+    const entries = readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').filter((entry) => entry !== '');
+    return Object.fromEntries(entries.map((entry) => [entry.slice(0, entry.indexOf('=')), entry.slice(entry.indexOf('=') + 1)]));
+  }
+  throw new Error(`no child of ${parentPid} runs wrongbot ${command}`);
+}
+
 test('with no DISCORD_TOKEN, `wrongbot start` runs a local Discord, the bot and a worker that answer a command', async () => {
   const dataDir = mkdtempSync(path.join(tmpdir(), 'wrongbot-start-'));
   const prefix = testPrefix('start');
   const start = await startCliProcess(['start'], {
     DISCORD_TOKEN: '', SANDBOX_PORT: '0', DATA_DIR: dataDir, REDIS_URL: TEST_REDIS_URL, QUEUE_PREFIX: prefix,
-    MODEL_DIR: '', LORA_PATH: '', IMAGE_SIZES: '', WORKER: '', WORKER_DEVICE: 'cpu',
+    MODEL_DIR: '', LORA_PATH: '', IMAGE_SIZES: '', WORKER: '', WORKER_DEVICE: 'cpu', DISCORD_CLIENT_SECRET: 'kept-from-the-worker',
   }, /\[worker\] .*worker \S+ ready/);
   try {
     await start.waitForLine(/\[bot\] .*bot ready/);
+    if (process.platform === 'linux') {
+      const worker = childEnvironment(start.child.pid!, 'worker');
+      assert.deepEqual(Object.keys(worker).filter((name) => name.startsWith('DISCORD_')), [], 'the worker gets no Discord setting');
+      assert.equal(worker['REDIS_URL'], TEST_REDIS_URL);
+      assert.equal(worker['QUEUE_PREFIX'], prefix);
+      assert.equal(childEnvironment(start.child.pid!, 'bot')['DISCORD_TOKEN'], 'sandbox-token', 'the bot does get the token');
+    }
     const controlUrl = /The same over HTTP: (\S+) /.exec(await start.waitForLine(/The same over HTTP/))![1]!;
     const sandbox = new SandboxClient(controlUrl);
     const { interactionId } = await sandbox.command({ user: 'alice', command: 'imagine', options: { prompt: 'a cat', seed: 42, steps: 2 } });
@@ -57,6 +87,33 @@ test('with a DISCORD_TOKEN and WORKER=off, `wrongbot start` runs the bot alone a
     await discord.close();
     await deletePrefix(prefix);
     rmSync(dataDir, { recursive: true, force: true });
+  }
+});
+
+test('the worker\'s environment is start\'s without DISCORD_TOKEN or any other Discord setting, whatever its case', () => {
+  const env = {
+    DISCORD_TOKEN: 'token', DISCORD_API_URL: 'http://127.0.0.1:8787/api', DISCORD_GUILD_ID: '1', DISCORD_CLIENT_SECRET: 'secret',
+    discord_token: 'token', MODEL_DIR: 'models/sdxl', LORA_PATH: 'wrong.safetensors', REDIS_URL: 'redis://127.0.0.1:6379',
+    QUEUE_PREFIX: 'wrongbot', WORKER_DEVICE: 'cuda:1', TRAINER_COMMAND: 'python train.py', PATH: '/usr/bin',
+  };
+  assert.deepEqual(workerEnvironment(env), {
+    MODEL_DIR: 'models/sdxl', LORA_PATH: 'wrong.safetensors', REDIS_URL: 'redis://127.0.0.1:6379', QUEUE_PREFIX: 'wrongbot',
+    WORKER_DEVICE: 'cuda:1', TRAINER_COMMAND: 'python train.py', PATH: '/usr/bin',
+  });
+  assert.equal(env.DISCORD_TOKEN, 'token', 'the bot\'s environment is left as it is');
+});
+
+test('`wrongbot start` on a port already taken says so, and how to pick another, instead of EADDRINUSE', async () => {
+  const taken = createServer().listen(0, '127.0.0.1');
+  await once(taken, 'listening');
+  const { port } = taken.address() as AddressInfo;
+  try {
+    const result = await runCli(['start'], { DISCORD_TOKEN: '', SANDBOX_PORT: String(port), REDIS_URL: TEST_REDIS_URL });
+    assert.equal(result.code, 1);
+    assert.equal(result.stderr.trim().split('\n').length, 1, result.stderr);
+    assert.match(result.stderr, new RegExp(`^wrongbot: SANDBOX_PORT = ${port}: the port is already taken, probably by another wrongbot .*SANDBOX_PORT=0 npm start`));
+  } finally {
+    taken.close();
   }
 });
 

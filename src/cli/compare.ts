@@ -2,17 +2,21 @@ import path from 'node:path';
 import { compareFooter, comparePanels } from '../common/triptych.js';
 import { composePanels } from '../gpu/compose.js';
 import { loraVersionOf } from '../queue/contracts.js';
-import { GENERATION_USAGE, parseGenerationJob, runGenerationJob, writeOutput } from './generation-options.js';
-import { UsageError } from './options.js';
+import { GENERATION_OPTIONS, GENERATION_USAGE, parseGenerationJob, runGenerationJob, writeOutput } from './generation-options.js';
+import { UsageError, type OptionSpec } from './options.js';
 
 // The /compare triptych from the command line: one prompt, one seed, three panels that differ only in what the
 // "wrong" experiment varies, generated in one batch.
 
 export const COMPARE_USAGE = `wrongbot compare [--model DIR] --lora FILE [--strength S] --prompt TEXT ${GENERATION_USAGE} `
   + '--out FILE.png [--panels-dir DIR]';
+const OWN_OPTIONS = {
+  'panels-dir': { type: 'string', value: 'DIR', description: 'also write the three panels here, lossless: panel-1.png … panel-3.png' },
+} as const satisfies OptionSpec;
+export const COMPARE_OPTIONS = { ...GENERATION_OPTIONS, ...OWN_OPTIONS };
 
 export async function runCompare(argv: string[]): Promise<void> {
-  const { job, values } = parseGenerationJob(argv, { 'panels-dir': { type: 'string' } }, (parsed, shared) => {
+  const { job, values } = parseGenerationJob(argv, COMPARE_OPTIONS, (parsed, shared) => {
     if (parsed.lora === undefined) throw new UsageError('--lora is required: panel 3 applies it');
     return comparePanels(shared.loraStrength).map(({ negativePrompt, loraStrength }) => ({
       prompt: parsed.prompt!, guidanceScale: shared.guidanceScale, guidanceRescale: shared.guidanceRescale, negativePrompt, loraStrength,

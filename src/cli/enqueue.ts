@@ -11,8 +11,8 @@ import { JobProducer, QueueLimitError, type GenerationSubmission } from '../queu
 import { producerConnection, resolveRedis, workerConnection } from '../queue/redis.js';
 import { ResultsStore } from '../queue/results-store.js';
 import { loraVersionOf } from '../queue/contracts.js';
-import { writeOutput } from './generation-options.js';
-import { integerOption, numberOption, parseOptions, UsageError } from './options.js';
+import { DEFAULT_LORA_STRENGTH, writeOutput } from './generation-options.js';
+import { integerOption, numberOption, parseOptions, UsageError, type OptionSpec, type OptionValues } from './options.js';
 
 // Submits a job to the queue as the bot would, for scripts, smoke tests and admins; with --wait it follows the job
 // and writes its images.
@@ -24,7 +24,24 @@ export const ENQUEUE_USAGE = 'wrongbot enqueue imagine|wrong|compare --prompt TE
 const SDXL_SIZE_PX = 1024;
 const DEFAULT_USER_ID = 'cli';
 
-function submissionFrom(name: MemberJobName, values: ReturnType<typeof parseEnqueueOptions>): GenerationSubmission<MemberJobName> {
+export const ENQUEUE_OPTIONS = {
+  prompt: { type: 'string', value: 'TEXT', description: 'what to draw (required)' },
+  negative: { type: 'string', value: 'TEXT', description: 'the negative prompt (imagine only; wrong and compare use "wrong")' },
+  seed: { type: 'string', value: 'N', description: 'the noise seed (default: one picked before the job is queued, printed)' },
+  steps: { type: 'string', value: 'N', description: `denoising steps (default ${DEFAULT_STEPS})` },
+  guidance: { type: 'string', value: 'G', description: `classifier-free guidance scale (default ${DEFAULT_GUIDANCE_SCALE})` },
+  width: { type: 'string', value: 'W', description: `image width in pixels (default ${SDXL_SIZE_PX})` },
+  height: { type: 'string', value: 'H', description: `image height in pixels (default ${SDXL_SIZE_PX})` },
+  weighting: { type: 'string', value: WEIGHTING_SYNTAXES.join('|'), description: 'prompt weighting syntax (default auto: recognised in the prompt)' },
+  strength: { type: 'string', value: 'S', description: `the LoRA's strength (wrong and compare; default ${DEFAULT_LORA_STRENGTH})` },
+  'lora-version': { type: 'string', value: 'V', description: "the LoRA version (wrong and compare; default: LORA_PATH's file name)" },
+  user: { type: 'string', value: 'ID', description: `whose job it is, for the per-user limit (default ${DEFAULT_USER_ID})` },
+  wait: { type: 'boolean', description: 'follow the job, printing its progress, and write its image' },
+  out: { type: 'string', value: 'FILE.png', description: 'where --wait writes the image (the triptych for compare)' },
+  'panels-dir': { type: 'string', value: 'DIR', description: 'where --wait also writes every panel, lossless' },
+} as const satisfies OptionSpec;
+
+function submissionFrom(name: MemberJobName, values: OptionValues<typeof ENQUEUE_OPTIONS>): GenerationSubmission<MemberJobName> {
   if (values.prompt === undefined) throw new UsageError('--prompt is required');
   if (name !== 'imagine' && values.negative !== undefined) throw new UsageError(`--negative is fixed to "wrong" for ${name}`);
   if (name === 'imagine' && (values.strength !== undefined || values['lora-version'] !== undefined)) {
@@ -51,16 +68,7 @@ function submissionFrom(name: MemberJobName, values: ReturnType<typeof parseEnqu
   const loraPath = optionalString(process.env, 'LORA_PATH');
   const version = values['lora-version'] ?? (loraPath === null ? undefined : loraVersionOf(loraPath));
   if (version === undefined) throw new UsageError(`${name} needs --lora-version (or LORA_PATH, whose file name is the version)`);
-  return { ...envelope, settings, lora: { version, strength: numberOption('strength', values.strength, 1) } };
-}
-
-function parseEnqueueOptions(argv: string[]) {
-  return parseOptions(argv, {
-    prompt: { type: 'string' }, negative: { type: 'string' }, seed: { type: 'string' }, steps: { type: 'string' },
-    guidance: { type: 'string' }, width: { type: 'string' }, height: { type: 'string' }, weighting: { type: 'string' },
-    strength: { type: 'string' }, 'lora-version': { type: 'string' }, user: { type: 'string' },
-    wait: { type: 'boolean' }, out: { type: 'string' }, 'panels-dir': { type: 'string' },
-  });
+  return { ...envelope, settings, lora: { version, strength: numberOption('strength', values.strength, DEFAULT_LORA_STRENGTH) } };
 }
 
 export async function runEnqueue(argv: string[]): Promise<void> {
@@ -69,7 +77,7 @@ export async function runEnqueue(argv: string[]): Promise<void> {
     throw new UsageError(`enqueue needs a job name, one of ${MEMBER_JOB_NAMES.join(', ')}; got ${JSON.stringify(name ?? '')}`);
   }
   const jobName = name as MemberJobName;
-  const values = parseEnqueueOptions(rest);
+  const values = parseOptions(rest, ENQUEUE_OPTIONS);
   if (values.wait && values.out === undefined) throw new UsageError('--wait needs --out FILE.png');
   if (!values.wait && (values.out !== undefined || values['panels-dir'] !== undefined)) throw new UsageError('--out and --panels-dir need --wait');
   const submission = submissionFrom(jobName, values);

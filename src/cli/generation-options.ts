@@ -6,7 +6,7 @@ import { ImageGenerator } from '../gpu/image-generator.js';
 import { openSdxlModelFolder, openSdxlRefinerFolder } from '../gpu/model-folder.js';
 import type { Device } from '../gpu/providers.js';
 import type { WeightingSyntax } from '../common/generation-limits.js';
-import { DEFAULT_DENOISING_END, DEFAULT_GUIDANCE_SCALE, DEFAULT_STEPS } from '../common/generation-limits.js';
+import { DEFAULT_DENOISING_END, DEFAULT_GUIDANCE_SCALE, DEFAULT_STEPS, WEIGHTING_SYNTAXES } from '../common/generation-limits.js';
 import { InvalidRequestError } from '../common/validation.js';
 import { validateGenerationRequest, type GenerationRequest, type PanelSettings } from '../gpu/request.js';
 import type { PipelineOptions } from '../gpu/sdxl-pipeline.js';
@@ -17,22 +17,24 @@ import { integerOption, numberOption, optionOrEnvironment, parseOptions, UsageEr
 // The options `generate` and `compare` share, turned into a validated request and a loaded pipeline, so that both
 // commands reject bad input the same way before a model loads.
 
+export const DEFAULT_LORA_STRENGTH = 1;
+
 export const GENERATION_OPTIONS = {
-  model: { type: 'string' },
-  prompt: { type: 'string' },
-  seed: { type: 'string' },
-  steps: { type: 'string' },
-  guidance: { type: 'string' },
-  'guidance-rescale': { type: 'string' },
-  width: { type: 'string' },
-  height: { type: 'string' },
-  weighting: { type: 'string' },
-  lora: { type: 'string' },
-  strength: { type: 'string' },
-  refiner: { type: 'string' },
-  'denoising-end': { type: 'string' },
-  provider: { type: 'string' },
-  out: { type: 'string' },
+  model: { type: 'string', value: 'DIR', description: "SDXL model folder in optimum's ONNX layout (default: MODEL_DIR)" },
+  prompt: { type: 'string', value: 'TEXT', description: 'what to draw (required)' },
+  seed: { type: 'string', value: 'N', description: 'the noise seed, as in diffusers (default: a random one, printed)' },
+  steps: { type: 'string', value: 'N', description: `denoising steps (default ${DEFAULT_STEPS})` },
+  guidance: { type: 'string', value: 'G', description: `classifier-free guidance scale; above 1 turns it on (default ${DEFAULT_GUIDANCE_SCALE})` },
+  'guidance-rescale': { type: 'string', value: 'R', description: 'guidance rescale, against over-exposure at high guidance (default 0: off)' },
+  width: { type: 'string', value: 'W', description: "image width in pixels, a multiple of 8 (default: the model's native size)" },
+  height: { type: 'string', value: 'H', description: "image height in pixels, a multiple of 8 (default: the model's native size)" },
+  weighting: { type: 'string', value: WEIGHTING_SYNTAXES.join('|'), description: 'prompt weighting syntax (default auto: recognised in the prompt)' },
+  lora: { type: 'string', value: 'FILE', description: 'a LoRA (.safetensors) applied to the UNet' },
+  strength: { type: 'string', value: 'S', description: `the LoRA's strength (default ${DEFAULT_LORA_STRENGTH}; needs --lora)` },
+  refiner: { type: 'string', value: 'DIR', description: "SDXL refiner folder: it runs the schedule's last timesteps" },
+  'denoising-end': { type: 'string', value: 'H', description: `share of the schedule the base runs before the refiner (default ${DEFAULT_DENOISING_END}; needs --refiner)` },
+  provider: { type: 'string', value: 'cpu|cuda[:N]|webgpu', description: 'where inference runs (default: WORKER_DEVICE, else cpu)' },
+  out: { type: 'string', value: 'FILE.png', description: 'where the image is written (required)' },
 } as const satisfies OptionSpec;
 
 export const GENERATION_USAGE = '[--seed N] [--steps N] [--guidance G] [--guidance-rescale R] [--width W] [--height H] '
@@ -43,8 +45,6 @@ const FLAG_BY_FIELD: Readonly<Record<string, string>> = {
   negativePrompt: '--negative', guidanceScale: '--guidance', guidanceRescale: '--guidance-rescale',
   weighting: '--weighting', denoisingEnd: '--denoising-end', loraStrength: '--strength',
 };
-
-export const DEFAULT_LORA_STRENGTH = 1;
 
 /** Seeds users pick by hand fit in 32 bits, and torch only uses the low 32 bits of larger ones anyway. */
 function randomSeed(): number {
@@ -62,18 +62,18 @@ export interface GenerationJob {
   guidanceRescale: number;
 }
 
-type ParsedValues<Extra extends OptionSpec> = OptionValues<typeof GENERATION_OPTIONS> & OptionValues<Extra>;
+type ParsedValues<Options extends OptionSpec> = OptionValues<typeof GENERATION_OPTIONS> & OptionValues<Options>;
 
 /**
- * Parses the shared options plus a command's own; `panels` turns the shared per-panel settings into the command's
- * panels. The request is validated here, with the model's real constraints, before anything loads.
+ * Parses a command's options (the shared ones plus its own); `panels` turns the shared per-panel settings into the
+ * command's panels. The request is validated here, with the model's real constraints, before anything loads.
  */
-export function parseGenerationJob<Extra extends OptionSpec>(
+export function parseGenerationJob<Options extends typeof GENERATION_OPTIONS>(
   argv: string[],
-  extra: Extra,
-  panels: (values: ParsedValues<Extra>, shared: Pick<GenerationJob, 'guidanceScale' | 'guidanceRescale' | 'loraStrength'>) => PanelSettings[],
-): { job: GenerationJob; values: ParsedValues<Extra> } {
-  const values: ParsedValues<Extra> = parseOptions(argv, { ...GENERATION_OPTIONS, ...extra });
+  options: Options,
+  panels: (values: ParsedValues<Options>, shared: Pick<GenerationJob, 'guidanceScale' | 'guidanceRescale' | 'loraStrength'>) => PanelSettings[],
+): { job: GenerationJob; values: ParsedValues<Options> } {
+  const values: ParsedValues<Options> = parseOptions(argv, options);
   const modelDir = optionOrEnvironment('model', values.model, 'MODEL_DIR');
   const out = values.out;
   if (out === undefined || out === '') throw new UsageError('--out is required');

@@ -2,12 +2,17 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { torchRandn } from '../gpu/rng.js';
 import { validateSeed } from '../gpu/request.js';
-import { integerOption, parseOptions, required, UsageError } from './options.js';
+import { integerOption, parseOptions, required, UsageError, type OptionSpec } from './options.js';
 
 export const NOISE_USAGE = 'wrongbot noise --seed N --shape 1,4,128,128 --out FILE';
+export const NOISE_OPTIONS = {
+  seed: { type: 'string', value: 'N', description: 'the seed torch.randn is given (required)' },
+  shape: { type: 'string', value: 'DIMS', description: 'the tensor shape, comma-separated, e.g. 1,4,128,128 (required)' },
+  out: { type: 'string', value: 'FILE', description: 'where the values go, raw float32 little-endian (required)' },
+} as const satisfies OptionSpec;
 
 export async function runNoise(argv: string[]): Promise<void> {
-  const values = parseOptions(argv, { seed: { type: 'string' }, shape: { type: 'string' }, out: { type: 'string' } });
+  const values = parseOptions(argv, NOISE_OPTIONS);
   const seed = integerOption('seed', values.seed);
   try {
     validateSeed(seed);

@@ -6,9 +6,18 @@ export class UsageError extends Error {
   override name = 'UsageError';
 }
 
-/** Options take a value, or are flags; numbers are parsed by the helpers below so errors can name them. */
-export type OptionSpec = Readonly<Record<string, { readonly type: 'string' | 'boolean' }>>;
-export type OptionValues<T extends OptionSpec> = { [K in keyof T]?: T[K]['type'] extends 'boolean' ? boolean : string };
+/**
+ * An option as a command declares it: a flag, or an option with a value (`value` names it in `--help`, e.g. DIR),
+ * given once or, with `multiple`, any number of times. `description` is its line in `--help`, so every option has
+ * one. Numbers are parsed by the helpers below so errors can name them.
+ */
+export type OptionDeclaration =
+  | { readonly type: 'boolean'; readonly description: string }
+  | { readonly type: 'string'; readonly value: string; readonly description: string; readonly multiple?: true };
+export type OptionSpec = Readonly<Record<string, OptionDeclaration>>;
+export type OptionValues<T extends OptionSpec> = {
+  [K in keyof T]?: T[K] extends { readonly type: 'boolean' } ? boolean : T[K] extends { readonly multiple: true } ? string[] : string
+};
 
 /** `--steps -5` reaches the range check (and its message) instead of parseArgs' "ambiguous argument" error. */
 function joinNegativeNumbers(argv: string[]): string[] {
@@ -27,10 +36,18 @@ function joinNegativeNumbers(argv: string[]): string[] {
 
 export function parseOptions<T extends OptionSpec>(argv: string[], options: T): OptionValues<T> {
   try {
-    return parseArgs({ args: joinNegativeNumbers(argv), options, strict: true, allowPositionals: false }).values as OptionValues<T>;
+    const config = Object.fromEntries(Object.entries(options).map(([name, option]) => [
+      name, { type: option.type, multiple: option.type === 'string' && option.multiple === true },
+    ]));
+    return parseArgs({ args: joinNegativeNumbers(argv), options: config, strict: true, allowPositionals: false }).values as OptionValues<T>;
   } catch (error) {
     throw new UsageError((error as Error).message.split('\n')[0]!);
   }
+}
+
+/** The options of a command's subcommand, out of the command's declarations. */
+export function pickOptions<T extends OptionSpec, K extends keyof T & string>(options: T, names: readonly K[]): Pick<T, K> {
+  return Object.fromEntries(names.map((name) => [name, options[name]])) as Pick<T, K>;
 }
 
 export function required(name: string, value: string | undefined): string {

@@ -1,7 +1,7 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { SandboxClient, WaitTimeoutError, type SandboxMessageView } from '../sandbox/control-client.js';
-import { integerOption, parseOptions, UsageError } from './options.js';
+import { integerOption, parseOptions, pickOptions, UsageError, type OptionSpec } from './options.js';
 
 // `wrongbot sandbox …`: plays the humans in a running local Discord (started by `npm start` without a
 // DISCORD_TOKEN) through its control API — run commands, press buttons, react — and shows what the bot posted.
@@ -14,6 +14,19 @@ export const SANDBOX_USAGE = 'wrongbot sandbox command NAME [--as USER] [--opt K
 
 const DEFAULT_USER = 'alice';
 const DEFAULT_EMOJI = '👎';
+const DEFAULT_CHANNEL = 'general';
+
+/** Every subcommand's options; each subcommand takes the ones its usage names. */
+export const SANDBOX_OPTIONS = {
+  as: { type: 'string', value: 'USER', description: `the member who acts, or whose view messages shows; made on first use (default ${DEFAULT_USER})` },
+  opt: { type: 'string', value: 'KEY=VALUE', multiple: true, description: 'an option of the slash command, one --opt each (command)' },
+  sub: { type: 'string', value: 'NAME', description: 'the slash command\'s subcommand (command)' },
+  channel: { type: 'string', value: 'C', description: `the channel (command, messages; default ${DEFAULT_CHANNEL})` },
+  force: { type: 'boolean', description: 'deliver an admin command to a member who is no admin (command)' },
+  emoji: { type: 'string', value: 'E', description: `the reaction (react, unreact; default ${DEFAULT_EMOJI})` },
+  save: { type: 'string', value: 'DIR', description: 'save the attachments to this folder (messages)' },
+} as const satisfies OptionSpec;
+
 /** How long `command` and `press` wait to report the bot's answer; Discord's own deadline is 3 s. */
 const ANSWER_WAIT_MS = 3500;
 
@@ -25,22 +38,15 @@ function positionals(argv: string[], names: string[]): { values: string[]; rest:
   return { values, rest: argv.slice(names.length) };
 }
 
-/** Repeated `--opt key=value` pairs, taken out of argv before the other options are parsed. */
-function commandOptions(argv: string[]): { options: Record<string, string>; rest: string[] } {
+/** `--opt key=value` pairs as the slash command's options. */
+function commandOptions(pairs: readonly string[]): Record<string, string> {
   const options: Record<string, string> = {};
-  const rest: string[] = [];
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]!;
-    if (arg !== '--opt' && !arg.startsWith('--opt=')) {
-      rest.push(arg);
-      continue;
-    }
-    const pair = arg === '--opt' ? argv[++i] : arg.slice('--opt='.length);
-    const equals = pair?.indexOf('=') ?? -1;
-    if (pair === undefined || equals <= 0) throw new UsageError(`--opt ${JSON.stringify(pair ?? '')} must be KEY=VALUE`);
+  for (const pair of pairs) {
+    const equals = pair.indexOf('=');
+    if (equals <= 0) throw new UsageError(`--opt ${JSON.stringify(pair)} must be KEY=VALUE`);
     options[pair.slice(0, equals)] = pair.slice(equals + 1);
   }
-  return { options, rest };
+  return options;
 }
 
 async function reportAnswer(client: SandboxClient, interactionId: string): Promise<void> {
@@ -92,8 +98,8 @@ function describeMessage(message: SandboxMessageView): string {
 }
 
 async function showMessages(client: SandboxClient, argv: string[]): Promise<void> {
-  const values = parseOptions(argv, { channel: { type: 'string' }, as: { type: 'string' }, save: { type: 'string' } });
-  const channel = values.channel ?? 'general';
+  const values = parseOptions(argv, pickOptions(SANDBOX_OPTIONS, ['channel', 'as', 'save']));
+  const channel = values.channel ?? DEFAULT_CHANNEL;
   const messages = await client.messages(channel, { user: values.as });
   console.log(`#${channel}: ${messages.length} message${messages.length === 1 ? '' : 's'}${values.as === undefined ? '' : ` (as ${values.as} sees them)`}`);
   for (const message of messages) console.log(describeMessage(message));
@@ -112,24 +118,24 @@ async function run(client: SandboxClient, subcommand: string | undefined, argv: 
   switch (subcommand) {
     case 'command': {
       const { values: [name], rest } = positionals(argv, ['NAME']);
-      const { options, rest: remaining } = commandOptions(rest);
-      const values = parseOptions(remaining, { as: { type: 'string' }, sub: { type: 'string' }, channel: { type: 'string' }, force: { type: 'boolean' } });
+      const values = parseOptions(rest, pickOptions(SANDBOX_OPTIONS, ['as', 'opt', 'sub', 'channel', 'force']));
       const handle = await client.command({
-        user: values.as ?? DEFAULT_USER, command: name!, options, subcommand: values.sub, channel: values.channel, force: values.force,
+        user: values.as ?? DEFAULT_USER, command: name!, options: commandOptions(values.opt ?? []),
+        subcommand: values.sub, channel: values.channel, force: values.force,
       });
       await reportAnswer(client, handle.interactionId);
       return;
     }
     case 'press': {
       const { values: [messageId, customId], rest } = positionals(argv, ['MESSAGE_ID', 'CUSTOM_ID']);
-      const values = parseOptions(rest, { as: { type: 'string' } });
+      const values = parseOptions(rest, pickOptions(SANDBOX_OPTIONS, ['as']));
       await reportAnswer(client, (await client.press(values.as ?? DEFAULT_USER, messageId!, customId!)).interactionId);
       return;
     }
     case 'react':
     case 'unreact': {
       const { values: [messageId], rest } = positionals(argv, ['MESSAGE_ID']);
-      const values = parseOptions(rest, { as: { type: 'string' }, emoji: { type: 'string' } });
+      const values = parseOptions(rest, pickOptions(SANDBOX_OPTIONS, ['as', 'emoji']));
       const user = values.as ?? DEFAULT_USER;
       const emoji = values.emoji ?? DEFAULT_EMOJI;
       const result = subcommand === 'react' ? await client.react(user, messageId!, emoji) : await client.unreact(user, messageId!, emoji);

@@ -9,9 +9,12 @@ import { SandboxClient } from '../sandbox/control-client.js';
 import { DEFAULT_SANDBOX_PORT } from './sandbox.js';
 import { timestamped } from './log.js';
 import { stopSignal } from './signals.js';
-import { parseOptions } from './options.js';
+import { parseOptions, type OptionSpec } from './options.js';
+import { workerEnvironment } from './worker-environment.js';
 
 export const START_USAGE = 'wrongbot start    (the bot and a worker; with no DISCORD_TOKEN, a local Discord and the bundled tiny model)';
+/** None: every setting comes from the environment. */
+export const START_OPTIONS: OptionSpec = {};
 
 // One command for a single host: the bot and a worker as child processes sharing one Redis. Without a token it
 // also runs the local Discord, so everything can be tried (and driven with `wrongbot sandbox …`) offline.
@@ -29,19 +32,20 @@ const TINY_DEFAULT_STEPS = '20';
 interface Supervised {
   name: string;
   args: string[];
+  env: NodeJS.ProcessEnv;
   child: ChildProcess | null;
   startedAt: number;
   restarts: number;
 }
 
 export async function runStart(argv: string[]): Promise<void> {
-  parseOptions(argv, {});
+  parseOptions(argv, START_OPTIONS);
   const env: NodeJS.ProcessEnv = { ...process.env };
   const token = optionalString(env, 'DISCORD_TOKEN');
   let sandbox: LocalDiscord | null = null;
   if (token === null) {
     const port = integerSetting(env, 'SANDBOX_PORT', DEFAULT_SANDBOX_PORT, 0, 65_535);
-    sandbox = await LocalDiscord.start({ port, log: (line) => timestamped(`[discord] ${line}`) });
+    sandbox = await startLocalDiscord(port);
     const state = await new SandboxClient(sandbox.controlUrl).state();
     Object.assign(env, {
       DISCORD_TOKEN: sandbox.botToken,
@@ -64,8 +68,8 @@ export async function runStart(argv: string[]): Promise<void> {
   env['REDIS_URL'] = redis.url;
 
   const children: Supervised[] = [
-    { name: 'bot', args: ['bot'], child: null, startedAt: 0, restarts: 0 },
-    ...(withWorker ? [{ name: 'worker', args: ['worker'], child: null, startedAt: 0, restarts: 0 }] : []),
+    { name: 'bot', args: ['bot'], env, child: null, startedAt: 0, restarts: 0 },
+    ...(withWorker ? [{ name: 'worker', args: ['worker'], env: workerEnvironment(env), child: null, startedAt: 0, restarts: 0 }] : []),
   ];
   let stopping = false;
   let failure: Error | null = null;
@@ -87,7 +91,7 @@ export async function runStart(argv: string[]): Promise<void> {
     };
     const launch = (supervised: Supervised) => {
       supervised.startedAt = Date.now();
-      const child = spawn(process.execPath, [MAIN_SCRIPT, ...supervised.args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+      const child = spawn(process.execPath, [MAIN_SCRIPT, ...supervised.args], { env: supervised.env, stdio: ['ignore', 'pipe', 'pipe'] });
       supervised.child = child;
       prefixLines(child, supervised.name);
       child.on('exit', (code, signal) => {
@@ -110,6 +114,17 @@ export async function runStart(argv: string[]): Promise<void> {
   if (sandbox) printSandboxHelp(sandbox);
   await stopped;
   if (failure) throw failure;
+}
+
+/** The local Discord on SANDBOX_PORT; a port already taken is said in words and with the way out, not as EADDRINUSE. */
+async function startLocalDiscord(port: number): Promise<LocalDiscord> {
+  try {
+    return await LocalDiscord.start({ port, log: (line) => timestamped(`[discord] ${line}`) });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw error;
+    throw new ConfigError(`SANDBOX_PORT = ${port}: the port is already taken, probably by another wrongbot (\`npm start\`) still running; `
+      + 'stop it, or pick another port for this one, e.g. `SANDBOX_PORT=0 npm start` for any free port (it prints the SANDBOX_URL to use)');
+  }
 }
 
 function prefixLines(child: ChildProcess, name: string): void {

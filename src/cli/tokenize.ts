@@ -1,11 +1,15 @@
 import { openSdxlModelFolder } from '../gpu/model-folder.js';
 import { ClipTokenizer } from '../gpu/tokenizer.js';
-import { optionOrEnvironment, parseOptions, UsageError } from './options.js';
+import { optionOrEnvironment, parseOptions, UsageError, type OptionSpec } from './options.js';
 
 export const TOKENIZE_USAGE = 'wrongbot tokenize [--model DIR] --text TEXT';
+export const TOKENIZE_OPTIONS = {
+  model: { type: 'string', value: 'DIR', description: 'SDXL model folder whose two tokenizers are used (default: MODEL_DIR)' },
+  text: { type: 'string', value: 'TEXT', description: 'the text to tokenize (required)' },
+} as const satisfies OptionSpec;
 
 export async function runTokenize(argv: string[]): Promise<void> {
-  const values = parseOptions(argv, { model: { type: 'string' }, text: { type: 'string' } });
+  const values = parseOptions(argv, TOKENIZE_OPTIONS);
   const folder = openSdxlModelFolder(optionOrEnvironment('model', values.model, 'MODEL_DIR'));
   if (values.text === undefined) throw new UsageError('--text is required');
   const text = values.text;

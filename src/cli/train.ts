@@ -6,35 +6,35 @@ import { DataType } from '../gpu/onnx/onnx-proto.js';
 import { trainLora } from '../gpu/training/lora-trainer.js';
 import { estimateTrainingMemory, formatTrainingMemory, readUnetArchitecture } from '../gpu/training/memory-estimate.js';
 import type { TrainingProgress, TrainingRequest } from '../gpu/training/lora-training.js';
-import { resolveRecipe, type RecipeOptions } from '../gpu/training/recipe.js';
+import { resolveRecipe, TRAINING_DEFAULTS, type RecipeOptions } from '../gpu/training/recipe.js';
 import { readReplayCase } from '../gpu/training/replay-case.js';
 import { listTrainingImages } from '../gpu/training/training-images.js';
 import { deviceOption } from './device-option.js';
-import { integerOption, numberOption, optionOrEnvironment, parseOptions, required, UsageError } from './options.js';
+import { integerOption, numberOption, optionOrEnvironment, parseOptions, required, UsageError, type OptionSpec } from './options.js';
 
 export const TRAIN_USAGE = 'wrongbot train [--model DIR] --data DIR --out FILE.safetensors [--steps N] [--rank R] [--lr X] [--resolution R] '
   + '[--batch-size B] [--seed N] [--prompt TEXT] [--init-lora FILE] [--checkpoint-every N] [--resume FILE] '
   + '[--provider cpu|cuda[:N]|webgpu] [--gradient-checkpointing] [--dry-run]  |  wrongbot train [--model DIR] --replay CASE_DIR --out FILE.safetensors';
 
-const OPTIONS = {
-  model: { type: 'string' },
-  data: { type: 'string' },
-  out: { type: 'string' },
-  steps: { type: 'string' },
-  rank: { type: 'string' },
-  lr: { type: 'string' },
-  resolution: { type: 'string' },
-  'batch-size': { type: 'string' },
-  seed: { type: 'string' },
-  prompt: { type: 'string' },
-  'init-lora': { type: 'string' },
-  'checkpoint-every': { type: 'string' },
-  resume: { type: 'string' },
-  provider: { type: 'string' },
-  replay: { type: 'string' },
-  'gradient-checkpointing': { type: 'boolean' },
-  'dry-run': { type: 'boolean' },
-} as const;
+export const TRAIN_OPTIONS = {
+  model: { type: 'string', value: 'DIR', description: 'SDXL model folder: an fp32 export with vae_encoder/ (default: MODEL_DIR)' },
+  data: { type: 'string', value: 'DIR', description: 'folder of PNG, JPEG and WebP images to train on (required unless --replay)' },
+  out: { type: 'string', value: 'FILE.safetensors', description: 'where the LoRA is written (required)' },
+  steps: { type: 'string', value: 'N', description: `training steps (default ${TRAINING_DEFAULTS.steps})` },
+  rank: { type: 'string', value: 'R', description: `LoRA rank (default ${TRAINING_DEFAULTS.rank})` },
+  lr: { type: 'string', value: 'X', description: `AdamW learning rate (default ${TRAINING_DEFAULTS.learningRate})` },
+  resolution: { type: 'string', value: 'R', description: "side of the square training images (default: the model's own)" },
+  'batch-size': { type: 'string', value: 'B', description: `images per step (default ${TRAINING_DEFAULTS.batchSize})` },
+  seed: { type: 'string', value: 'N', description: `seed of every random draw; same seed, same data, same file (default ${TRAINING_DEFAULTS.seed})` },
+  prompt: { type: 'string', value: 'TEXT', description: `instance prompt for every image (default "${TRAINING_DEFAULTS.prompt}")` },
+  'init-lora': { type: 'string', value: 'FILE', description: 'continue from this LoRA (its rank must match)' },
+  'checkpoint-every': { type: 'string', value: 'N', description: 'keep OUT.checkpoint.safetensors every N steps, for --resume' },
+  resume: { type: 'string', value: 'FILE', description: 'continue a run exactly where its checkpoint left it' },
+  provider: { type: 'string', value: 'cpu|cuda[:N]|webgpu', description: 'where training runs (default: WORKER_DEVICE, else cpu)' },
+  replay: { type: 'string', value: 'CASE_DIR', description: "replay a recorded run of diffusers' script, printing each step's loss" },
+  'gradient-checkpointing': { type: 'boolean', description: 'recompute activations in the backward pass: less memory, more time' },
+  'dry-run': { type: 'boolean', description: "print the estimate of one step's memory and stop" },
+} as const satisfies OptionSpec;
 
 const PROGRESS_BAR_CELLS = 30;
 const PLAIN_PROGRESS_INTERVAL_MS = 1000;
@@ -95,7 +95,7 @@ function printMemoryEstimate(modelDir: string, options: RecipeOptions): void {
 }
 
 export async function runTrain(argv: string[]): Promise<void> {
-  const values = parseOptions(argv, OPTIONS);
+  const values = parseOptions(argv, TRAIN_OPTIONS);
   const modelDir = optionOrEnvironment('model', values.model, 'MODEL_DIR');
   const device = deviceOption(values.provider);
   const gradientCheckpointing = values['gradient-checkpointing'] === true;

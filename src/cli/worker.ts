@@ -9,13 +9,15 @@ import {
 import { timestamped } from './log.js';
 import { stopSignal } from './signals.js';
 import { deviceOption } from './device-option.js';
-import { parseOptions } from './options.js';
+import { parseOptions, type OptionSpec } from './options.js';
 
 export const WORKER_USAGE = 'wrongbot worker   (settings from the environment: MODEL_DIR, LORA_PATH, WORKER_DEVICE, REDIS_URL, QUEUE_PREFIX, …)';
+/** None: every setting comes from the environment. */
+export const WORKER_OPTIONS: OptionSpec = {};
 
 /** Runs until SIGTERM or SIGINT; a running job gets the grace period to finish, then goes back to the queue. */
 export async function runWorker(argv: string[]): Promise<void> {
-  parseOptions(argv, {});
+  parseOptions(argv, WORKER_OPTIONS);
   const env = process.env;
   const modelDir = requiredString(env, 'MODEL_DIR', 'point it at an SDXL model folder (optimum ONNX layout)');
   const device = deviceOption(undefined);

@@ -3,7 +3,7 @@ import { checkInteger, checkObject, checkText, fail, InvalidRequestError } from 
 import { ControlError, DiscordApiError } from './discord-errors.js';
 import { CloseCode } from './gateway.js';
 import { buildButtonInteraction, buildCommandInteraction, type BuiltInteraction } from './interaction-builder.js';
-import { TOKEN_LIFETIME_MS } from './limits.js';
+import { LimitBreach, TOKEN_LIFETIME_MS } from './limits.js';
 import { addReaction, checkUnicodeEmoji, removeReaction } from './reactions.js';
 import { parseJson, readBody } from './request-body.js';
 import { matchRoute, pathKnown, sendJson, type Route } from './router.js';
@@ -208,6 +208,8 @@ export async function handleControl(services: SandboxServices, request: Incoming
   } catch (error) {
     if (error instanceof ControlError) sendJson(response, error.status, { message: error.message });
     else if (error instanceof InvalidRequestError) sendJson(response, 400, { message: error.message });
+    // A body nested too deep; violations are the bot's requests, so it is only refused.
+    else if (error instanceof LimitBreach) sendJson(response, error.answer.status, { message: error.message });
     // A Discord error here means a body that is not JSON, or an unknown channel/user/message named in the request.
     else if (error instanceof DiscordApiError) sendJson(response, error.status, { message: `${error.message} (${url.pathname})` });
     else {

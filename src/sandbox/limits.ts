@@ -14,6 +14,12 @@ const MAX_CUSTOM_ID_CHARS = 100;
 export const MAX_ATTACHMENTS = 10;
 export const MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024;
 export const MAX_REQUEST_BYTES = 25 * 1024 * 1024;
+/**
+ * How deeply a body's arrays and objects may nest. Discord's own payloads nest a dozen levels at most (a command's
+ * option choices' name_localizations); every walk over a body here (schema validation, these limits, the values
+ * quoted in problems) recurses once per level, so a body nested thousands deep must be refused before any of them.
+ */
+export const MAX_JSON_DEPTH = 32;
 const MAX_COMMAND_OPTIONS = 25;
 const MAX_OPTION_CHOICES = 25;
 export const ACKNOWLEDGE_DEADLINE_MS = 3000;

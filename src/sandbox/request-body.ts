@@ -1,5 +1,6 @@
 import type { IncomingMessage } from 'node:http';
 import { invalidJson } from './discord-errors.js';
+import { breach, MAX_JSON_DEPTH } from './limits.js';
 import type { UploadedFile } from './message-content.js';
 
 // Reads a REST request's body: JSON, or multipart/form-data with payload_json and files[n] parts (parsed by the
@@ -22,8 +23,39 @@ export async function readBody(request: IncomingMessage, keepBytes: number): Pro
   return { data: bytes <= keepBytes ? Buffer.concat(chunks) : Buffer.alloc(0), bytes };
 }
 
-/** Parses JSON, refusing anything else as Discord does (50109). */
+const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
+const OPENERS = new Set([0x5b, 0x7b]);
+const CLOSERS = new Set([0x5d, 0x7d]);
+
+/** The deepest nesting of arrays and objects in JSON text, read without parsing it (brackets inside strings skipped). */
+function jsonNestingDepth(text: string): number {
+  let depth = 0;
+  let deepest = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const unit = text.charCodeAt(i);
+    if (inString) {
+      if (unit === BACKSLASH) i++;
+      else if (unit === QUOTE) inString = false;
+    } else if (unit === QUOTE) {
+      inString = true;
+    } else if (OPENERS.has(unit)) {
+      deepest = Math.max(deepest, ++depth);
+    } else if (CLOSERS.has(unit)) {
+      depth--;
+    }
+  }
+  return deepest;
+}
+
+/**
+ * Parses JSON, refusing anything else as Discord does (50109), and nesting past MAX_JSON_DEPTH as a breach (50035).
+ * The depth is read from the text first, so an absurd body costs one pass and never reaches a recursive walk.
+ */
 export function parseJson(text: string): unknown {
+  const depth = jsonNestingDepth(text);
+  if (depth > MAX_JSON_DEPTH) throw breach([`body: nested ${depth} levels deep; the limit is ${MAX_JSON_DEPTH}`]);
   try {
     return JSON.parse(text);
   } catch {
