@@ -501,5 +501,30 @@ test('/judge: blind pairs of the served version and a new candidate, both orders
   assert.match(await ephemeralReplyTo('frank', refused.interactionId), /Only server admins/);
   const pressed = await stack.sandbox.press('grace', adminVote.id, adminPromote.custom_id);
   await stack.waitForMessages((messages) => answerTo(messages, pressed.interactionId)?.content === `✅ \`${candidate}\` is served to /wrong and /compare from now on (was \`${served}\`; /lora rollback brings it back).`, 'the promotion by the button');
+
+  // That was this server's third training today: MAX_TRAININGS_PER_DAY (3) refuses a fourth.
+  const fourth = await stack.sandbox.command({ user: 'grace', command: 'train', options: { steps: 2 } });
+  assert.match(await ephemeralReplyTo('grace', fourth.interactionId), /This server has started 3 training\(s\) in the last 24 hours, its limit \(MAX_TRAININGS_PER_DAY\)/);
+  await assertNoViolations();
+});
+
+test('hostile input: a 4 000-character prompt and negative fit Discord\'s limits and show as typed; control characters and blank prompts are refused by name', async () => {
+  const masked = '[click here](https://example.com/steal)\n# Official notice\n';
+  const prompt = masked + 'a'.repeat(4000 - masked.length);
+  const { interactionId } = await stack.sandbox.command({ user: 'alice', command: 'imagine', options: { prompt, negative: 'n'.repeat(4000), size: '64x64', steps: 1 } });
+  const result = await resultOf(interactionId);
+  const embed = result.embeds[0]!;
+  const description = String(embed['description']);
+  // Neither a link nor a heading any more: Discord shows the characters.
+  assert.ok(description.startsWith('\\[click here](https://example.com/steal)\n\\# Official notice\n'), description.slice(0, 80));
+  const fields = embed['fields'] as Array<{ name: string; value: string }>;
+  const total = [embed['title'], description, (embed['footer'] as { text: string }).text, ...fields.flatMap((field) => [field.name, field.value])]
+    .reduce((sum: number, text) => sum + [...String(text ?? '')].length, 0);
+  assert.ok(total <= 6000, `the embed holds ${total} characters`);
+
+  for (const [bad, reason] of [['\u0001cat', /settings\.prompt = "\\u0001cat" contains the control character U\+0001 at position 0/], ['   ', /settings\.prompt = "   " is empty; say what to draw/]] as const) {
+    const refused = await stack.sandbox.command({ user: 'carol', command: 'compare', options: { prompt: bad, size: '64x64' } });
+    assert.match(await ephemeralReplyTo('carol', refused.interactionId), reason);
+  }
   await assertNoViolations();
 });

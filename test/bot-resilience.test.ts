@@ -1,5 +1,7 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readdirSync } from 'node:fs';
+import path from 'node:path';
 import type { SandboxMessageView } from '../src/sandbox/control-client.js';
 import { answerTo, startBotStack, type BotStack } from './support/bot-stack.js';
 
@@ -193,5 +195,32 @@ test('30 waiting jobs move up when one ends: their messages are edited at most 1
   }
   assert.ok(edits.length >= 29, `each of the 29 moved (${edits.length} edits)`);
   assert.match(await stack.waitForMessages((messages) => messages.find((message) => message.ephemeral && message.interactionId === cancel.interactionId)?.content, 'the cancel\'s answer', { user: first.user }), /cancelled before it started/);
+  assert.deepEqual(await stack.sandbox.violations(), []);
+});
+
+test('a server not trusted with the training set generates only: no votes, no 👎 buttons, and every training command refused', async () => {
+  // The sandbox's server is not among TRAINING_GUILD_IDS.
+  const stack = await stackFor('untrusted', { botEnv: { TRAINING_GUILD_IDS: '999999999999999999', VOTES_TO_CURATE: '1' } });
+  await stack.sandbox.createUser('adminzed', { admin: true });
+  const single = await stack.sandbox.command({ user: 'alice', command: 'imagine', options: { prompt: 'a plain jug', seed: 2, size: '64x64' } });
+  const triptych = await stack.sandbox.command({ user: 'bob', command: 'compare', options: { prompt: 'a plain jug', seed: 2, size: '64x64' } });
+  const [image, compared] = await Promise.all([single, triptych].map((handle) => stack.waitForMessages((messages) => {
+    const answer = answerTo(messages, handle.interactionId);
+    return answer && answer.attachments.length > 0 ? answer : null;
+  }, 'a result', { timeoutMs: 60_000 })));
+  const labels = compared!.components.flatMap((row) => (row['components'] as Array<{ label: string }>).map((button) => button.label));
+  assert.ok(!labels.some((label) => /is wrong/.test(label)), `no 👎 panel buttons: ${labels.join(', ')}`);
+  assert.equal(image!.reactions.length, 0, 'the bot adds no 👎 of its own');
+  await stack.sandbox.react('adminzed', image!.id, '👎');
+
+  const privately = async (user: string, command: string, subcommand?: string) => {
+    const { interactionId } = await stack.sandbox.command({ user, command, ...(subcommand ? { subcommand } : {}), options: {}, force: true });
+    return stack.waitForMessages((messages) => messages.find((message) => message.ephemeral && message.interactionId === interactionId)?.content, `the answer to /${command}`, { user });
+  };
+  for (const [command, subcommand] of [['train'], ['judge'], ['dataset', 'stats'], ['lora', 'list']] as const) {
+    assert.match(await privately('adminzed', command, subcommand), /This server does not take part in training the "wrong" LoRA/, `/${command}`);
+  }
+  // The gateway delivers events in order: once the commands after the 👎 are answered, the 👎 has been handled.
+  assert.deepEqual(readdirSync(path.join(stack.dataDir, 'dataset')), [], 'an admin\'s 👎 curated nothing');
   assert.deepEqual(await stack.sandbox.violations(), []);
 });

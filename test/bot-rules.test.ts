@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readBotConfig } from '../src/bot/config.js';
+import { mayCancel } from '../src/bot/cancelling.js';
 import { decodeButton, encodeButton, type ButtonAction } from '../src/bot/custom-ids.js';
 import { qualifies, whyNotAVote } from '../src/bot/curation.js';
 import { parseImageSizes, SDXL_IMAGE_SIZES } from '../src/bot/image-sizes.js';
@@ -99,6 +100,18 @@ test('bot settings: each bad value stops the start with its variable named', () 
     ['323456789012345678', '423456789012345678']);
   assert.deepEqual(readBotConfig({ ...base, AUTO_PROMOTE_WIN_RATE: '0.6', AUTO_PROMOTE_MIN_VOTES: '10' }, 'token').autoPromote, { winRate: 0.6, minVotes: 10 });
   assert.equal(readBotConfig({ ...base, JUDGING_SEED: '7' }, 'token').judgingSeed, 7);
+});
+
+test('who may cancel: the owner anywhere; an admin only jobs of their own server, and trainings from any training server', () => {
+  const config = readBotConfig({ DATA_DIR: '/tmp/x', TRAINING_GUILD_IDS: '111111111111111111,222222222222222222' }, 'token');
+  const job = (kind: 'imagine' | 'train', guildId: string) => ({ kind, guildId, userId: 'owner' }) as Parameters<typeof mayCancel>[0];
+  const member = (userId: string, isAdmin: boolean, guildId: string) => ({ userId, isAdmin, guildId });
+  assert.equal(mayCancel(job('imagine', 'A'), member('owner', false, 'B'), config), true, 'the owner, from anywhere');
+  assert.equal(mayCancel(job('imagine', 'A'), member('other', false, 'A'), config), false, 'another member');
+  assert.equal(mayCancel(job('imagine', 'A'), member('admin', true, 'A'), config), true, 'an admin of the job\'s server');
+  assert.equal(mayCancel(job('imagine', 'A'), member('admin', true, 'B'), config), false, 'an admin of another server');
+  assert.equal(mayCancel(job('train', '111111111111111111'), member('admin', true, '222222222222222222'), config), true, 'a training belongs to every training server');
+  assert.equal(mayCancel(job('train', '111111111111111111'), member('admin', true, 'B'), config), false, 'but not to the others');
 });
 
 test('judging shuffles: one seed gives one order on any run; from a fixed seed both orders occur over 10 pairs, and about evenly', () => {

@@ -165,20 +165,27 @@ test('a worker without LORA_PATH serves /wrong for any version in Redis, switchi
   await assert.rejects(job.waitUntilFinished(h.events, 60_000), /LoRA version "wrong-v9" is neither in Redis nor this worker's LORA_PATH/);
 });
 
-test('wrongbot enqueue --wait submits, follows and writes the image', async () => {
+test('wrongbot enqueue --wait submits, follows and writes the image, at the workers\' model\'s own size when none is given', async () => {
   const h = await harness('enqueue');
+  const env = { QUEUE_PREFIX: h.prefix, REDIS_URL: TEST_REDIS_URL };
+  const early = await runCli(['enqueue', 'imagine', '--prompt', 'a red cube'], env);
+  assert.equal(early.code, 2);
+  assert.match(early.stderr, /no worker has said which model it runs yet .* give --width and --height/);
   await startWorker(h.prefix);
   const out = path.join(work, 'enqueued.png');
-  const result = await runCli(
-    ['enqueue', 'imagine', '--prompt', 'a red cube', '--seed', '3', '--steps', '3', '--width', '64', '--height', '64', '--wait', '--out', out],
-    { QUEUE_PREFIX: h.prefix, REDIS_URL: TEST_REDIS_URL },
-  );
+  const result = await runCli(['enqueue', 'imagine', '--prompt', 'a red cube', '--seed', '3', '--steps', '3', '--wait', '--out', out], env);
   assert.equal(result.code, 0, result.stderr);
   assert.match(result.stdout, /^job \S+ queued \(seed 3, (position \d+|starting now)\)$/m);
   assert.match(result.stderr, /step 3\/3/);
+  assert.match(result.stdout, /wrote .* \(128x128\)/, 'the tiny model\'s own 128 px, not SDXL\'s 1024');
   const direct = path.join(work, 'direct.png');
-  assert.equal((await runCli(['generate', '--model', fixturePath('tiny-sdxl'), '--prompt', 'a red cube', '--seed', '3', '--steps', '3', '--width', '64', '--height', '64', '--out', direct])).code, 0);
+  assert.equal((await runCli(['generate', '--model', fixturePath('tiny-sdxl'), '--prompt', 'a red cube', '--seed', '3', '--steps', '3', '--out', direct])).code, 0);
   assert.deepEqual(readFileSync(out), readFileSync(direct));
+
+  // A size the VAE allows (a multiple of 8) but the tiny UNet's downsampling does not (16) is refused before queueing.
+  await assert.rejects(h.producer.submit('imagine', imagine('kim', 'odd size', { width: 152 })),
+    /settings\.width = 152 must be a multiple of 16: the workers' model tiny-sdxl cannot draw other sizes/);
+  assert.equal(await h.producer.generation.getJobCountByTypes('waiting', 'prioritized'), 0);
 });
 
 test('two worker processes split 20 jobs and each job runs exactly once', async () => {

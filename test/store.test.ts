@@ -554,3 +554,35 @@ test('blind judging: pairs keep their sides and shuffle seed, each member\'s vot
   assert.equal(store.trainings.newestCandidate()?.name, 'wrong-v1', 'a rolled-back version can be judged again');
   assert.throws(() => pair('left', 'wrong-v77'), /FOREIGN KEY/, 'a pair names known versions only');
 });
+
+test('each server sees its own: dataset entries and waiting votes by the server the image was made in, trainings counted per server', (t) => {
+  const h = harness(t);
+  const store = h.open();
+  const inGuild = (guildId: string) => {
+    const job = store.jobs.insert(newJob({ guildId }));
+    const kept = store.images.keep([0, 1].map((index) => ({ png: fakePng(), provenance: { ...provenance(job.jobId, index), guildId } })), START_MS + DAY_MS);
+    return kept;
+  };
+  const [a0, a1] = inGuild('guild-a');
+  const [b0, b1] = inGuild('guild-b');
+  store.dataset.curate(a0!, []);
+  store.dataset.curate(b0!, []);
+  store.votes.add({ jobId: a1!.jobId, panelIndex: 1, userId: 'alice', isAdmin: false });
+  store.votes.add({ jobId: b1!.jobId, panelIndex: 1, userId: 'bob', isAdmin: false });
+  store.votes.add({ jobId: b1!.jobId, panelIndex: 1, userId: 'carol', isAdmin: false });
+
+  assert.deepEqual(store.dataset.list({ guildId: 'guild-a' }).map((entry) => entry.jobId), [a0!.jobId]);
+  assert.deepEqual(store.dataset.list({ guildId: 'guild-b' }).map((entry) => entry.jobId), [b0!.jobId]);
+  assert.equal(store.dataset.list().length, 2, 'the training set is all of them');
+  assert.deepEqual(store.dataset.counts('guild-a'), { entries: 1, panelsWithVotes: 1, votes: 1 });
+  assert.deepEqual(store.dataset.counts('guild-b'), { entries: 1, panelsWithVotes: 1, votes: 2 });
+  assert.deepEqual(store.dataset.counts(), { entries: 2, panelsWithVotes: 2, votes: 3 });
+
+  store.jobs.insert(newJob({ kind: 'train', guildId: 'guild-a' }));
+  h.clock.ms += DAY_MS;
+  store.jobs.insert(newJob({ kind: 'train', guildId: 'guild-a' }));
+  store.jobs.insert(newJob({ kind: 'train', guildId: 'guild-b' }));
+  assert.equal(store.jobs.countSince('train', 'guild-a', h.clock.ms - DAY_MS + 1), 1, 'the one from a day ago no longer counts');
+  assert.equal(store.jobs.countSince('train', 'guild-b', START_MS), 1);
+  assert.equal(store.jobs.countSince('compare', 'guild-a', START_MS), 1);
+});

@@ -2,6 +2,7 @@ import { once } from 'node:events';
 import { Client, Events, GatewayIntentBits, Partials } from 'discord.js';
 import type { Redis } from 'ioredis';
 import { JobProducer } from '../queue/producer.js';
+import { servedModels } from '../queue/models.js';
 import { producerConnection, workerConnection } from '../queue/redis.js';
 import { ResultsStore } from '../queue/results-store.js';
 import { TrainingTransfer } from '../queue/training-transfer.js';
@@ -71,6 +72,12 @@ export async function startBot(config: BotConfig, redisUrl: string, log: (line: 
   try {
     // The producer's connection fails commands while disconnected instead of queueing them; let it connect first.
     if (commands.status !== 'ready') await once(commands, 'ready');
+    for (const model of await servedModels(commands, producer.keys)) {
+      const undrawable = config.imageSizes.filter((size) => size.width % model.sizeMultiple !== 0 || size.height % model.sizeMultiple !== 0);
+      if (undrawable.length > 0) {
+        log(`warning: IMAGE_SIZES offers ${undrawable.map((size) => size.value).join(', ')}, which the workers' model ${model.name} cannot draw (sides must be multiples of ${model.sizeMultiple}); they will be refused`);
+      }
+    }
     const ready = once(client, Events.ClientReady);
     await client.login(config.token);
     await ready;

@@ -14,7 +14,7 @@ export interface Canceller {
   guildId: string | null;
 }
 
-function mayCancel(job: JobRecord, by: Canceller, config: BotContext['config']): boolean {
+export function mayCancel(job: JobRecord, by: Canceller, config: BotContext['config']): boolean {
   if (job.userId === by.userId) return true;
   if (!by.isAdmin) return false;
   return job.kind === 'train' ? isTrainingServer(by.guildId, config) : job.guildId !== null && job.guildId === by.guildId;

@@ -1,11 +1,14 @@
+import { once } from 'node:events';
 import path from 'node:path';
 import { QueueEvents } from 'bullmq';
+import type { Redis } from 'ioredis';
 import { DEFAULT_GUIDANCE_SCALE, DEFAULT_STEPS, WEIGHTING_SYNTAXES, type WeightingSyntax } from '../common/generation-limits.js';
 import { optionalString, queuePrefix } from '../common/environment.js';
 import { InvalidRequestError } from '../common/validation.js';
 import {
   MEMBER_JOB_NAMES, QUEUE_NAMES, type MemberJobName, type GenerationJobResult, type JobProgress,
 } from '../queue/contracts.js';
+import { servedModels } from '../queue/models.js';
 import { readQueueLimits } from '../queue/places.js';
 import { JobProducer, QueueLimitError, type GenerationSubmission } from '../queue/producer.js';
 import { producerConnection, resolveRedis, workerConnection } from '../queue/redis.js';
@@ -21,7 +24,6 @@ export const ENQUEUE_USAGE = 'wrongbot enqueue imagine|wrong|compare --prompt TE
   + '[--guidance G] [--width W] [--height H] [--weighting auto|compel|a1111|none] [--strength S] [--lora-version V] '
   + '[--user ID] [--wait --out FILE.png [--panels-dir DIR]]';
 
-const SDXL_SIZE_PX = 1024;
 const DEFAULT_USER_ID = 'cli';
 
 export const ENQUEUE_OPTIONS = {
@@ -30,8 +32,8 @@ export const ENQUEUE_OPTIONS = {
   seed: { type: 'string', value: 'N', description: 'the noise seed (default: one picked before the job is queued, printed)' },
   steps: { type: 'string', value: 'N', description: `denoising steps (default ${DEFAULT_STEPS})` },
   guidance: { type: 'string', value: 'G', description: `classifier-free guidance scale (default ${DEFAULT_GUIDANCE_SCALE})` },
-  width: { type: 'string', value: 'W', description: `image width in pixels (default ${SDXL_SIZE_PX})` },
-  height: { type: 'string', value: 'H', description: `image height in pixels (default ${SDXL_SIZE_PX})` },
+  width: { type: 'string', value: 'W', description: 'image width in pixels (default: what the workers\' model was trained at)' },
+  height: { type: 'string', value: 'H', description: 'image height in pixels (default: what the workers\' model was trained at)' },
   weighting: { type: 'string', value: WEIGHTING_SYNTAXES.join('|'), description: 'prompt weighting syntax (default auto: recognised in the prompt)' },
   strength: { type: 'string', value: 'S', description: `the LoRA's strength (wrong and compare; default ${DEFAULT_LORA_STRENGTH})` },
   'lora-version': { type: 'string', value: 'V', description: "the LoRA version (wrong and compare; default: LORA_PATH's file name)" },
@@ -41,7 +43,8 @@ export const ENQUEUE_OPTIONS = {
   'panels-dir': { type: 'string', value: 'DIR', description: 'where --wait also writes every panel, lossless' },
 } as const satisfies OptionSpec;
 
-function submissionFrom(name: MemberJobName, values: OptionValues<typeof ENQUEUE_OPTIONS>): GenerationSubmission<MemberJobName> {
+/** The job as the options describe it; a side left out is the workers' model's own (`defaultSizePx`). */
+function submissionFrom(name: MemberJobName, values: OptionValues<typeof ENQUEUE_OPTIONS>, defaultSizePx: number | undefined): GenerationSubmission<MemberJobName> {
   if (values.prompt === undefined) throw new UsageError('--prompt is required');
   if (name !== 'imagine' && values.negative !== undefined) throw new UsageError(`--negative is fixed to "wrong" for ${name}`);
   if (name === 'imagine' && (values.strength !== undefined || values['lora-version'] !== undefined)) {
@@ -56,8 +59,8 @@ function submissionFrom(name: MemberJobName, values: OptionValues<typeof ENQUEUE
     seed: values.seed === undefined ? null : integerOption('seed', values.seed),
     steps: integerOption('steps', values.steps, DEFAULT_STEPS),
     guidanceScale: numberOption('guidance', values.guidance, DEFAULT_GUIDANCE_SCALE),
-    width: integerOption('width', values.width, SDXL_SIZE_PX),
-    height: integerOption('height', values.height, SDXL_SIZE_PX),
+    width: integerOption('width', values.width, defaultSizePx),
+    height: integerOption('height', values.height, defaultSizePx),
     weighting: weighting as WeightingSyntax,
   };
   const envelope = {
@@ -80,7 +83,6 @@ export async function runEnqueue(argv: string[]): Promise<void> {
   const values = parseOptions(rest, ENQUEUE_OPTIONS);
   if (values.wait && values.out === undefined) throw new UsageError('--wait needs --out FILE.png');
   if (!values.wait && (values.out !== undefined || values['panels-dir'] !== undefined)) throw new UsageError('--out and --panels-dir need --wait');
-  const submission = submissionFrom(jobName, values);
   const prefix = queuePrefix(process.env);
   const redis = await resolveRedis(process.env);
   for (const warning of redis.warnings) console.error(`warning: ${warning}`);
@@ -91,6 +93,10 @@ export async function runEnqueue(argv: string[]): Promise<void> {
   const events = eventsConnection ? new QueueEvents(QUEUE_NAMES.generation, { connection: eventsConnection, prefix }) : null;
   try {
     await events?.waitUntilReady();
+    // The producer's connection fails commands until it is connected (no offline queue).
+    if (connection.status !== 'ready') await once(connection, 'ready');
+    const sized = values.width !== undefined && values.height !== undefined;
+    const submission = submissionFrom(jobName, values, sized ? undefined : await modelDefaultSize(connection, producer));
     let submitted;
     try {
       submitted = await producer.submit(jobName, submission);
@@ -120,6 +126,13 @@ export async function runEnqueue(argv: string[]): Promise<void> {
     connection.disconnect();
     await redis.privateServer?.stop();
   }
+}
+
+/** The size the workers' model was trained at: the image a job with no size gets, as `generate` would draw it. */
+async function modelDefaultSize(redis: Redis, producer: JobProducer): Promise<number> {
+  const [model] = await servedModels(redis, producer.keys);
+  if (model === undefined) throw new UsageError('no worker has said which model it runs yet (start one with `wrongbot worker`), so give --width and --height');
+  return model.defaultSizePx;
 }
 
 async function fetchImage(store: ResultsStore, key: string): Promise<Buffer> {

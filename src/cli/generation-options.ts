@@ -101,6 +101,7 @@ export function parseGenerationJob<Options extends typeof GENERATION_OPTIONS>(
   try {
     validateGenerationRequest(request, {
       multipleOf: folder.sizeMultiple,
+      defaultSizePx: folder.defaultImageSizePx,
       loraSlots: values.lora === undefined ? 0 : 1,
       fedLoraSlots: values.lora === undefined ? [] : [true],
       hasRefiner: values.refiner !== undefined,

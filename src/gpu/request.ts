@@ -45,8 +45,10 @@ export interface ValidatedRequest extends Required<GenerationRequest> {
 
 /** What the loaded pipeline can do, so that a request that needs more fails before any model runs. */
 export interface PipelineCapabilities {
-  /** The VAE's scale factor: image sides must be multiples of it. */
+  /** Image sides must be multiples of it (see SdxlModelFolder.sizeMultiple). */
   multipleOf: number;
+  /** The side the model was trained at, for requests that name no size. */
+  defaultSizePx: number;
   /** How many LoRAs the UNet's branches take at once (0: none). */
   loraSlots: number;
   /** Per slot, whether a LoRA is fed to it now. */
@@ -58,7 +60,7 @@ export function validateSeed(value: unknown, field = 'seed'): number {
   return checkInteger(field, value, 0, MAX_SEED);
 }
 
-const NO_EXTRAS: PipelineCapabilities = { multipleOf: 8, loraSlots: 0, fedLoraSlots: [], hasRefiner: false };
+const NO_EXTRAS: PipelineCapabilities = { multipleOf: 8, defaultSizePx: 1024, loraSlots: 0, fedLoraSlots: [], hasRefiner: false };
 
 export function validateGenerationRequest(request: GenerationRequest, capabilities: PipelineCapabilities = NO_EXTRAS): ValidatedRequest {
   const { multipleOf } = capabilities;

@@ -249,6 +249,7 @@ export class SdxlPipeline {
   get capabilities(): PipelineCapabilities {
     return {
       multipleOf: this.folder.sizeMultiple,
+      defaultSizePx: this.folder.defaultImageSizePx,
       loraSlots: this.fedLoras.length,
       fedLoraSlots: this.fedLoras.map((fed) => fed !== null),
       hasRefiner: this.refiner !== null,

@@ -22,6 +22,16 @@ export class QueueKeys {
     return `${this.prefix}:wrongbot:waiting-all`;
   }
 
+  /** What each model the workers run can draw (see models.ts), by model name. */
+  get servedModels(): string {
+    return `${this.prefix}:wrongbot:models`;
+  }
+
+  /** When a worker last announced each model (epoch ms). */
+  get modelsSeenAt(): string {
+    return `${this.prefix}:wrongbot:models-seen`;
+  }
+
   /** When each waiting job's place was taken (epoch ms). */
   get placeTakenAt(): string {
     return `${this.prefix}:wrongbot:waiting-since`;

@@ -12,6 +12,7 @@ import {
 import { isCancelRequested, listenForCancels } from '../queue/control.js';
 import { recordDuration } from '../queue/durations.js';
 import { QueueKeys } from '../queue/keys.js';
+import { announceModel, MODEL_ANNOUNCE_INTERVAL_MS } from '../queue/models.js';
 import { releasePlace } from '../queue/places.js';
 import { ResultsStore } from '../queue/results-store.js';
 import { TrainingTransfer } from '../queue/training-transfer.js';
@@ -78,6 +79,7 @@ export class GpuWorker {
   private readonly loraVersions: LoraVersions;
   private generationWorker: Worker<GenerationJobData, GenerationJobResult, GenerationJobName> | null = null;
   private trainingWorker: Worker<TrainJobData, TrainJobResult, typeof TRAIN_JOB_NAME> | null = null;
+  private announceTimer: NodeJS.Timeout | null = null;
   private readonly log: (line: string) => void;
 
   private constructor(
@@ -138,6 +140,8 @@ export class GpuWorker {
     });
     await Promise.all(workers.map((worker) => worker.waitUntilReady()));
     await this.loraVersions.share();
+    await this.announceModel();
+    this.announceTimer = setInterval(() => void this.announceModel().catch((error: Error) => this.log(`could not announce the model: ${error.message}`)), MODEL_ANNOUNCE_INTERVAL_MS).unref();
     const abilities = [this.lora ? `LoRA ${this.lora.version}` : 'no LoRA', `trains with ${this.options.trainerCommand ? 'TRAINER_COMMAND' : 'the built-in engine'}`];
     this.log(`worker ${this.id} ready: ${this.options.modelDir}, ${abilities.join(', ')}`);
   }
@@ -179,6 +183,12 @@ export class GpuWorker {
       durationMs,
       expiresAt: Date.now() + this.results.ttlSeconds * 1000,
     };
+  }
+
+  /** Tells the bot (and `enqueue`) which sizes this model draws, so that a size it cannot is refused before a GPU tries. */
+  private announceModel(): Promise<void> {
+    const { multipleOf, defaultSizePx } = this.generator.loaded.capabilities;
+    return announceModel(this.options.connections.commands, this.keys, { name: path.basename(this.options.modelDir), sizeMultiple: multipleOf, defaultSizePx });
   }
 
   /** A version that is nowhere now will be nowhere on the next attempt either. */
@@ -253,6 +263,7 @@ export class GpuWorker {
    * steps and handed back to the queue. Resolves once every connection this worker made is closed.
    */
   async close(): Promise<void> {
+    if (this.announceTimer) clearInterval(this.announceTimer);
     const workers = [this.generationWorker, this.trainingWorker].filter((worker): worker is NonNullable<typeof worker> => worker !== null);
     const closing = Promise.all(workers.map((worker) => worker.close()));
     const graceMs = this.options.shutdownGraceMs ?? DEFAULT_SHUTDOWN_GRACE_MS;
