@@ -1,6 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import path from 'node:path';
 import { Queue, Worker, type Job } from 'bullmq';
@@ -78,6 +80,11 @@ async function eventually(condition: () => Promise<boolean>, boundMs: number, wh
   }
 }
 
+/** A pid that was a process on this host and is no longer one. */
+function deadPid(): number {
+  return spawnSync(process.execPath, ['--eval', '']).pid!;
+}
+
 const answers = (url: string) => pingRedis(url).then(() => true, () => false);
 
 async function withinBound<T>(promise: Promise<T>, boundMs: number, what: string): Promise<T> {
@@ -151,6 +158,66 @@ test('with nothing at the default address, a private server starts under DATA_DI
 
   await server.stop();
   assert.equal(await answers(first.url), false);
+});
+
+test('the private server listens on 127.0.0.1 only and wants the password kept owner-only under DATA_DIR, also after a restart', async () => {
+  const dataDir = await temporaryDir('data');
+  const options = { defaultUrl: await deadUrl(), dataDir };
+  const settings = track(await resolveRedis({ PATH: process.env.PATH }, options));
+  const server = settings.privateServer!;
+  await assert.rejects(pingRedis(`redis://127.0.0.1:${server.port}`), /refused our connection: NOAUTH/);
+  const passwordFile = path.join(dataDir, 'redis', 'password');
+  assert.equal((await stat(passwordFile)).mode & 0o777, 0o600);
+  const password = (await readFile(passwordFile, 'utf8')).trim();
+  assert.match(password, /^[0-9a-f]{64}$/);
+  assert.equal(settings.url, `redis://:${password}@127.0.0.1:${server.port}`);
+
+  await assert.rejects(pingRedis(`redis://:${'0'.repeat(64)}@127.0.0.1:${server.port}`), /refused our connection: WRONGPASS/);
+  for (const connect of [producerConnection, workerConnection]) {
+    const connection = connect(settings.url);
+    clients.push(connection);
+    // The producer's connection refuses commands until it is ready, as the bot's does.
+    if (connection.status !== 'ready') await withinBound(once(connection, 'ready'), FAIL_FAST_BOUND_MS, `${connect.name} connecting`);
+    assert.equal(await connection.ping(), 'PONG');
+  }
+  assert.equal(await configGet(settings.url, 'bind'), '127.0.0.1');
+  assert.doesNotMatch(execFileSync('ps', ['-o', 'args=', '-p', String(server.pid)], { encoding: 'utf8' }), new RegExp(password),
+    'the password is not on the command line, where any user can read it');
+
+  await server.stop();
+  const restarted = track(await resolveRedis({ PATH: process.env.PATH }, options));
+  assert.notEqual(restarted.privateServer!.pid, server.pid);
+  assert.equal(restarted.url, `redis://:${password}@127.0.0.1:${restarted.privateServer!.port}`, 'the same password');
+  await assert.rejects(pingRedis(`redis://127.0.0.1:${restarted.privateServer!.port}`), /NOAUTH/);
+});
+
+test('a private server that an older wrongbot started without a password is adopted and made to ask for one', async () => {
+  const dataDir = await temporaryDir('data');
+  const dir = path.join(dataDir, 'redis');
+  await mkdir(dir);
+  const older = await startTestRedis({ dir });
+  const pid = Number(/process_id:(\d+)/.exec(await client(older.url).info('server'))![1]);
+  await writeFile(path.join(dir, 'server.json'), JSON.stringify({ pid, port: older.port, ownerPid: deadPid() }));
+
+  const settings = track(await resolveRedis({ PATH: process.env.PATH }, { defaultUrl: await deadUrl(), dataDir }));
+  assert.equal(settings.privateServer?.pid, pid);
+  await assert.rejects(pingRedis(older.url), /NOAUTH/);
+  await pingRedis(settings.url);
+});
+
+test('a running private server that the password on file does not open is refused, not started twice on its AOF', async () => {
+  const dataDir = await temporaryDir('data');
+  const options = { defaultUrl: await deadUrl(), dataDir };
+  const settings = track(await resolveRedis({ PATH: process.env.PATH }, options));
+  const passwordFile = path.join(dataDir, 'redis', 'password');
+  await writeFile(passwordFile, 'not one\n');
+  await assert.rejects(resolveRedis({ PATH: process.env.PATH }, options), /password holds 7 character\(s\), not the 64 hex digits wrongbot writes there; delete it/);
+  await rm(passwordFile);
+  await assert.rejects(resolveRedis({ PATH: process.env.PATH }, options), (error: Error) => {
+    assert.ok(error.message.includes(`(pid ${settings.privateServer!.pid}) still runs on port ${settings.privateServer!.port} but let wrongbot in neither with the password in ${passwordFile} nor without one`), error.message);
+    return true;
+  });
+  await pingRedis(settings.url);
 });
 
 test('two starts at once share one private server', async () => {

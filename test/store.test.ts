@@ -1,12 +1,16 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { BotStore, migrate, MIGRATIONS } from '../src/store/database.js';
-import type { DatasetSidecar } from '../src/store/dataset.js';
+import type { DatasetEntry, DatasetRecovery, DatasetSidecar, DatasetStep } from '../src/store/dataset.js';
+import { exportDataset } from '../src/store/dataset-export.js';
 import type { PanelProvenance } from '../src/store/images.js';
 import { SqliteJobRecords, type NewJobRecord } from '../src/store/jobs.js';
 import { DATABASE_FILE_NAME } from '../src/store/layout.js';
@@ -347,6 +351,174 @@ test('reject() removes an entry and remembers the panel as rejected, also after 
   assert.equal(store.dataset.reject(entry.id, 'admin-1'), null, 'nothing left to reject');
 });
 
+// A real process changing the training set, SIGKILLed right after one of its steps; the store is then reopened here.
+const STEP_CHILD = fileURLToPath(new URL('./support/dataset-step-child.js', import.meta.url));
+const CHILD_BOUND_MS = 30_000;
+const NOTHING_TO_RECOVER: DatasetRecovery = { completed: [], undone: [], removed: [], sidecarsRewritten: [], strayFiles: [] };
+
+async function killedAfter(dataDir: string, step: DatasetStep, action: string[]): Promise<void> {
+  const child = spawn(process.execPath, [STEP_CHILD, dataDir, step, ...action], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const exited = new Promise<NodeJS.Signals | null>((resolve) => child.once('exit', (_code, signal) => resolve(signal)));
+  let output = '';
+  child.stderr.on('data', (chunk: Buffer) => { output += chunk.toString(); });
+  let reached = false;
+  const timer = setTimeout(() => child.kill('SIGKILL'), CHILD_BOUND_MS);
+  for await (const line of createInterface({ input: child.stdout })) {
+    output += `${line}\n`;
+    if (line === step) {
+      reached = true;
+      child.kill('SIGKILL');
+      break;
+    }
+  }
+  clearTimeout(timer);
+  const signal = await exited;
+  assert.ok(reached && signal === 'SIGKILL', `the child was killed after ${step} (it ended with ${signal}):\n${output}`);
+}
+
+function datasetFiles(h: Harness): string[] {
+  return readdirSync(path.join(h.dataDir, 'dataset')).sort();
+}
+
+function sidecarOf(entry: DatasetEntry): DatasetSidecar {
+  return JSON.parse(readFileSync(entry.imagePath.replace(/\.png$/, '.json'), 'utf8')) as DatasetSidecar;
+}
+
+/** What anyone reading the set (a list, /train's snapshot, the export, a trainer) relies on at every moment. */
+function assertReadersSeeWholeEntries(store: BotStore): void {
+  for (const entry of store.dataset.list()) {
+    assert.equal(sha256(readFileSync(entry.imagePath)), entry.sha256, `entry #${entry.id}'s PNG`);
+    assert.deepEqual(sidecarOf(entry).voters, entry.voters, `entry #${entry.id}'s sidecar`);
+  }
+}
+
+/** Rows and folder agree: each entry's PNG and current sidecar, nothing else, and nothing left for recover(). */
+function assertAgree(h: Harness, store: BotStore): void {
+  assertReadersSeeWholeEntries(store);
+  const owned = store.dataset.list().flatMap((entry) => [path.basename(entry.imagePath), path.basename(entry.imagePath).replace(/\.png$/, '.json')]);
+  assert.deepEqual(datasetFiles(h), owned.sort());
+  assert.deepEqual(store.dataset.recover(), NOTHING_TO_RECOVER);
+}
+
+/** Every id the data dir has shown: in the rows readers see and in the sidecars on disk. */
+function idsSeen(h: Harness, store: BotStore): number[] {
+  const sidecars = datasetFiles(h).filter((name) => name.endsWith('.json'))
+    .map((name) => (JSON.parse(readFileSync(path.join(h.dataDir, 'dataset', name), 'utf8')) as DatasetSidecar).id);
+  return [...store.dataset.list().map((entry) => entry.id), ...sidecars];
+}
+
+test('a curation killed after any step is completed at the next start, readers never see it half done, and its id is not handed out again', async (t) => {
+  const steps = ['curate:row-pending', 'curate:image-written', 'curate:sidecar-written'] satisfies DatasetStep[];
+  for (const step of steps) {
+    await t.test(step, async (st) => {
+      const h = harness(st);
+      let store = h.open();
+      const { job, kept } = keepJob(store, START_MS + DAY_MS);
+      store.votes.add({ jobId: job.jobId, panelIndex: 0, userId: 'ada', isAdmin: false });
+      const earlier = store.dataset.curate(kept[1]!, []);
+      store.close();
+
+      await killedAfter(h.dataDir, step, ['curate', job.jobId, '0']);
+      store = h.open();
+      assertReadersSeeWholeEntries(store);
+      assert.deepEqual(store.dataset.list(), [earlier], 'the interrupted entry is not in the set yet');
+      assert.equal(store.dataset.find(job.jobId, 0), null);
+      assert.deepEqual(store.dataset.counts(), { entries: 1, panelsWithVotes: 1, votes: 1 });
+      const out = path.join(h.dataDir, 'export');
+      assert.equal(exportDataset(store, { outDir: out, format: 'kohya', caption: 'wrong', snapshotId: null }).images, 1);
+      assert.deepEqual(readdirSync(out).filter((name) => name.endsWith('.png')), [`${earlier.sha256}.png`]);
+      const seen = idsSeen(h, store);
+
+      const recovery = store.dataset.recover();
+      const completed = store.dataset.find(job.jobId, 0);
+      assert.ok(completed, 'the curation was completed');
+      assert.deepEqual(recovery, { ...NOTHING_TO_RECOVER, completed: [completed.id] });
+      assert.deepEqual(completed.voters.map((vote) => vote.userId), ['ada']);
+      assert.ok(completed.id > earlier.id);
+      assertAgree(h, store);
+
+      const next = store.dataset.curate(kept[2]!, []);
+      assert.ok(next.id > Math.max(completed.id, ...seen), `the next entry's id ${next.id} is new (seen: ${seen.join(', ')})`);
+      store = reopen(h, store);
+      assertAgree(h, store);
+    });
+  }
+});
+
+test('a curation killed after its row whose kept image has expired since is undone, its id not reused', async (t) => {
+  const h = harness(t);
+  let store = h.open();
+  const { job, kept } = keepJob(store, START_MS + DAY_MS);
+  store.close();
+  await killedAfter(h.dataDir, 'curate:row-pending', ['curate', job.jobId, '0']);
+  rmSync(kept[0]!.path);
+
+  store = h.open();
+  const recovery = store.dataset.recover();
+  assert.equal(recovery.undone.length, 1);
+  assert.deepEqual(recovery, { ...NOTHING_TO_RECOVER, undone: recovery.undone });
+  assert.equal(store.dataset.find(job.jobId, 0), null);
+  assertAgree(h, store);
+  assert.ok(store.dataset.curate(kept[1]!, []).id > recovery.undone[0]!, 'the undone entry\'s id is not handed out again');
+});
+
+test('a removal killed after any step is finished at the next start, and the rejection stays', async (t) => {
+  const steps = ['remove:row-marked', 'remove:sidecar-removed', 'remove:image-removed'] satisfies DatasetStep[];
+  for (const step of steps) {
+    await t.test(step, async (st) => {
+      const h = harness(st);
+      let store = h.open();
+      const { job, kept } = keepJob(store, START_MS + DAY_MS);
+      const doomed = store.dataset.curate(kept[0]!, []);
+      const staying = store.dataset.curate(kept[1]!, []);
+      store.close();
+
+      await killedAfter(h.dataDir, step, ['reject', String(doomed.id)]);
+      store = h.open();
+      assertReadersSeeWholeEntries(store);
+      assert.deepEqual(store.dataset.list(), [staying], 'the entry being removed is out of the set already');
+      assert.equal(store.dataset.get(doomed.id), null);
+      assert.equal(store.dataset.isRejected(job.jobId, 0), true);
+
+      assert.deepEqual(store.dataset.recover(), { ...NOTHING_TO_RECOVER, removed: [doomed.id] });
+      assertAgree(h, store);
+      assert.ok(store.dataset.curate(kept[2]!, []).id > staying.id);
+      assert.equal(store.dataset.isRejected(job.jobId, 0), true);
+    });
+  }
+});
+
+test('new voters killed before their sidecar: the next start rewrites it', async (t) => {
+  const h = harness(t);
+  let store = h.open();
+  const { job, kept } = keepJob(store, START_MS + DAY_MS);
+  store.votes.add({ jobId: job.jobId, panelIndex: 0, userId: 'ada', isAdmin: false });
+  const entry = store.dataset.curate(kept[0]!, store.votes.of(job.jobId, 0));
+  store.votes.add({ jobId: job.jobId, panelIndex: 0, userId: 'bob', isAdmin: false });
+  store.close();
+
+  await killedAfter(h.dataDir, 'curate:voters-updated', ['curate', job.jobId, '0']);
+  store = h.open();
+  assert.deepEqual(sidecarOf(entry).voters.map((vote) => vote.userId), ['ada'], 'the kill left the sidecar behind the row');
+  assert.deepEqual(store.dataset.recover(), { ...NOTHING_TO_RECOVER, sidecarsRewritten: [entry.id] });
+  assert.deepEqual(sidecarOf(entry).voters.map((vote) => vote.userId), ['ada', 'bob']);
+  assertAgree(h, store);
+});
+
+test('recover() deletes dataset files no entry owns and half-written temporaries, and leaves other files alone', (t) => {
+  const h = harness(t);
+  const store = h.open();
+  const { kept } = keepJob(store, START_MS + DAY_MS);
+  const entry = store.dataset.curate(kept[0]!, []);
+  const orphan = `${randomUUID()}-panel-1`;
+  const temporary = `.${path.basename(entry.imagePath)}.4242.0123456789ab.tmp`;
+  for (const name of [`${orphan}.png`, `${orphan}.json`, temporary, 'notes.txt']) writeFileSync(path.join(h.dataDir, 'dataset', name), 'x');
+
+  assert.deepEqual(store.dataset.recover(), { ...NOTHING_TO_RECOVER, strayFiles: [`${orphan}.json`, `${orphan}.png`, temporary].sort() });
+  assert.deepEqual(datasetFiles(h), [path.basename(entry.imagePath).replace(/\.png$/, '.json'), path.basename(entry.imagePath), 'notes.txt'].sort());
+  assert.equal(sha256(readFileSync(entry.imagePath)), entry.sha256);
+});
+
 test('guild defaults start unset, merge partial changes, clear with null and survive a reopen', (t) => {
   const h = harness(t);
   let store = h.open();
@@ -404,8 +576,8 @@ test('a database at an older schema is upgraded with its rows kept', (t) => {
 
 test('the rebuilds of the jobs table for validate and judge jobs keep every job and the panels that refer to them', (t) => {
   const h = harness(t);
-  // The last two steps each rebuild the table for a new job kind.
-  const beforeRebuild = MIGRATIONS.length - 2;
+  // Two steps, the validate and the judge one, each rebuild the table for a new job kind.
+  const beforeRebuild = MIGRATIONS.findIndex((step) => step.includes("'validate'"));
   const old = new Database(path.join(h.dataDir, DATABASE_FILE_NAME));
   old.pragma('foreign_keys = ON');
   migrate(old, MIGRATIONS.slice(0, beforeRebuild));
@@ -421,6 +593,20 @@ test('the rebuilds of the jobs table for validate and judge jobs keep every job 
   assert.equal(store.jobs.insert(newJob({ kind: 'judge' })).kind, 'judge');
   // migrate() checks every foreign key once the steps are in: the kept panel still refers to a job that exists.
   assert.ok(store.trainings.validationPrompts().length >= 3, 'the default validation prompts');
+});
+
+test('entries curated before the pending mark existed stay in the set after the upgrade', (t) => {
+  const h = harness(t);
+  const old = new Database(path.join(h.dataDir, DATABASE_FILE_NAME));
+  migrate(old, MIGRATIONS.slice(0, MIGRATIONS.findIndex((step) => step.includes('ADD COLUMN pending'))));
+  const jobId = randomUUID();
+  old.prepare('INSERT INTO dataset_entries (job_id, panel_index, sha256, provenance, voters, curated_at) VALUES (?, 0, ?, ?, ?, ?)')
+    .run(jobId, 'a'.repeat(64), JSON.stringify(provenance(jobId, 0)), '[]', START_MS);
+  old.close();
+
+  const store = h.open();
+  assert.deepEqual(store.dataset.list().map((entry) => [entry.id, entry.jobId]), [[1, jobId]]);
+  assert.equal(store.dataset.counts().entries, 1);
 });
 
 test('a database from a newer wrongbot is refused with a clear error and left unchanged', (t) => {

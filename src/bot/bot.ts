@@ -8,6 +8,8 @@ import { ResultsStore } from '../queue/results-store.js';
 import { TrainingTransfer } from '../queue/training-transfer.js';
 import { ConfigError } from '../common/environment.js';
 import { BotStore } from '../store/database.js';
+import { lockDataDir } from '../store/data-dir-lock.js';
+import type { DatasetRecovery } from '../store/dataset.js';
 import { LoraVersionsError } from '../store/trainings.js';
 import { commandDefinitions } from '../commands/index.js';
 import type { BotConfig } from './config.js';
@@ -36,11 +38,17 @@ export interface RunningBot {
 }
 
 export async function startBot(config: BotConfig, redisUrl: string, log: (line: string) => void): Promise<RunningBot> {
-  const store = BotStore.open(config.dataDir);
+  // Before the store: the training set's recovery below takes whatever is underway for a crash, so no other bot may
+  // be changing it.
+  const lock = await lockDataDir(config.dataDir, log);
+  let store: BotStore | null = null;
   try {
+    store = BotStore.open(config.dataDir);
+    logRecovery(store.dataset.recover(), log);
     store.trainings.start(config.loraVersion);
   } catch (error) {
-    store.close();
+    store?.close();
+    lock.release();
     if (error instanceof LoraVersionsError) throw new ConfigError(error.message);
     throw error;
   }
@@ -67,6 +75,7 @@ export async function startBot(config: BotConfig, redisUrl: string, log: (line: 
     await producer.close();
     for (const connection of connections) connection.disconnect();
     store.close();
+    lock.release();
   };
 
   try {
@@ -124,4 +133,14 @@ export async function startBot(config: BotConfig, redisUrl: string, log: (line: 
     await close().catch(() => {});
     throw error;
   }
+}
+
+/** What the training set needed after a crash, one line per kind of repair. */
+function logRecovery(recovery: DatasetRecovery, log: (line: string) => void): void {
+  const ids = (list: readonly number[]) => list.map((id) => `#${id}`).join(', ');
+  if (recovery.completed.length > 0) log(`dataset: completed the curation of entries ${ids(recovery.completed)}, which a crash interrupted`);
+  if (recovery.undone.length > 0) log(`dataset: undid the curation of entries ${ids(recovery.undone)}, which a crash interrupted and whose kept image is gone`);
+  if (recovery.removed.length > 0) log(`dataset: completed the removal of entries ${ids(recovery.removed)}, which a crash interrupted`);
+  if (recovery.sidecarsRewritten.length > 0) log(`dataset: rewrote the out-of-date sidecars of entries ${ids(recovery.sidecarsRewritten)}`);
+  if (recovery.strayFiles.length > 0) log(`dataset: deleted ${recovery.strayFiles.length} file(s) no entry owns: ${recovery.strayFiles.join(', ')}`);
 }

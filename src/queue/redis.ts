@@ -1,11 +1,14 @@
 // How wrongbot reaches Redis: which server (REDIS_URL, a Redis already on the default address, or a private
 // redis-server under DATA_DIR), whether it is safe for BullMQ, and the connection settings for producers and workers.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { Redis } from 'ioredis';
+import { writeFileAtomic } from '../common/files.js';
+import { isAlive } from '../common/processes.js';
 
 export const DEFAULT_REDIS_URL = 'redis://127.0.0.1:6379';
 export const PROBE_TIMEOUT_MS = 500;
@@ -22,6 +25,11 @@ const PRIVATE_SERVER_SUBDIR = 'redis';
 const STATE_FILE_NAME = 'server.json';
 const LOCK_FILE_NAME = 'start.lock';
 const LOG_FILE_NAME = 'redis.log';
+const PASSWORD_FILE_NAME = 'password';
+/** What wrongbot makes: 32 random bytes in hex, which needs no quoting in a URL or in redis-server's config. */
+const PASSWORD_FORMAT = /^[0-9a-f]{64}$/;
+/** The password lets anyone on this host into the queue: only its owner may read it. */
+const PASSWORD_FILE_MODE = 0o600;
 const LOG_TAIL_LINES = 5;
 const INSTALL_HINT = 'install redis-server (Debian/Ubuntu: sudo apt-get install redis-server; macOS: brew install redis) or set REDIS_URL to a running Redis';
 
@@ -148,22 +156,26 @@ interface PrivateServerState {
 }
 
 /**
- * A redis-server that wrongbot started under DATA_DIR. The process that started it stops it when it exits (normally,
- * or on SIGINT, SIGTERM, SIGHUP); another wrongbot process that finds it running shares it without stopping it. One
- * left behind by a SIGKILLed owner is adopted by the next process that finds it.
+ * A redis-server that wrongbot started under DATA_DIR, on 127.0.0.1 only and with a password (kept in `redis/password`,
+ * readable by its owner alone), since any local user or process could otherwise read and change the queue. The
+ * process that started it stops it when it exits (normally, or on SIGINT, SIGTERM, SIGHUP); another wrongbot process
+ * that finds it running shares it without stopping it. One left behind by a SIGKILLed owner is adopted by the next
+ * process that finds it.
  */
 export class PrivateRedisServer {
+  /** With the password: what wrongbot's own connections use. */
   readonly url: string;
 
   private constructor(
     readonly dir: string,
     readonly port: number,
     readonly pid: number,
+    password: string,
     /** Whether this process stops the server at exit; false while another live wrongbot process owns it. */
     readonly owned: boolean,
     private readonly child: ChildProcess | null,
   ) {
-    this.url = `redis://127.0.0.1:${port}`;
+    this.url = localUrl(port, password);
     if (owned) serversToStopAtExit.add(this);
     syncExitHooks();
   }
@@ -176,18 +188,27 @@ export class PrivateRedisServer {
   }
 
   private static async startOrReuseLocked(dir: string, env: NodeJS.ProcessEnv, probeTimeoutMs: number): Promise<PrivateRedisServer> {
+    const passwordPath = path.join(dir, PASSWORD_FILE_NAME);
+    const password = await privatePassword(passwordPath);
     const statePath = path.join(dir, STATE_FILE_NAME);
     const previous = await readState(statePath);
-    if (previous && (await serverPid(previous.port, probeTimeoutMs)) === previous.pid) {
+    const found = previous && (await inspectServer(previous.port, password, probeTimeoutMs));
+    if (previous && found?.pid === previous.pid) {
+      // One that an older wrongbot started without a password: from now on it asks for ours.
+      if (!found.passwordRequired) await withProbe(localUrl(previous.port), probeTimeoutMs, (client) => client.config('SET', 'requirepass', password));
       const owned = !isAlive(previous.ownerPid);
       if (owned) await writeState(statePath, { ...previous, ownerPid: process.pid });
-      return new PrivateRedisServer(dir, previous.port, previous.pid, owned, null);
+      return new PrivateRedisServer(dir, previous.port, previous.pid, password, owned, null);
+    }
+    if (previous && !found && isAlive(previous.pid) && !(await isPortFree(previous.port))) {
+      // Most likely ours with a password that has changed since: a second server would share its AOF and corrupt it.
+      throw new RedisUnavailableError(`the private redis-server in ${dir} (pid ${previous.pid}) still runs on port ${previous.port} but let wrongbot in neither with the password in ${passwordPath} nor without one; stop it (kill ${previous.pid}), then start wrongbot again`);
     }
     // The previous port keeps workers of other wrongbot processes, still retrying it, in reach of the new server.
     const port = previous && (await isPortFree(previous.port)) ? previous.port : await freePort();
-    const child = await startServer(dir, port, env);
+    const child = await startServer(dir, port, password, env);
     await writeState(statePath, { pid: child.pid!, port, ownerPid: process.pid });
-    return new PrivateRedisServer(dir, port, child.pid!, true, child);
+    return new PrivateRedisServer(dir, port, child.pid!, password, true, child);
   }
 
   /** Stops the server and waits for it to finish writing its AOF; does nothing for a server this process does not own. */
@@ -277,9 +298,34 @@ async function withStartLock<T>(dir: string, use: () => Promise<T>): Promise<T> 
   }
 }
 
-async function startServer(dir: string, port: number, env: NodeJS.ProcessEnv): Promise<ChildProcess> {
+/** The private server's password: made once, then read by every start, so clients and a running server agree. */
+async function privatePassword(passwordPath: string): Promise<string> {
+  let text: string;
+  try {
+    text = await fs.readFile(passwordPath, 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+    const password = randomBytes(32).toString('hex');
+    writeFileAtomic(passwordPath, `${password}\n`, PASSWORD_FILE_MODE);
+    return password;
+  }
+  const password = text.trim();
+  if (!PASSWORD_FORMAT.test(password)) {
+    throw new RedisUnavailableError(`${passwordPath} holds ${password.length} character(s), not the 64 hex digits wrongbot writes there; delete it and wrongbot makes a new password`);
+  }
+  return password;
+}
+
+function localUrl(port: number, password?: string): string {
+  return `redis://${password === undefined ? '' : `:${password}@`}127.0.0.1:${port}`;
+}
+
+async function startServer(dir: string, port: number, password: string, env: NodeJS.ProcessEnv): Promise<ChildProcess> {
   const logPath = path.join(dir, LOG_FILE_NAME);
   const args = [
+    // The password comes on stdin ("-"), where, unlike the command line, no other user can read it.
+    '-',
+    // Loopback only: protected-mode does not apply once a password is set, so this is what keeps other hosts out.
     '--bind', '127.0.0.1',
     '--port', String(port),
     '--dir', dir,
@@ -292,8 +338,11 @@ async function startServer(dir: string, port: number, env: NodeJS.ProcessEnv): P
     '--logfile', logPath,
   ];
   // Detached, so a Ctrl-C in the terminal reaches only us and we stop the server after the app has closed its queues.
-  const child = spawn('redis-server', args, { cwd: dir, env, detached: true, stdio: 'ignore' });
+  const child = spawn('redis-server', args, { cwd: dir, env, detached: true, stdio: ['pipe', 'ignore', 'ignore'] });
   child.unref();
+  // A server that dies at once closes its stdin early; its exit, below, says why.
+  child.stdin!.on('error', () => {});
+  child.stdin!.end(`requirepass ${password}\n`);
   let failure: string | null = null;
   child.once('error', (error: NodeJS.ErrnoException) => {
     failure = error.code === 'ENOENT' ? `there is no redis-server on PATH; ${INSTALL_HINT}` : `redis-server did not start (${error.message}); ${INSTALL_HINT}`;
@@ -301,7 +350,7 @@ async function startServer(dir: string, port: number, env: NodeJS.ProcessEnv): P
   child.once('exit', (code, signalName) => {
     failure ??= `the redis-server in ${dir} exited (${signalName ?? `code ${code}`}); its log ${logPath} ends with: ${logTail(logPath)}`;
   });
-  const ready = await waitFor(async () => failure !== null || (await serverPid(port, PROBE_TIMEOUT_MS)) === child.pid, SERVER_START_TIMEOUT_MS);
+  const ready = await waitFor(async () => failure !== null || (await serverPid(localUrl(port, password), PROBE_TIMEOUT_MS)) === child.pid, SERVER_START_TIMEOUT_MS);
   if (failure !== null) throw new RedisUnavailableError(failure);
   if (!ready) {
     signal(child.pid!, 'SIGKILL');
@@ -339,25 +388,27 @@ async function writeState(statePath: string, state: PrivateServerState): Promise
 }
 
 /**
- * The pid a Redis on this port reports, or null when nothing answers. A pid match tells our own server from a
- * stranger that took the port since, and INFO answers even while the server is still loading its AOF.
+ * The pid the Redis on this port reports, and whether it asked for the password; null when it lets us in neither
+ * without the password nor with it. Without first: AUTH to a server that has no password only prints a warning.
  */
-async function serverPid(port: number, timeoutMs: number): Promise<number | null> {
+async function inspectServer(port: number, password: string, timeoutMs: number): Promise<{ pid: number; passwordRequired: boolean } | null> {
+  const openPid = await serverPid(localUrl(port), timeoutMs);
+  if (openPid !== null) return { pid: openPid, passwordRequired: false };
+  const pid = await serverPid(localUrl(port, password), timeoutMs);
+  return pid === null ? null : { pid, passwordRequired: true };
+}
+
+/**
+ * The pid a Redis at this URL reports, or null when nothing answers or it refuses us. A pid match tells our own
+ * server from a stranger that took the port since, and INFO answers even while the server is still loading its AOF.
+ */
+async function serverPid(url: string, timeoutMs: number): Promise<number | null> {
   try {
-    const info = await withProbe(`redis://127.0.0.1:${port}`, timeoutMs, (client) => client.info('server'));
+    const info = await withProbe(url, timeoutMs, (client) => client.info('server'));
     const match = /^process_id:(\d+)/m.exec(info);
     return match ? Number(match[1]) : null;
   } catch {
     return null;
-  }
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 

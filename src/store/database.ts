@@ -1,6 +1,6 @@
 import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
-import { SqliteTrainingSet, type TrainingSet } from './dataset.js';
+import { SqliteTrainingSet, type DatasetStep, type TrainingSet } from './dataset.js';
 import { SqliteGuildDefaultsBook, type GuildDefaultsBook } from './guild-defaults.js';
 import { SqliteImageArchive, type ImageArchive } from './images.js';
 import { SqliteJobRecords, type JobRecords } from './jobs.js';
@@ -185,6 +185,10 @@ export const MIGRATIONS: readonly string[] = [
      voted_at INTEGER NOT NULL,
      PRIMARY KEY (pair_id, user_id)
    ) STRICT;`,
+
+  // An entry's row is committed before its files change and marked until they have, so a crash in between is
+  // finished or undone at the next start (TrainingSet.recover) instead of leaving files no row owns.
+  `ALTER TABLE dataset_entries ADD COLUMN pending TEXT CHECK (pending IN ('adding', 'removing'));`,
 ];
 
 const BUSY_TIMEOUT_MS = 5_000;
@@ -226,6 +230,8 @@ function applySteps(db: Database.Database, steps: readonly string[]): void {
 export interface BotStoreOptions {
   /** Epoch milliseconds; every timestamp the store writes, and sweep's default, come from it. */
   now?: () => number;
+  /** For crash tests only: called after each durable step of a change to the training set, where a test kills the process. */
+  afterDatasetStep?: (step: DatasetStep) => void;
 }
 
 export class BotStore {
@@ -261,7 +267,7 @@ export class BotStore {
         new SqliteJobRecords(db, now),
         images,
         new SqliteVoteBook(db, now),
-        new SqliteTrainingSet(db, layout, images, now),
+        new SqliteTrainingSet(db, layout, images, now, options.afterDatasetStep),
         new SqliteGuildDefaultsBook(db, now),
         new SqliteTrainings(db, now),
         new SqliteJudging(db, now),

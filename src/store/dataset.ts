@@ -1,8 +1,8 @@
 import type Database from 'better-sqlite3';
-import { rmSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { checkInteger } from '../common/validation.js';
-import { sha256Hex, writeFileAtomic } from '../common/files.js';
+import { atomicWriteTarget, sha256Hex, writeFileAtomic } from '../common/files.js';
 import { checkJobId, checkPanelIndex } from '../common/job-ids.js';
 import type { ImageArchive, KeptPanel, PanelProvenance } from './images.js';
 import type { StoreLayout } from './layout.js';
@@ -43,6 +43,45 @@ export interface TrainingSet {
   reject(id: number, byUserId: string): DatasetEntry | null;
   /** Whether an admin took this panel out of the set. */
   isRejected(jobId: string, panelIndex: number): boolean;
+  /**
+   * Makes the rows and the dataset folder agree again after a crash: finishes curations and removals it interrupted
+   * (a curation whose kept image is gone is undone), rewrites stale sidecars and deletes files no entry owns. Only the
+   * process that owns the data dir may run it, before it changes the set: it takes any change underway for a crash.
+   */
+  recover(): DatasetRecovery;
+}
+
+/**
+ * The steps of a change to the set, each one durable. Every entry and both its files pass through them in this
+ * order, so a crash after any one leaves a state recover() knows how to finish.
+ */
+export type DatasetStep =
+  /** A new entry's row is committed, marked as being added: its id is taken for good, and no reader sees it yet. */
+  | 'curate:row-pending'
+  | 'curate:image-written'
+  /** Both files are there; clearing the mark next shows the entry to readers. */
+  | 'curate:sidecar-written'
+  /** A curated entry's new voters are committed; its sidecar is rewritten next. */
+  | 'curate:voters-updated'
+  /** The row (and an admin's rejection) is committed, marked as being removed: readers no longer see it. */
+  | 'remove:row-marked'
+  /** The sidecar goes first: a trainer takes an entry by its JSON, so it never finds one whose PNG is gone. */
+  | 'remove:sidecar-removed'
+  /** Both files are gone; deleting the row is next. */
+  | 'remove:image-removed';
+
+/** What recover() found and did, by entry id. */
+export interface DatasetRecovery {
+  /** Curations a crash interrupted, now complete. */
+  completed: number[];
+  /** Curations a crash interrupted whose kept image is gone since: removed (their ids are not handed out again). */
+  undone: number[];
+  /** Removals a crash interrupted, now complete. */
+  removed: number[];
+  /** Entries whose sidecar was missing or behind their row, rewritten. */
+  sidecarsRewritten: number[];
+  /** Files in the dataset folder that no entry owns (left by a crash), deleted. */
+  strayFiles: string[];
 }
 
 /** What a trainer reads next to each PNG. */
@@ -63,19 +102,27 @@ interface EntryRow {
   provenance: string;
   voters: string;
   curated_at: number;
+  /** Null once the entry is in the set. */
+  pending: 'adding' | 'removing' | null;
 }
 
+/** Readers (lists, /train's snapshot, the export) see only entries whose files are complete and staying. */
+const IN_THE_SET = 'pending IS NULL';
+
 export class SqliteTrainingSet implements TrainingSet {
-  private readonly insertRow;
+  private readonly insertPendingRow;
+  private readonly clearPending;
   private readonly updateVoters;
   private readonly deleteRow;
   private readonly selectById;
   private readonly selectByPanel;
+  private readonly selectAnyByPanel;
   private readonly selectPage;
+  private readonly selectPending;
+  private readonly selectAll;
   private readonly selectCounts;
-  private readonly curateInTransaction;
   private readonly insertRejection;
-  private readonly deleteInTransaction;
+  private readonly markRemovingInTransaction;
   private readonly selectRejection;
 
   constructor(
@@ -83,33 +130,40 @@ export class SqliteTrainingSet implements TrainingSet {
     private readonly layout: StoreLayout,
     private readonly images: ImageArchive,
     private readonly now: () => number,
+    private readonly afterStep: (step: DatasetStep) => void = () => {},
   ) {
-    this.insertRow = db.prepare<Omit<EntryRow, 'id'>>(`
-      INSERT INTO dataset_entries (job_id, panel_index, sha256, provenance, voters, curated_at)
-      VALUES (@job_id, @panel_index, @sha256, @provenance, @voters, @curated_at)`);
-    this.updateVoters = db.prepare<[string, number]>('UPDATE dataset_entries SET voters = ? WHERE id = ?');
+    this.insertPendingRow = db.prepare<Omit<EntryRow, 'id' | 'pending'>>(`
+      INSERT INTO dataset_entries (job_id, panel_index, sha256, provenance, voters, curated_at, pending)
+      VALUES (@job_id, @panel_index, @sha256, @provenance, @voters, @curated_at, 'adding')`);
+    this.clearPending = db.prepare<[number]>("UPDATE dataset_entries SET pending = NULL WHERE id = ? AND pending = 'adding'");
+    this.updateVoters = db.prepare<[string, number]>(`UPDATE dataset_entries SET voters = ? WHERE id = ? AND ${IN_THE_SET}`);
     this.deleteRow = db.prepare<[number]>('DELETE FROM dataset_entries WHERE id = ?');
-    this.selectById = db.prepare<[number], EntryRow>('SELECT * FROM dataset_entries WHERE id = ?');
+    this.selectById = db.prepare<[number], EntryRow>(`SELECT * FROM dataset_entries WHERE id = ? AND ${IN_THE_SET}`);
     this.selectByPanel = db.prepare<[string, number], EntryRow>(
-      'SELECT * FROM dataset_entries WHERE job_id = ? AND panel_index = ?');
+      `SELECT * FROM dataset_entries WHERE job_id = ? AND panel_index = ? AND ${IN_THE_SET}`);
+    this.selectAnyByPanel = db.prepare<[string, number], EntryRow>('SELECT * FROM dataset_entries WHERE job_id = ? AND panel_index = ?');
     // A server's entries are those whose provenance names it; no guild given means all of them.
     this.selectPage = db.prepare<{ limit: number; offset: number; guild: string | null }, EntryRow>(`
-      SELECT * FROM dataset_entries WHERE @guild IS NULL OR json_extract(provenance, '$.guildId') = @guild
+      SELECT * FROM dataset_entries WHERE ${IN_THE_SET} AND (@guild IS NULL OR json_extract(provenance, '$.guildId') = @guild)
       ORDER BY curated_at DESC, id DESC LIMIT @limit OFFSET @offset`);
+    this.selectPending = db.prepare<[], EntryRow>('SELECT * FROM dataset_entries WHERE pending IS NOT NULL ORDER BY id');
+    this.selectAll = db.prepare<[], EntryRow>('SELECT * FROM dataset_entries ORDER BY id');
     this.selectCounts = db.prepare<{ guild: string | null }, { entries: number; panelsWithVotes: number; votes: number }>(`
-      SELECT (SELECT COUNT(*) FROM dataset_entries WHERE @guild IS NULL OR json_extract(provenance, '$.guildId') = @guild) AS entries,
+      SELECT (SELECT COUNT(*) FROM dataset_entries WHERE ${IN_THE_SET} AND (@guild IS NULL OR json_extract(provenance, '$.guildId') = @guild)) AS entries,
              COUNT(*) AS panelsWithVotes, COALESCE(SUM(votes), 0) AS votes
       FROM (SELECT COUNT(*) AS votes FROM panel_votes AS v JOIN kept_panels AS k ON k.job_id = v.job_id AND k.panel_index = v.panel_index
-            WHERE NOT EXISTS (SELECT 1 FROM dataset_entries AS d WHERE d.job_id = v.job_id AND d.panel_index = v.panel_index)
+            WHERE NOT EXISTS (SELECT 1 FROM dataset_entries AS d WHERE d.job_id = v.job_id AND d.panel_index = v.panel_index AND ${IN_THE_SET})
               AND (@guild IS NULL OR json_extract(k.provenance, '$.guildId') = @guild)
             GROUP BY v.job_id, v.panel_index)`);
-    this.curateInTransaction = db.transaction((panel: KeptPanel, voters: Vote[]) => this.curateRow(panel, voters));
-    this.deleteInTransaction = db.transaction((entry: DatasetEntry, rejectedBy: string | null) => {
-      this.deleteRow.run(entry.id);
-      if (rejectedBy !== null) this.insertRejection.run(entry.jobId, entry.panelIndex, rejectedBy, this.now());
-    });
     this.insertRejection = db.prepare<[string, number, string, number]>(
       'INSERT OR REPLACE INTO rejected_panels (job_id, panel_index, rejected_by, rejected_at) VALUES (?, ?, ?, ?)');
+    const markRemoving = db.prepare<[number]>(`UPDATE dataset_entries SET pending = 'removing' WHERE id = ? AND ${IN_THE_SET}`);
+    // The mark and the rejection together: a crash between them would let the next vote curate the image again.
+    this.markRemovingInTransaction = db.transaction((entry: DatasetEntry, rejectedBy: string | null): boolean => {
+      if (markRemoving.run(entry.id).changes === 0) return false;
+      if (rejectedBy !== null) this.insertRejection.run(entry.jobId, entry.panelIndex, rejectedBy, this.now());
+      return true;
+    });
     this.selectRejection = db.prepare<[string, number], { found: number }>(
       'SELECT 1 AS found FROM rejected_panels WHERE job_id = ? AND panel_index = ?');
   }
@@ -117,8 +171,35 @@ export class SqliteTrainingSet implements TrainingSet {
   curate(panel: KeptPanel, voters: Vote[]): DatasetEntry {
     checkJobId('panel.jobId', panel.jobId);
     checkPanelIndex('panel.panelIndex', panel.panelIndex);
-    // Immediate: whether the entry exists and what is written next must not be raced by another process.
-    return this.curateInTransaction.immediate(panel, voters);
+    const existing = this.selectAnyByPanel.get(panel.jobId, panel.panelIndex);
+    if (existing?.pending === null) return this.updateEntryVoters(this.toEntry(existing), voters);
+    if (existing !== undefined) {
+      throw new Error(`curate: job ${panel.jobId} panelIndex ${panel.panelIndex} is dataset entry #${existing.id}, still marked ${existing.pending} by a change a crash interrupted; the bot finishes it when it starts`);
+    }
+    const png = this.images.read(panel);
+    const sha256 = sha256Hex(png);
+    if (sha256 !== panel.sha256) {
+      throw new Error(`curate: ${panel.path} has sha256 ${sha256}, but job ${panel.jobId} panelIndex ${panel.panelIndex} was kept with ${panel.sha256}`);
+    }
+    // Committed before any file exists, so its id is never handed out again and a crash leaves a row that says which
+    // files are in doubt; the UNIQUE (job, panel) refuses a second curation of the panel racing this one.
+    this.insertPendingRow.run({
+      job_id: panel.jobId,
+      panel_index: panel.panelIndex,
+      sha256,
+      provenance: JSON.stringify(panel.provenance),
+      voters: JSON.stringify(voters),
+      curated_at: this.now(),
+    });
+    this.afterStep('curate:row-pending');
+    const entry = this.toEntry(this.selectAnyByPanel.get(panel.jobId, panel.panelIndex)!);
+    try {
+      this.completeCuration(entry, png);
+    } catch (error) {
+      this.removeFilesAndRow(entry);
+      throw error;
+    }
+    return entry;
   }
 
   get(id: number): DatasetEntry | null {
@@ -149,65 +230,91 @@ export class SqliteTrainingSet implements TrainingSet {
     return this.removeEntry(id, byUserId);
   }
 
-  private removeEntry(id: number, rejectedBy: string | null): DatasetEntry | null {
-    const entry = this.get(id);
-    if (entry === null) return null;
-    // Sidecar first: a trainer takes an entry by its JSON, so it never sees one whose PNG is already gone.
-    rmSync(this.layout.datasetSidecarFile(entry.jobId, entry.panelIndex), { force: true });
-    // The row and the rejection together: a crash between them would let the next vote curate the image again.
-    this.deleteInTransaction.immediate(entry, rejectedBy);
-    rmSync(entry.imagePath, { force: true });
-    return entry;
-  }
-
   isRejected(jobId: string, panelIndex: number): boolean {
     return this.selectRejection.get(jobId, panelIndex) !== undefined;
   }
 
-  private curateRow(panel: KeptPanel, voters: Vote[]): DatasetEntry {
-    const existing = this.find(panel.jobId, panel.panelIndex);
-    if (existing !== null) {
-      this.updateVoters.run(JSON.stringify(voters), existing.id);
-      const updated = { ...existing, voters };
-      this.writeSidecar(updated);
-      return updated;
+  recover(): DatasetRecovery {
+    const recovery: DatasetRecovery = { completed: [], undone: [], removed: [], sidecarsRewritten: [], strayFiles: [] };
+    for (const row of this.selectPending.all()) {
+      const entry = this.toEntry(row);
+      const png = row.pending === 'adding' ? this.imageToComplete(entry) : null;
+      if (png !== null) {
+        this.completeCuration(entry, png);
+        recovery.completed.push(entry.id);
+        continue;
+      }
+      this.removeFilesAndRow(entry);
+      if (row.pending === 'adding') recovery.undone.push(entry.id);
+      else recovery.removed.push(entry.id);
     }
-    const png = this.images.read(panel);
-    const sha256 = sha256Hex(png);
-    if (sha256 !== panel.sha256) {
-      throw new Error(`curate: ${panel.path} has sha256 ${sha256}, but job ${panel.jobId} panelIndex ${panel.panelIndex} was kept with ${panel.sha256}`);
-    }
-    const { lastInsertRowid } = this.insertRow.run({
-      job_id: panel.jobId,
-      panel_index: panel.panelIndex,
-      sha256,
-      provenance: JSON.stringify(panel.provenance),
-      voters: JSON.stringify(voters),
-      curated_at: this.now(),
-    });
-    const entry = this.get(Number(lastInsertRowid))!;
-    try {
-      // The PNG before its sidecar: a trainer that sees the JSON finds the whole image.
-      writeFileAtomic(entry.imagePath, png);
+    const rows = this.selectAll.all();
+    for (const row of rows) {
+      const entry = this.toEntry(row);
+      if (readIfPresent(this.layout.datasetSidecarFile(entry.jobId, entry.panelIndex))?.toString('utf8') === sidecarText(entry)) continue;
       this.writeSidecar(entry);
-    } catch (error) {
-      rmSync(this.layout.datasetSidecarFile(entry.jobId, entry.panelIndex), { force: true });
-      rmSync(entry.imagePath, { force: true });
-      throw error;
+      recovery.sidecarsRewritten.push(entry.id);
     }
+    const owned = new Set(rows.flatMap((row) => [
+      this.layout.datasetImageFile(row.job_id, row.panel_index),
+      this.layout.datasetSidecarFile(row.job_id, row.panel_index),
+    ].map((file) => path.basename(file))));
+    for (const name of readdirSync(this.layout.datasetDir)) {
+      // A temporary is a write a crash cut short; its target's entry, if any, was completed above from the source.
+      const target = atomicWriteTarget(name);
+      const ours = target === null ? this.layout.isDatasetFileName(name) && !owned.has(name) : this.layout.isDatasetFileName(target);
+      if (!ours) continue;
+      rmSync(path.join(this.layout.datasetDir, name), { force: true });
+      recovery.strayFiles.push(name);
+    }
+    return recovery;
+  }
+
+  private updateEntryVoters(entry: DatasetEntry, voters: Vote[]): DatasetEntry {
+    this.updateVoters.run(JSON.stringify(voters), entry.id);
+    this.afterStep('curate:voters-updated');
+    const updated = { ...entry, voters };
+    this.writeSidecar(updated);
+    return updated;
+  }
+
+  /** The PNG before its sidecar (a trainer that sees the JSON finds the whole image), then the entry joins the set. */
+  private completeCuration(entry: DatasetEntry, png: Buffer): void {
+    writeFileAtomic(entry.imagePath, png);
+    this.afterStep('curate:image-written');
+    this.writeSidecar(entry);
+    this.afterStep('curate:sidecar-written');
+    this.clearPending.run(entry.id);
+  }
+
+  /** The image an interrupted curation was copying: already in the set's folder, or still in the archive; else null. */
+  private imageToComplete(entry: DatasetEntry): Buffer | null {
+    const copied = readIfPresent(entry.imagePath);
+    if (copied !== null && sha256Hex(copied) === entry.sha256) return copied;
+    const panel = this.images.get(entry.jobId, entry.panelIndex);
+    const kept = panel === null ? null : readIfPresent(panel.path);
+    return kept !== null && sha256Hex(kept) === entry.sha256 ? kept : null;
+  }
+
+  private removeEntry(id: number, rejectedBy: string | null): DatasetEntry | null {
+    const entry = this.get(id);
+    // Immediate: the mark must not be raced by another process changing the same entry.
+    if (entry === null || !this.markRemovingInTransaction.immediate(entry, rejectedBy)) return null;
+    this.afterStep('remove:row-marked');
+    this.removeFilesAndRow(entry);
     return entry;
   }
 
+  private removeFilesAndRow(entry: DatasetEntry): void {
+    rmSync(this.layout.datasetSidecarFile(entry.jobId, entry.panelIndex), { force: true });
+    this.afterStep('remove:sidecar-removed');
+    rmSync(entry.imagePath, { force: true });
+    this.afterStep('remove:image-removed');
+    this.deleteRow.run(entry.id);
+  }
+
   private writeSidecar(entry: DatasetEntry): void {
-    const sidecar: DatasetSidecar = {
-      id: entry.id,
-      image: path.basename(entry.imagePath),
-      sha256: entry.sha256,
-      curatedAt: entry.curatedAt,
-      provenance: entry.provenance,
-      voters: entry.voters,
-    };
-    writeFileAtomic(this.layout.datasetSidecarFile(entry.jobId, entry.panelIndex), `${JSON.stringify(sidecar, null, 2)}\n`);
+    writeFileAtomic(this.layout.datasetSidecarFile(entry.jobId, entry.panelIndex), sidecarText(entry));
   }
 
   private toEntry(row: EntryRow): DatasetEntry {
@@ -221,5 +328,26 @@ export class SqliteTrainingSet implements TrainingSet {
       voters: JSON.parse(row.voters) as Vote[],
       curatedAt: row.curated_at,
     };
+  }
+}
+
+function sidecarText(entry: DatasetEntry): string {
+  const sidecar: DatasetSidecar = {
+    id: entry.id,
+    image: path.basename(entry.imagePath),
+    sha256: entry.sha256,
+    curatedAt: entry.curatedAt,
+    provenance: entry.provenance,
+    voters: entry.voters,
+  };
+  return `${JSON.stringify(sidecar, null, 2)}\n`;
+}
+
+function readIfPresent(file: string): Buffer | null {
+  try {
+    return readFileSync(file);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw error;
   }
 }

@@ -5,6 +5,8 @@ import { checkJobId, checkPanelIndex } from '../common/job-ids.js';
 // so the data dir can move and the rows cannot disagree with the disk about names.
 
 export const DATABASE_FILE_NAME = 'wrongbot.sqlite3';
+/** What datasetImageFile and datasetSidecarFile name: `<job id>-panel-<n>.png` and `.json`. */
+const DATASET_FILE_NAME = /^[0-9a-f-]{36}-panel-\d+\.(png|json)$/;
 
 export class StoreLayout {
   readonly dataDir: string;
@@ -33,6 +35,11 @@ export class StoreLayout {
 
   datasetSidecarFile(jobId: string, panelIndex: number): string {
     return path.join(this.datasetDir, `${datasetStem(jobId, panelIndex)}.json`);
+  }
+
+  /** Whether a name in datasetDir is one the store writes there; anything else there is not the store's to delete. */
+  isDatasetFileName(name: string): boolean {
+    return DATASET_FILE_NAME.test(name);
   }
 }
 

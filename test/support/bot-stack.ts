@@ -26,6 +26,8 @@ export interface BotStack {
   readonly state: SandboxState;
   readonly prefix: string;
   readonly dataDir: string;
+  /** What the bot process runs with, for starting another one beside it. */
+  readonly botEnv: Record<string, string>;
   bot: CliProcess;
   readonly workers: WorkerProcess[];
   startWorker(env?: Record<string, string>): Promise<WorkerProcess>;
@@ -57,7 +59,7 @@ export async function startBotStack(label: string, options: StackOptions = {}): 
   const startBotProcess = () => startCliProcess(['bot'], botEnv, BOT_READY);
   const workers: WorkerProcess[] = [];
   const stack: BotStack = {
-    discord, sandbox, state, prefix, dataDir, workers,
+    discord, sandbox, state, prefix, dataDir, workers, botEnv,
     bot: await startBotProcess(),
     async startWorker(env = {}) {
       const worker = await startWorker(prefix, { ...workerEnv, ...env });
