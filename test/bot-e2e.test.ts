@@ -521,6 +521,18 @@ test('hostile input: a 4 000-character prompt and negative fit Discord\'s limits
   const total = [embed['title'], description, (embed['footer'] as { text: string }).text, ...fields.flatMap((field) => [field.name, field.value])]
     .reduce((sum: number, text) => sum + [...String(text ?? '')].length, 0);
   assert.ok(total <= 6000, `the embed holds ${total} characters`);
+  // What went through Redis names where to answer, never the interaction's token.
+  const jobId = /job ([0-9a-f-]{36})/.exec((embed['footer'] as { text: string }).text)![1]!;
+  const redis = new Redis(TEST_REDIS_URL, { maxRetriesPerRequest: 1 });
+  const generation = new Queue(QUEUE_NAMES.generation, { connection: redis, prefix: stack.prefix });
+  try {
+    const data = (await generation.getJob(jobId))!.data as Record<string, unknown>;
+    assert.deepEqual(Object.keys(data).sort(), ['replyTo', 'requester', 'settings']);
+    assert.deepEqual(Object.keys(data['replyTo'] as object), ['channelId']);
+  } finally {
+    await generation.close();
+    redis.disconnect();
+  }
 
   for (const [bad, reason] of [['\u0001cat', /settings\.prompt = "\\u0001cat" contains the control character U\+0001 at position 0/], ['   ', /settings\.prompt = "   " is empty; say what to draw/]] as const) {
     const refused = await stack.sandbox.command({ user: 'carol', command: 'compare', options: { prompt: bad, size: '64x64' } });

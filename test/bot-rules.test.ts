@@ -2,6 +2,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readBotConfig } from '../src/bot/config.js';
 import { mayCancel } from '../src/bot/cancelling.js';
+import { workerFailureForMembers } from '../src/bot/delivery.js';
+import { progressView } from '../src/bot/views.js';
 import { decodeButton, encodeButton, type ButtonAction } from '../src/bot/custom-ids.js';
 import { qualifies, whyNotAVote } from '../src/bot/curation.js';
 import { parseImageSizes, SDXL_IMAGE_SIZES } from '../src/bot/image-sizes.js';
@@ -140,4 +142,20 @@ test('command definitions: unique names, admin commands hidden from members, the
   const size = imagine.options!.find((option) => option.name === 'size') as { choices: Array<{ value: string }> };
   assert.deepEqual(size.choices.map((choice) => choice.value), ['128x128', '96x168']);
   for (const definition of definitions) assert.ok((definition.options?.length ?? 0) <= 25, definition.name);
+});
+
+test('a worker\'s failure reaches the member as their input\'s fault, as advice on memory, or as a pointer to the log', () => {
+  const jobId = '0f8fad5b-d9cb-469f-a165-70867728950e';
+  assert.equal(workerFailureForMembers('invalid imagine job: settings.width = 100 must be a multiple of 8', jobId), 'settings.width = 100 must be a multiple of 8');
+  assert.match(workerFailureForMembers('Failed to allocate memory for requested buffer of size 671088640', jobId), /ran out of memory for this image; a smaller size may work/);
+  const internal = workerFailureForMembers("unet failed: Non-zero status code returned while running Concat node. Name:'/up_blocks.1/Concat'", jobId);
+  assert.equal(internal, `the worker could not make this image (job ${jobId}); an admin can find why in the bot's log.`);
+  assert.doesNotMatch(workerFailureForMembers('/home/gpu/models/unet/model.onnx: failed to load', jobId), /model\.onnx/, 'no path of the worker host');
+});
+
+test('a progress view holds whatever a worker reports: a step past the total, or none at all', () => {
+  const job = { jobId: '0f8fad5b-d9cb-469f-a165-70867728950e', kind: 'train', userName: 'Ada', request: { baseVersion: null, steps: 10 } } as unknown as Parameters<typeof progressView>[0];
+  assert.match(progressView(job, { step: 15, totalSteps: 10, etaMs: 0 }).content, /▰{12} step 15\/10 · finishing/);
+  assert.match(progressView(job, { step: -3, totalSteps: 10, etaMs: 1000 }).content, /▱{12} step -3\/10/);
+  assert.match(progressView(job, { step: 1, totalSteps: 0, etaMs: 1000 }).content, /▱{12} step 1\/0/);
 });

@@ -183,7 +183,7 @@ export class Delivery {
 
   private async progressed(jobId: string, progress: JobProgress): Promise<void> {
     const job = this.openJob(jobId);
-    if (job === null || typeof progress !== 'object' || progress === null) return;
+    if (job === null || !isProgress(progress)) return;
     if (progress.contactSheet !== undefined && !this.contactSheets.has(jobId)) {
       const png = await this.options.results.get(progress.contactSheet);
       if (png !== null) this.contactSheets.set(jobId, { name: CONTACT_SHEET_FILE, data: png });
@@ -333,6 +333,14 @@ export function workerFailureForMembers(reason: string | null, jobId: string): s
   if (ABOUT_THE_INPUT.test(withoutPrefix)) return withoutPrefix;
   if (OUT_OF_MEMORY.test(firstLine)) return 'the worker ran out of memory for this image; a smaller size may work.';
   return `the worker could not make this image (job ${jobId}); an admin can find why in the bot's log.`;
+}
+
+/** Anything can write to Redis: a progress report that is not one is not shown. */
+function isProgress(value: unknown): value is JobProgress {
+  if (typeof value !== 'object' || value === null) return false;
+  const { step, totalSteps, etaMs, loss } = value as Record<string, unknown>;
+  const finite = (number: unknown) => typeof number === 'number' && Number.isFinite(number);
+  return finite(step) && finite(totalSteps) && finite(etaMs) && (loss === undefined || finite(loss));
 }
 
 function isSynthetic(job: JobRecord): boolean {

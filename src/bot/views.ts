@@ -113,7 +113,8 @@ export function formatDuration(ms: number): string {
 }
 
 function progressBar(step: number, total: number): string {
-  const filled = total === 0 ? 0 : Math.round((step / total) * PROGRESS_BAR_CELLS);
+  // Progress comes through Redis from any worker or trainer: a step past the total still draws a full bar.
+  const filled = total > 0 ? Math.min(PROGRESS_BAR_CELLS, Math.max(0, Math.round((step / total) * PROGRESS_BAR_CELLS))) : 0;
   return '▰'.repeat(filled) + '▱'.repeat(PROGRESS_BAR_CELLS - filled);
 }
 
