@@ -25,6 +25,7 @@ let stack: BotStack;
 before(async () => {
   stack = await startBotStack('bot', {
     botEnv: { VOTES_TO_CURATE: '2', MAX_QUEUED_PER_USER: '2', JUDGING_SEED: '7', AUTO_PROMOTE_WIN_RATE: '0.6', AUTO_PROMOTE_MIN_VOTES: '12' },
+    workerEnv: { REFINER_DIR: fixturePath('tiny-sdxl-refiner') },
   });
 });
 after(async () => {
@@ -537,6 +538,41 @@ test('hostile input: a 4 000-character prompt and negative fit Discord\'s limits
   for (const [bad, reason] of [['\u0001cat', /settings\.prompt = "\\u0001cat" contains the control character U\+0001 at position 0/], ['   ', /settings\.prompt = "   " is empty; say what to draw/]] as const) {
     const refused = await stack.sandbox.command({ user: 'carol', command: 'compare', options: { prompt: bad, size: '64x64' } });
     assert.match(await ephemeralReplyTo('carol', refused.interactionId), reason);
+  }
+  await assertNoViolations();
+});
+
+test('the refiner, turned on for the server: /imagine and every /compare panel equal generate --refiner with the same settings', async () => {
+  const on = await stack.sandbox.command({ user: 'adminhazel', command: 'defaults', options: { refiner: 0.8 } });
+  assert.match(await ephemeralReplyTo('adminhazel', on.interactionId), / · refiner from 0\.8$/);
+  try {
+    const imagined = await resultOf((await stack.sandbox.command({ user: 'dave', command: 'imagine', options: { prompt: 'a tin robot', seed: 12, size: '64x64' } })).interactionId);
+    assert.equal(field(imagined, 'Refiner'), 'the last 20 % of the steps (from 0.8)');
+    const compared = await resultOf((await stack.sandbox.command({ user: 'erin', command: 'compare', options: { prompt: 'a tin robot', seed: 12, size: '64x64' } })).interactionId);
+    const [version, strength] = field(compared, 'LoRA').split(' ×') as [string, string];
+    const redis = new Redis(TEST_REDIS_URL, { maxRetriesPerRequest: 1 });
+    const loraFile = path.join(stack.dataDir, `${version}.safetensors`);
+    try {
+      writeFileSync(loraFile, (await redis.getBuffer(`${stack.prefix}:wrongbot:lora:${version}`))!);
+    } finally {
+      redis.disconnect();
+    }
+    const drawn = async (message: SandboxMessageView, panel: string, extra: string[]) => {
+      const out = path.join(stack.dataDir, `refined-${panel}`);
+      const cli = await runCli(['generate', '--model', fixturePath('tiny-sdxl'), '--refiner', fixturePath('tiny-sdxl-refiner'), '--denoising-end', '0.8',
+        '--prompt', 'a tin robot', '--seed', '12', '--steps', field(message, 'Steps'), '--guidance', field(message, 'Guidance'), '--width', '64', '--height', '64',
+        ...extra, '--out', out]);
+      assert.equal(cli.code, 0, cli.stderr);
+      const difference = await maxPixelDifference(await stack.sandbox.download(attachment(message, panel).url), out);
+      assert.ok(difference <= 1, `${panel} differs from generate --refiner by ${difference}/255`);
+    };
+    await drawn(imagined, 'panel-1.png', []);
+    await drawn(compared, 'panel-1.png', []);
+    await drawn(compared, 'panel-2.png', ['--negative', 'wrong']);
+    await drawn(compared, 'panel-3.png', ['--negative', 'wrong', '--lora', loraFile, '--strength', strength]);
+  } finally {
+    const off = await stack.sandbox.command({ user: 'adminhazel', command: 'defaults', options: { refiner: 0 } });
+    assert.match(await ephemeralReplyTo('adminhazel', off.interactionId), / · no refiner$/);
   }
   await assertNoViolations();
 });

@@ -185,6 +185,9 @@ test('wrongbot enqueue --wait submits, follows and writes the image, at the work
   // A size the VAE allows (a multiple of 8) but the tiny UNet's downsampling does not (16) is refused before queueing.
   await assert.rejects(h.producer.submit('imagine', imagine('kim', 'odd size', { width: 152 })),
     /settings\.width = 152 must be a multiple of 16: the workers' model tiny-sdxl cannot draw other sizes/);
+  // This worker has no refiner (REFINER_DIR): a hand-off to one would fail on it every time.
+  await assert.rejects(h.producer.submit('imagine', imagine('kim', 'refined', { denoisingEnd: 0.8 })),
+    /settings\.denoisingEnd = 0\.8 needs a refiner, and a worker running tiny-sdxl has none \(REFINER_DIR\)/);
   assert.equal(await h.producer.generation.getJobCountByTypes('waiting', 'prioritized'), 0);
 });
 

@@ -522,7 +522,7 @@ test('recover() deletes dataset files no entry owns and half-written temporaries
 test('guild defaults start unset, merge partial changes, clear with null and survive a reopen', (t) => {
   const h = harness(t);
   let store = h.open();
-  const unset = { size: null, steps: null, guidanceScale: null, loraStrength: null };
+  const unset = { size: null, steps: null, guidanceScale: null, loraStrength: null, refinerHandoff: null };
   assert.deepEqual(store.guilds.get('guild-1'), unset);
 
   assert.deepEqual(store.guilds.set('guild-1', { size: '1024x1024', steps: 25 }, 'admin-1'), { ...unset, size: '1024x1024', steps: 25 });
@@ -537,6 +537,9 @@ test('guild defaults start unset, merge partial changes, clear with null and sur
   assert.throws(() => store.guilds.set('guild-1', { steps: 2.5 }, 'admin-1'), /steps = 2\.5 must be an integer/);
   assert.throws(() => store.guilds.set('guild-1', { seed: 1 } as never, 'admin-1'), /changes = "seed" is not a guild default/);
   assert.deepEqual(store.guilds.get('guild-1'), { ...unset, steps: 25, guidanceScale: 7.5, loraStrength: -0.5 });
+  assert.equal(store.guilds.set('guild-1', { refinerHandoff: 0.8 }, 'admin-1').refinerHandoff, 0.8);
+  assert.throws(() => store.guilds.set('guild-1', { refinerHandoff: 1 }, 'admin-1'), /refinerHandoff = 1 must be a number between 0 and 1/);
+  assert.equal(store.guilds.set('guild-1', { refinerHandoff: null }, 'admin-1').refinerHandoff, null, 'the refiner off again');
 });
 
 test('a fresh data dir gets the whole schema in WAL mode, and a reopen keeps the rows', (t) => {

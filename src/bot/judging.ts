@@ -39,7 +39,7 @@ export async function drawPair(context: BotContext, origin: JobOrigin, request: 
   const defaults = serverDefaults({ guildId: origin.guildId }, context);
   const settings: LoraImageSettings = {
     prompt, seed: request.seed ?? randomSeed(), steps: defaults.steps, guidanceScale: defaults.guidanceScale,
-    width: defaults.size.width, height: defaults.size.height, weighting: 'auto',
+    width: defaults.size.width, height: defaults.size.height, weighting: 'auto', denoisingEnd: defaults.denoisingEnd,
   };
   const shuffleSeed = seedAt(context.config.judgingSeed, pairNumber);
   const order = seededShuffle(['candidate', 'opponent'] as const, shuffleSeed);

@@ -10,9 +10,9 @@ export async function queueValidation(context: BotContext, training: JobRecord, 
   const prompts = context.store.trainings.validationPrompts();
   if (prompts.length === 0) return;
   const served = context.store.trainings.served();
-  const { size, steps, guidanceScale, loraStrength } = serverDefaults({ guildId: training.guildId }, context);
+  const { size, steps, guidanceScale, loraStrength, denoisingEnd } = serverDefaults({ guildId: training.guildId }, context);
   const versions = [...(served !== null && served !== candidate ? [served] : []), candidate].map((version) => ({ version, strength: loraStrength }));
-  const settings = prompts.map(({ prompt, seed }) => ({ prompt, seed, steps, guidanceScale, width: size.width, height: size.height, weighting: 'auto' as const }));
+  const settings = prompts.map(({ prompt, seed }) => ({ prompt, seed, steps, guidanceScale, width: size.width, height: size.height, weighting: 'auto' as const, denoisingEnd }));
   const records = await context.submitter.submitValidation(training, settings, versions);
   context.log(`queued ${records.length} validation image(s) of ${candidate}`);
 }

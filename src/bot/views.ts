@@ -37,6 +37,7 @@ export interface GenerationRequestRecord {
     guidanceScale: number;
     width: number;
     height: number;
+    denoisingEnd?: number | null;
   };
   lora?: LoraChoice;
   /** A validation's versions, beside the base. */
@@ -141,6 +142,7 @@ function generationEmbed(job: JobRecord, model: string | null = null): APIEmbed 
     { name: 'Size', value: `${settings.width}×${settings.height}`, inline: true },
     // A blind pair names no version until a member has voted (privately).
     ...(job.kind === 'judge' ? [] : [{ name: 'LoRA', value: request.versions ? request.versions.map(loraText).join(' vs ') : loraText(request.lora), inline: true }]),
+    ...(settings.denoisingEnd == null ? [] : [{ name: 'Refiner', value: `the last ${Math.round((1 - settings.denoisingEnd) * 100)} % of the steps (from ${settings.denoisingEnd})`, inline: true }]),
     ...(model === null ? [] : [{ name: 'Model', value: clip(model, MAX_FIELD_VALUE_CHARS), inline: true }]),
   ];
   return {

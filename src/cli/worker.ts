@@ -24,6 +24,7 @@ export async function runWorker(argv: string[]): Promise<void> {
   const prefix = queuePrefix(env);
   const settings = {
     loraPath: optionalString(env, 'LORA_PATH'),
+    refinerDir: optionalString(env, 'REFINER_DIR'),
     loraCacheDir: optionalString(env, 'LORA_CACHE_DIR') ?? path.join(os.tmpdir(), 'wrongbot-loras'),
     resultTtlSeconds: integerSetting(env, 'RESULT_TTL_SECONDS', DEFAULT_RESULT_TTL_SECONDS, 60),
     lockDurationMs: integerSetting(env, 'WORKER_LOCK_DURATION_MS', DEFAULT_LOCK_DURATION_MS, 1000),

@@ -62,6 +62,8 @@ export function serverDefaults(interaction: ChatInputCommandInteraction | { guil
     steps: stored?.steps ?? defaults.steps,
     guidanceScale: stored?.guidanceScale ?? defaults.guidanceScale,
     loraStrength: stored?.loraStrength ?? defaults.loraStrength,
+    /** Where the refiner takes over (Woolf's ensemble of experts); null: the base model alone. */
+    denoisingEnd: stored?.refinerHandoff ?? null,
   };
 }
 
@@ -81,6 +83,7 @@ export function readGenerationSettings(interaction: ChatInputCommandInteraction,
     width: size.width,
     height: size.height,
     weighting: 'auto',
+    denoisingEnd: defaults.denoisingEnd,
   };
 }
 

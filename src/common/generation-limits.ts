@@ -1,3 +1,5 @@
+import { fail } from './validation.js';
+
 // What any generation may ask for. The bot, the queue and the pipeline check against the same numbers.
 
 export const DEFAULT_STEPS = 30;
@@ -13,3 +15,9 @@ export const MAX_SEED = Number.MAX_SAFE_INTEGER;
 
 export const WEIGHTING_SYNTAXES = ['auto', 'compel', 'a1111', 'none'] as const;
 export type WeightingSyntax = (typeof WEIGHTING_SYNTAXES)[number];
+
+/** The refiner takes over after this share of the schedule: strictly between none and all of it. */
+export function checkDenoisingEnd(field: string, value: unknown): number {
+  if (typeof value !== 'number' || !(value > 0 && value < 1)) fail(field, value, 'must be a number between 0 and 1');
+  return value;
+}

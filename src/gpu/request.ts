@@ -1,6 +1,6 @@
 import {
   MAX_IMAGE_SIDE_PX, MAX_LORA_STRENGTH, MAX_PANELS, MAX_PROMPT_CHARS, MAX_SEED, MAX_STEPS, WEIGHTING_SYNTAXES,
-  type WeightingSyntax,
+  checkDenoisingEnd, type WeightingSyntax,
 } from '../common/generation-limits.js';
 import { checkChoice, checkInteger, checkNumber, checkText, fail } from '../common/validation.js';
 
@@ -76,7 +76,7 @@ export function validateGenerationRequest(request: GenerationRequest, capabiliti
   const weighting = checkChoice('weighting', request.weighting ?? 'auto', WEIGHTING_SYNTAXES);
   const denoisingEnd = request.denoisingEnd ?? null;
   if (denoisingEnd !== null) {
-    if (typeof denoisingEnd !== 'number' || !(denoisingEnd > 0 && denoisingEnd < 1)) fail('denoisingEnd', denoisingEnd, 'must be a number between 0 and 1');
+    checkDenoisingEnd('denoisingEnd', denoisingEnd);
     if (!capabilities.hasRefiner) fail('denoisingEnd', denoisingEnd, 'needs a refiner model, and none is loaded');
   }
   const loraPaths = request.loraPaths ?? [];

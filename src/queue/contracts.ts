@@ -1,7 +1,7 @@
 import path from 'node:path';
 import type { JobsOptions } from 'bullmq';
 import {
-  MAX_IMAGE_SIDE_PX, MAX_LORA_STRENGTH, MAX_PROMPT_CHARS, MAX_SEED, MAX_STEPS, WEIGHTING_SYNTAXES,
+  checkDenoisingEnd, MAX_IMAGE_SIDE_PX, MAX_LORA_STRENGTH, MAX_PROMPT_CHARS, MAX_SEED, MAX_STEPS, WEIGHTING_SYNTAXES,
   type WeightingSyntax,
 } from '../common/generation-limits.js';
 import { checkChoice, checkInteger, checkNumber, checkObject, checkText, fail } from '../common/validation.js';
@@ -51,6 +51,8 @@ export interface ImageSettings {
   width: number;
   height: number;
   weighting: WeightingSyntax;
+  /** The share of the schedule the base runs before the refiner takes over; absent or null: no refiner. */
+  denoisingEnd?: number | null;
 }
 
 /** /wrong and /compare fix the negative prompt to the trigger word, so their settings carry none. */
@@ -248,7 +250,7 @@ function validateEnvelope(data: Record<string, unknown>): JobEnvelope {
 
 function validateSettings(value: unknown, withNegative: boolean): ImageSettings | LoraImageSettings {
   const settings = checkObject('settings', value);
-  const keys = ['prompt', 'seed', 'steps', 'guidanceScale', 'width', 'height', 'weighting'];
+  const keys = ['prompt', 'seed', 'steps', 'guidanceScale', 'width', 'height', 'weighting', 'denoisingEnd'];
   checkKeys('settings', settings, withNegative ? [...keys, 'negativePrompt'] : keys);
   const side = (field: string): number => {
     const size = checkInteger(`settings.${field}`, settings[field], 8, MAX_IMAGE_SIDE_PX);
@@ -265,6 +267,7 @@ function validateSettings(value: unknown, withNegative: boolean): ImageSettings 
     width: side('width'),
     height: side('height'),
     weighting: checkChoice('settings.weighting', settings['weighting'] ?? 'auto', WEIGHTING_SYNTAXES),
+    ...(settings['denoisingEnd'] == null ? {} : { denoisingEnd: checkDenoisingEnd('settings.denoisingEnd', settings['denoisingEnd']) }),
   };
   if (!withNegative) return common;
   const negative = settings['negativePrompt'] ?? null;

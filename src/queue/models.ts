@@ -11,6 +11,8 @@ export interface ServedModel {
   sizeMultiple: number;
   /** The size the model was trained at, for a request that names none. */
   defaultSizePx: number;
+  /** Whether the worker has a refiner loaded (REFINER_DIR), for jobs that hand off to one. */
+  hasRefiner: boolean;
 }
 
 /** A worker announces its model at start and this often after; a model nobody announced for a day is gone. */
@@ -27,6 +29,13 @@ export async function servedModels(redis: Redis, keys: QueueKeys, now = Date.now
   if (names.length === 0) return [];
   const entries = await redis.hmget(keys.servedModels, ...names);
   return entries.flatMap((entry) => (entry === null ? [] : [JSON.parse(entry) as ServedModel]));
+}
+
+/** Refuses a hand-off to a refiner when some worker has none: any worker may take any job. */
+export function checkRefinerForModels(denoisingEnd: number | null | undefined, models: readonly ServedModel[]): void {
+  if (denoisingEnd == null) return;
+  const without = models.find((model) => !model.hasRefiner);
+  if (without !== undefined) fail('settings.denoisingEnd', denoisingEnd, `needs a refiner, and a worker running ${without.name} has none (REFINER_DIR)`);
 }
 
 /** Refuses a side that some served model cannot draw, naming the model; any worker may take any job. */

@@ -10,7 +10,7 @@ import {
 import { requestCancel } from './control.js';
 import { QueueKeys } from './keys.js';
 import { averageDurationMs } from './durations.js';
-import { checkSizeForModels, servedModels } from './models.js';
+import { checkRefinerForModels, checkSizeForModels, servedModels } from './models.js';
 import { DEFAULT_QUEUE_LIMITS, QueuePlaces, type PlaceHolder, type QueueLimits } from './places.js';
 import { RedisUnavailableError } from './redis.js';
 
@@ -104,7 +104,7 @@ export class JobProducer {
     // The seed is fixed here, not in the worker, so that a retry of the job makes the same image.
     const seed = submission.settings.seed ?? randomSeed();
     const data = validateJobData(name, { ...submission, settings: { ...submission.settings, seed } }) as JobContracts[N]['data'];
-    await this.checkSize(data.settings);
+    await this.checkDrawable(data.settings);
     const { userId, guildId } = data.requester;
     const place = await this.reservePlace(jobId, { userId, guildId, countsForUser: true });
     try {
@@ -128,7 +128,7 @@ export class JobProducer {
   async submitBackground<N extends GenerationJobName>(name: N, submission: GenerationSubmission<N>, jobId: string): Promise<void> {
     const data = validateJobData(name, { ...submission, settings: { ...submission.settings, seed: submission.settings.seed ?? randomSeed() } }) as GenerationJobData;
     await this.reachingRedis('the job was not queued', async () => {
-      await this.checkSize(data.settings);
+      await this.checkDrawable(data.settings);
       // Outside the member's share (nobody waits for it), inside the server's and the deployment's.
       await this.reservePlace(jobId, { ...data.requester, countsForUser: false });
       try {
@@ -140,11 +140,12 @@ export class JobProducer {
     });
   }
 
-  /** A size the workers' model cannot draw would fail on the GPU every time: it is refused here instead. */
-  private async checkSize(settings: { width: number; height: number }): Promise<void> {
+  /** What the workers' model cannot draw would fail on the GPU every time: it is refused here instead. */
+  private async checkDrawable(settings: { width: number; height: number; denoisingEnd?: number | null }): Promise<void> {
     const models = await servedModels(this.redis, this.keys);
     checkSizeForModels('settings.width', settings.width, models);
     checkSizeForModels('settings.height', settings.height, models);
+    checkRefinerForModels(settings.denoisingEnd, models);
   }
 
   private async reservePlace(jobId: string, holder: PlaceHolder): Promise<number> {

@@ -189,6 +189,9 @@ export const MIGRATIONS: readonly string[] = [
   // An entry's row is committed before its files change and marked until they have, so a crash in between is
   // finished or undone at the next start (TrainingSet.recover) instead of leaving files no row owns.
   `ALTER TABLE dataset_entries ADD COLUMN pending TEXT CHECK (pending IN ('adding', 'removing'));`,
+
+  // A server may run its images through the refiner (Woolf's ensemble of experts), from this share of the schedule.
+  `ALTER TABLE guild_defaults ADD COLUMN refiner_handoff REAL;`,
 ];
 
 const BUSY_TIMEOUT_MS = 5_000;

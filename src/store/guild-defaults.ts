@@ -1,5 +1,5 @@
 import type Database from 'better-sqlite3';
-import { MAX_LORA_STRENGTH, MAX_STEPS } from '../common/generation-limits.js';
+import { checkDenoisingEnd, MAX_LORA_STRENGTH, MAX_STEPS } from '../common/generation-limits.js';
 import { checkInteger, checkNumber, checkText, fail } from '../common/validation.js';
 
 // Per-server defaults for /imagine and friends. null means "not set here": the bot falls back to its config.
@@ -9,6 +9,8 @@ export interface GuildDefaults {
   steps: number | null;
   guidanceScale: number | null;
   loraStrength: number | null;
+  /** The share of the schedule the base runs before the refiner takes over; null: no refiner. */
+  refinerHandoff: number | null;
 }
 
 export interface GuildDefaultsBook {
@@ -26,6 +28,7 @@ const CHECKS: { [K in keyof GuildDefaults]: (value: unknown) => NonNullable<Guil
   steps: (value) => checkInteger('steps', value, 1, MAX_STEPS),
   guidanceScale: (value) => checkNumber('guidanceScale', value, 0, MAX_GUIDANCE_SCALE),
   loraStrength: (value) => checkNumber('loraStrength', value, -MAX_LORA_STRENGTH, MAX_LORA_STRENGTH),
+  refinerHandoff: (value) => checkDenoisingEnd('refinerHandoff', value),
 };
 
 interface GuildDefaultsRow {
@@ -34,6 +37,7 @@ interface GuildDefaultsRow {
   steps: number | null;
   guidance_scale: number | null;
   lora_strength: number | null;
+  refiner_handoff: number | null;
   updated_by: string;
   updated_at: number;
 }
@@ -46,10 +50,10 @@ export class SqliteGuildDefaultsBook implements GuildDefaultsBook {
   constructor(db: Database.Database, private readonly now: () => number) {
     this.selectRow = db.prepare<[string], GuildDefaultsRow>('SELECT * FROM guild_defaults WHERE guild_id = ?');
     this.upsertRow = db.prepare<GuildDefaultsRow>(`
-      INSERT INTO guild_defaults (guild_id, size, steps, guidance_scale, lora_strength, updated_by, updated_at)
-      VALUES (@guild_id, @size, @steps, @guidance_scale, @lora_strength, @updated_by, @updated_at)
+      INSERT INTO guild_defaults (guild_id, size, steps, guidance_scale, lora_strength, refiner_handoff, updated_by, updated_at)
+      VALUES (@guild_id, @size, @steps, @guidance_scale, @lora_strength, @refiner_handoff, @updated_by, @updated_at)
       ON CONFLICT (guild_id) DO UPDATE SET size = excluded.size, steps = excluded.steps,
-        guidance_scale = excluded.guidance_scale, lora_strength = excluded.lora_strength,
+        guidance_scale = excluded.guidance_scale, lora_strength = excluded.lora_strength, refiner_handoff = excluded.refiner_handoff,
         updated_by = excluded.updated_by, updated_at = excluded.updated_at`);
     this.setInTransaction = db.transaction((guildId: string, changes: Partial<GuildDefaults>, byUserId: string) => {
       const merged = { ...this.get(guildId), ...changes };
@@ -59,6 +63,7 @@ export class SqliteGuildDefaultsBook implements GuildDefaultsBook {
         steps: merged.steps,
         guidance_scale: merged.guidanceScale,
         lora_strength: merged.loraStrength,
+        refiner_handoff: merged.refinerHandoff,
         updated_by: byUserId,
         updated_at: this.now(),
       });
@@ -73,6 +78,7 @@ export class SqliteGuildDefaultsBook implements GuildDefaultsBook {
       steps: row?.steps ?? null,
       guidanceScale: row?.guidance_scale ?? null,
       loraStrength: row?.lora_strength ?? null,
+      refinerHandoff: row?.refiner_handoff ?? null,
     };
   }
 

@@ -29,6 +29,7 @@ function requestFrom(settings: ImageSettings | LoraImageSettings, panels: Experi
     width: settings.width,
     height: settings.height,
     weighting: settings.weighting,
+    denoisingEnd: settings.denoisingEnd ?? null,
     panels: panels.map((panel) => ({
       prompt: settings.prompt,
       negativePrompt: panel.negativePrompt,

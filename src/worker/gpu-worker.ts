@@ -40,6 +40,8 @@ export interface GpuWorkerOptions {
   modelDir: string;
   device: Device;
   loraPath: string | null;
+  /** An SDXL refiner folder: servers that turn the refiner on hand their images' last steps to it. */
+  refinerDir?: string | null;
   prefix: string;
   /**
    * Redis connections this worker uses and its owner closes: BullMQ's two workers each block on their own
@@ -108,7 +110,7 @@ export class GpuWorker {
 
   /** The UNet always gets LoRA branches: any job may name any version, whose weights are fed without a rebuild. */
   private static loadGenerator(options: GpuWorkerOptions): Promise<ImageGenerator> {
-    return ImageGenerator.start(options.modelDir, options.device, { loraPath: options.loraPath, loraSlots: WORKER_LORA_SLOTS });
+    return ImageGenerator.start(options.modelDir, options.device, { loraPath: options.loraPath, loraSlots: WORKER_LORA_SLOTS, refinerDir: options.refinerDir ?? null });
   }
 
   private async listen(): Promise<void> {
@@ -142,7 +144,7 @@ export class GpuWorker {
     await this.loraVersions.share();
     await this.announceModel();
     this.announceTimer = setInterval(() => void this.announceModel().catch((error: Error) => this.log(`could not announce the model: ${error.message}`)), MODEL_ANNOUNCE_INTERVAL_MS).unref();
-    const abilities = [this.lora ? `LoRA ${this.lora.version}` : 'no LoRA', `trains with ${this.options.trainerCommand ? 'TRAINER_COMMAND' : 'the built-in engine'}`];
+    const abilities = [this.lora ? `LoRA ${this.lora.version}` : 'no LoRA', this.options.refinerDir ? `refiner ${this.options.refinerDir}` : 'no refiner', `trains with ${this.options.trainerCommand ? 'TRAINER_COMMAND' : 'the built-in engine'}`];
     this.log(`worker ${this.id} ready: ${this.options.modelDir}, ${abilities.join(', ')}`);
   }
 
@@ -187,8 +189,8 @@ export class GpuWorker {
 
   /** Tells the bot (and `enqueue`) which sizes this model draws, so that a size it cannot is refused before a GPU tries. */
   private announceModel(): Promise<void> {
-    const { multipleOf, defaultSizePx } = this.generator.loaded.capabilities;
-    return announceModel(this.options.connections.commands, this.keys, { name: path.basename(this.options.modelDir), sizeMultiple: multipleOf, defaultSizePx });
+    const { multipleOf, defaultSizePx, hasRefiner } = this.generator.loaded.capabilities;
+    return announceModel(this.options.connections.commands, this.keys, { name: path.basename(this.options.modelDir), sizeMultiple: multipleOf, defaultSizePx, hasRefiner });
   }
 
   /** A version that is nowhere now will be nowhere on the next attempt either. */
