@@ -9,7 +9,7 @@ import { benchLoraMemory, benchLoraSwitch, benchPipeline, benchTriptych, type Pi
 import { benchBot } from './bot.js';
 import { benchQueue } from './queue.js';
 import { benchTraining } from './training.js';
-import { CARD_SIZES_GIB } from '../src/gpu/training/memory-estimate.js';
+import { CARD_SIZES_GIB } from '../src/gpu/memory-estimate.js';
 import { resolveRedis } from '../src/queue/redis.js';
 
 // `npm run bench`: prints the figures and rewrites BENCHMARKS.md with them, the machine and the date.

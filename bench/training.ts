@@ -11,7 +11,7 @@ import { AdamW, clipGradNorm } from '../src/gpu/training/adamw.js';
 import { gaussianLoraInit, namedTensors, type LoraParameters } from '../src/gpu/training/lora-parameters.js';
 import {
   estimateTrainingMemory, parseUnetArchitecture, readUnetArchitecture, SDXL_BASE_UNET_CONFIG, type TrainingMemoryEstimate,
-} from '../src/gpu/training/memory-estimate.js';
+} from '../src/gpu/memory-estimate.js';
 import { TRAINING_DEFAULTS } from '../src/gpu/training/recipe.js';
 import { UnetTrainingStep, type TrainingBatch, type TrainingBatchShape } from '../src/gpu/training/unet-training-step.js';
 import { HELD_OUT_EXPERIMENT, runHeldOutExperiment } from '../test/support/held-out.js';

@@ -4,7 +4,11 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import sharp from 'sharp';
+import { comparePanels } from '../src/common/triptych.js';
+import { InvalidRequestError } from '../src/common/validation.js';
 import { composePanels } from '../src/gpu/compose.js';
+import { estimateInferenceMemory, readUnetArchitecture } from '../src/gpu/memory-estimate.js';
+import { modelFolderBytes, NO_BATCH_LIMITS, readBatchLimits, type BatchLimits } from '../src/gpu/unet-batches.js';
 import { decodeToRgb, encodePng } from '../src/gpu/image.js';
 import { SdxlPipeline, type UnetCall } from '../src/gpu/sdxl-pipeline.js';
 import { runCli } from './support/cli.js';
@@ -103,4 +107,52 @@ test('panels of two LoRA versions and the base share one UNet batch per step, ea
     assert.ok(difference <= 1, `panel ${index + 1} differs from its version alone by ${difference}/255`);
   }
   assert.notDeepEqual(together.panels[1]!.rgb, together.panels[2]!.rgb, 'the two versions draw differently');
+});
+
+test('a triptych in UNet runs of fewer rows draws the same panels; a memory budget sets the rows per run, and refuses a size of which no row fits', async () => {
+  const cpu = { kind: 'cpu', index: 0 } as const;
+  const request = {
+    seed: 77, steps: 3, width: 64, height: 64, loraPaths: [LORA],
+    panels: comparePanels(0.8).map((panel) => ({ prompt: 'a lighthouse at dusk', negativePrompt: panel.negativePrompt, guidanceScale: 13, guidanceRescale: 0, loraStrength: panel.loraStrength })),
+  };
+  const drawn = async (batchLimits: BatchLimits) => {
+    const pipeline = await SdxlPipeline.load(MODEL, cpu, { loraSlots: 1, batchLimits });
+    const calls: UnetCall[] = [];
+    try {
+      const result = await pipeline.generate(request, { onUnetCall: (call) => calls.push(call) });
+      return { panels: result.panels.map((panel) => panel.rgb), rowsPerRun: calls.map((call) => call.inputs.sample.length / (4 * 8 * 8)) };
+    } finally {
+      await pipeline.dispose();
+    }
+  };
+  const whole = await drawn(NO_BATCH_LIMITS);
+  assert.deepEqual(whole.rowsPerRun, [6, 6, 6], 'one run of six rows per step');
+  for (const [maxRows, runs] of [[4, [4, 2]], [2, [2, 2, 2]], [1, [1, 1, 1, 1, 1, 1]]] as const) {
+    const split = await drawn({ maxRows, budgetBytes: null });
+    assert.deepEqual(split.rowsPerRun, [...runs, ...runs, ...runs], `WORKER_MAX_BATCH ${maxRows}`);
+    split.panels.forEach((rgb, p) => {
+      const difference = rgb.reduce((max, value, i) => Math.max(max, Math.abs(value - whole.panels[p]![i]!)), 0);
+      assert.ok(difference <= 1, `panel ${p + 1} in runs of ${maxRows} differs by ${difference}/255`);
+    });
+  }
+
+  // The budget: the loaded weights plus what the estimate gives each row; room for 2.5 rows means runs of two.
+  const weights = ['text_encoder', 'text_encoder_2', 'unet', 'vae_decoder'].reduce((sum, folder) => sum + modelFolderBytes(path.join(MODEL, folder, 'model.onnx')), 0);
+  const { perRowBytes } = estimateInferenceMemory(readUnetArchitecture(path.join(MODEL, 'unet', 'config.json')), { width: 64, height: 64, vaeScaleFactor: 8, rows: 1, elementBytes: 4 });
+  const budgeted = await drawn({ maxRows: null, budgetBytes: weights + 2.5 * perRowBytes });
+  assert.deepEqual(budgeted.rowsPerRun, [2, 2, 2, 2, 2, 2, 2, 2, 2]);
+  const starved = await SdxlPipeline.load(MODEL, cpu, { loraSlots: 1, batchLimits: { maxRows: null, budgetBytes: weights + 0.5 * perRowBytes } });
+  try {
+    await assert.rejects(starved.generate(request), (error: Error) => error instanceof InvalidRequestError
+      && /^size = "64x64" needs about [\d.]+ GB .* more than this worker's [\d.]+ GB \(WORKER_MEMORY_GB\); choose a smaller size$/.test(error.message));
+  } finally {
+    await starved.dispose();
+  }
+});
+
+test('WORKER_MAX_BATCH and WORKER_MEMORY_GB: read with their bad values named', () => {
+  assert.deepEqual(readBatchLimits({}), NO_BATCH_LIMITS);
+  assert.deepEqual(readBatchLimits({ WORKER_MAX_BATCH: '2', WORKER_MEMORY_GB: '24' }), { maxRows: 2, budgetBytes: 24e9 });
+  assert.throws(() => readBatchLimits({ WORKER_MEMORY_GB: '24GB' }), /^ConfigError: WORKER_MEMORY_GB = "24GB" must be a number of gigabytes/);
+  assert.throws(() => readBatchLimits({ WORKER_MAX_BATCH: '0' }), /WORKER_MAX_BATCH = "0" must be an integer from 1 to 64/);
 });

@@ -1,5 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { float16BitsToFloat32, float32ToFloat16Bits, fromFloat16Array } from '../src/gpu/float16.js';
 import { fma32, roundHalfEven } from '../src/gpu/float32.js';
 import { Mt19937 } from '../src/gpu/rng.js';
 
@@ -63,4 +64,17 @@ test('fma32 rounds once, including where rounding the double sum would break a t
 
 test('roundHalfEven sends halves to the even neighbour, as numpy does', () => {
   assert.deepEqual([0.5, 1.5, 2.5, -0.5, -1.5, 2.4, 2.6].map(roundHalfEven), [0, 2, 2, -0, -2, 2, 3]);
+});
+
+test('float16: every one of the 65 536 halves decodes to the float32 that encodes back to it, and known values are exact', () => {
+  for (let bits = 0; bits < 0x10000; bits++) {
+    const value = float16BitsToFloat32(bits);
+    if (Number.isNaN(value)) {
+      assert.ok((bits & 0x7c00) === 0x7c00 && (bits & 0x3ff) !== 0, `only NaN patterns decode to NaN (0x${bits.toString(16)})`);
+      continue;
+    }
+    assert.equal(float32ToFloat16Bits(value), bits, `0x${bits.toString(16)} → ${value}`);
+  }
+  assert.deepEqual([0x3c00, 0xc000, 0x0001, 0x7bff, 0x7c00, 0xfc00, 0x8000].map(float16BitsToFloat32), [1, -2, 2 ** -24, 65504, Infinity, -Infinity, -0]);
+  assert.deepEqual([...fromFloat16Array(Uint16Array.from([0x3555, 0x4248]))], [Math.fround(0.333251953125), 3.140625]);
 });

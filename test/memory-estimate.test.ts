@@ -9,7 +9,7 @@ import { buildTrainingForward, buildTrainingGraph, TRAINING_INPUTS } from '../sr
 import { ModelLoadError } from '../src/gpu/onnx-session.js';
 import {
   estimateTrainingMemory, formatTrainingMemory, parseUnetArchitecture, readUnetArchitecture, SDXL_BASE_UNET_CONFIG, type TrainingMemoryShape,
-} from '../src/gpu/training/memory-estimate.js';
+} from '../src/gpu/memory-estimate.js';
 import { trainableTargets } from '../src/gpu/training/unet-training-step.js';
 import { probeValueFacts } from '../src/gpu/training/value-facts.js';
 import { fixturePath } from './support/fixtures.js';

@@ -4,7 +4,7 @@ import { openSdxlModelFolder } from '../gpu/model-folder.js';
 import { OnnxGraph } from '../gpu/onnx/onnx-graph.js';
 import { DataType } from '../gpu/onnx/onnx-proto.js';
 import { trainLora } from '../gpu/training/lora-trainer.js';
-import { estimateTrainingMemory, formatTrainingMemory, readUnetArchitecture } from '../gpu/training/memory-estimate.js';
+import { estimateTrainingMemory, formatTrainingMemory, readUnetArchitecture } from '../gpu/memory-estimate.js';
 import type { TrainingProgress, TrainingRequest } from '../gpu/training/lora-training.js';
 import { resolveRecipe, TRAINING_DEFAULTS, type RecipeOptions } from '../gpu/training/recipe.js';
 import { readReplayCase } from '../gpu/training/replay-case.js';

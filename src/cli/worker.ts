@@ -1,6 +1,7 @@
 import os from 'node:os';
 import path from 'node:path';
 import { booleanSetting, integerSetting, optionalString, queuePrefix, requiredString } from '../common/environment.js';
+import { readBatchLimits } from '../gpu/unet-batches.js';
 import { DEFAULT_RESULT_TTL_SECONDS } from '../queue/results-store.js';
 import { resolveRedis, workerConnection } from '../queue/redis.js';
 import {
@@ -25,6 +26,7 @@ export async function runWorker(argv: string[]): Promise<void> {
   const settings = {
     loraPath: optionalString(env, 'LORA_PATH'),
     refinerDir: optionalString(env, 'REFINER_DIR'),
+    batchLimits: readBatchLimits(env),
     loraCacheDir: optionalString(env, 'LORA_CACHE_DIR') ?? path.join(os.tmpdir(), 'wrongbot-loras'),
     resultTtlSeconds: integerSetting(env, 'RESULT_TTL_SECONDS', DEFAULT_RESULT_TTL_SECONDS, 60),
     lockDurationMs: integerSetting(env, 'WORKER_LOCK_DURATION_MS', DEFAULT_LOCK_DURATION_MS, 1000),

@@ -30,7 +30,22 @@ export function float32ToFloat16Bits(value: number): number {
   return sign | result;
 }
 
+/** Every half's float32 value, made on first use: decoding a latent is then one lookup per value, not a power. */
+let decodeTable: Float32Array | null = null;
+
+function float16Table(): Float32Array {
+  if (decodeTable === null) {
+    decodeTable = new Float32Array(0x10000);
+    for (let bits = 0; bits < 0x10000; bits++) decodeTable[bits] = decodeFloat16(bits);
+  }
+  return decodeTable;
+}
+
 export function float16BitsToFloat32(bits: number): number {
+  return float16Table()[bits & 0xffff]!;
+}
+
+function decodeFloat16(bits: number): number {
   const sign = bits & 0x8000 ? -1 : 1;
   const exponent = (bits >>> 10) & 0x1f;
   const mantissa = bits & 0x3ff;
@@ -46,7 +61,8 @@ export function toFloat16Array(values: Float32Array): Uint16Array {
 }
 
 export function fromFloat16Array(bits: Uint16Array): Float32Array {
+  const table = float16Table();
   const out = new Float32Array(bits.length);
-  for (let i = 0; i < bits.length; i++) out[i] = float16BitsToFloat32(bits[i]!);
+  for (let i = 0; i < bits.length; i++) out[i] = table[bits[i]!]!;
   return out;
 }

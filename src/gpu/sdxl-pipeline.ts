@@ -13,6 +13,8 @@ import { loadLora } from './lora/lora-file.js';
 import type { LoadedLora, SkippedLoraKey } from './lora/lora-types.js';
 import { buildLoraUnet, type LoraUnet } from './lora/lora-unet.js';
 import { loraStrengthInput, loraWeightInputs } from './onnx/lora-graph.js';
+import { readUnetArchitecture } from './memory-estimate.js';
+import { modelFolderBytes, NO_BATCH_LIMITS, runsOf, UnetBatchPlanner, type BatchLimits } from './unet-batches.js';
 import { encodeWeightedPrompt, type WeightedEncoding } from './weighted-encoding.js';
 import { concatLastAxis, sdxlEncoderPasses } from './text-encoders.js';
 import type { WeightingSyntax } from './prompt-weighting.js';
@@ -46,6 +48,8 @@ export interface PipelineOptions {
   loraSlots?: number;
   /** An SDXL refiner folder, for requests with `denoisingEnd`. */
   refinerDir?: string | null;
+  /** How many UNet rows one run may hold (see unet-batches.ts); default: the whole batch in one run. */
+  batchLimits?: BatchLimits;
 }
 
 export interface StepProgress {
@@ -114,8 +118,8 @@ interface DenoisingStage {
   batchSize: number;
   /** Per panel: whether it has an unconditional row before its conditional one. */
   guided: boolean[];
-  fixedInputs: Record<string, ort.Tensor>;
-  fixedArrays: Omit<UnetCall['inputs'], 'sample'>;
+  /** Each UNet run of a step: its rows [start, end) and the inputs that stay the same at every step. */
+  runs: Array<{ start: number; end: number; fixedInputs: Record<string, ort.Tensor>; fixedArrays: Omit<UnetCall['inputs'], 'sample'> }>;
 }
 
 interface Refiner {
@@ -146,6 +150,7 @@ export class SdxlPipeline {
     private readonly clock: RunClock,
     private readonly refiner: Refiner | null,
     private readonly loraUnet: LoraUnet | null,
+    private readonly batches: UnetBatchPlanner,
     /** What loading decided that the user should know, e.g. LoRA keys that were not applied. */
     readonly loadNotices: string[],
   ) {
@@ -188,7 +193,16 @@ export class SdxlPipeline {
     const refiner = refinerFolder
       ? { folder: refinerFolder, unet: await OnnxModel.load('refiner unet', refinerFolder.unet, device, clock) }
       : null;
-    const pipeline = new SdxlPipeline(folder, [tokenizer, tokenizer2], [textEncoder, textEncoder2], unet, vaeDecoder, scheduler, clock, refiner, loraUnet, []);
+    const limits = options.batchLimits ?? NO_BATCH_LIMITS;
+    const loadedModels = [paths.textEncoder, paths.textEncoder2, paths.unet, paths.vaeDecoder, ...(refinerFolder ? [refinerFolder.unet] : [])];
+    const batches = new UnetBatchPlanner(
+      limits,
+      limits.budgetBytes === null ? null : readUnetArchitecture(path.join(path.dirname(paths.unet), 'config.json')),
+      folder.vae.scaleFactor,
+      loadedModels.reduce((sum, file) => sum + modelFolderBytes(file), 0),
+      unet.input('sample').type === 'float16' ? 2 : 4,
+    );
+    const pipeline = new SdxlPipeline(folder, [tokenizer, tokenizer2], [textEncoder, textEncoder2], unet, vaeDecoder, scheduler, clock, refiner, loraUnet, batches, []);
     pipeline.checkModelInterfaces();
     if (initialLora) pipeline.loadNotices.push(...pipeline.feedLora(initialLora, 0));
     return pipeline;
@@ -268,6 +282,8 @@ export class SdxlPipeline {
 
     // 1. Check the request against this pipeline before any work, and feed the LoRA it names.
     const request = validateGenerationRequest(rawRequest, this.capabilities);
+    // Before any model runs: a size whose one row would not fit the worker's memory is refused at once.
+    const rowsPerRun = this.batches.rowsPerRun(request.width, request.height);
     const { scaleFactor } = this.folder.vae;
     const latentShape = [1, 4, request.height / scaleFactor, request.width / scaleFactor];
     const notices: string[] = [];
@@ -298,12 +314,13 @@ export class SdxlPipeline {
     const initialLatents = noise.map((x) => x * this.scheduler.initNoiseSigma);
     let latents: Float32Array[] = request.panels.map(() => initialLatents.slice());
 
-    // 5. The UNet batches: [negative, positive] per guided panel, [positive] otherwise.
+    // 5. The UNet batches: [negative, positive] per guided panel, [positive] otherwise, in runs of at most
+    //    `rowsPerRun` rows.
     const stages: DenoisingStage[] = [
-      this.baseStage(request.panels, encodings, request.width, request.height, baseSteps),
+      this.baseStage(request.panels, encodings, request.width, request.height, baseSteps, rowsPerRun),
     ];
     if (baseSteps < totalSteps) {
-      stages.push(this.refinerStage(request.panels, encodings, request.width, request.height, baseSteps, totalSteps));
+      stages.push(this.refinerStage(request.panels, encodings, request.width, request.height, baseSteps, totalSteps, rowsPerRun));
     }
 
     // 6. Denoising loop.
@@ -376,6 +393,7 @@ export class SdxlPipeline {
     width: number,
     height: number,
     endStep: number,
+    rowsPerRun: number,
   ): DenoisingStage {
     // [original size, crop top-left, target size]: diffusers' defaults for an uncropped image of the asked size.
     const timeIds = [height, width, 0, 0, height, width];
@@ -392,7 +410,7 @@ export class SdxlPipeline {
       const zeroNegative = panel.negativePrompt === null && this.folder.forceZerosForEmptyPrompt;
       return negative ? [row(negative, zeroNegative, panel), row(positive, false, panel)] : [row(positive, false, panel)];
     });
-    return this.stage('base', this.unet, rows, panels, 0, endStep);
+    return this.stage('base', this.unet, rows, panels, 0, endStep, rowsPerRun);
   }
 
   private refinerStage(
@@ -402,6 +420,7 @@ export class SdxlPipeline {
     height: number,
     firstStep: number,
     endStep: number,
+    rowsPerRun: number,
   ): DenoisingStage {
     const refiner = this.refiner!;
     const timeIds = (aestheticScore: number) => refiner.folder.requiresAestheticsScore
@@ -424,12 +443,18 @@ export class SdxlPipeline {
         ? [row(negative, zeroNegative, NEGATIVE_AESTHETIC_SCORE), row(positive, false, AESTHETIC_SCORE)]
         : [row(positive, false, AESTHETIC_SCORE)];
     });
-    return this.stage('refiner', refiner.unet, rows, panels, firstStep, endStep);
+    return this.stage('refiner', refiner.unet, rows, panels, firstStep, endStep, rowsPerRun);
   }
 
   private stage(
-    model: UnetCall['model'], unet: OnnxModel, rows: UnetRow[], panels: ValidatedPanel[], firstStep: number, endStep: number,
+    model: UnetCall['model'], unet: OnnxModel, rows: UnetRow[], panels: ValidatedPanel[], firstStep: number, endStep: number, rowsPerRun: number,
   ): DenoisingStage {
+    const runs = runsOf(rows.length, rowsPerRun).map(([start, end]) => ({ start, end, ...this.runInputs(unet, rows.slice(start, end)) }));
+    return { model, unet, firstStep, endStep, batchSize: rows.length, runs, guided: panels.map((panel) => panel.guidanceScale > 1) };
+  }
+
+  /** The inputs of one run over `rows` that stay the same at every step. */
+  private runInputs(unet: OnnxModel, rows: UnetRow[]): Pick<DenoisingStage['runs'][number], 'fixedInputs' | 'fixedArrays'> {
     const sequenceLength = this.tokenizers[0].maxLength;
     const embedSize = rows[0]!.embeds.length;
     const pooledSize = rows[0]!.pooled.length;
@@ -456,11 +481,7 @@ export class SdxlPipeline {
         Object.assign(fixedInputs, fed?.feeds ?? this.unfedLora(slot));
       });
     }
-    return {
-      model, unet, firstStep, endStep, batchSize, fixedInputs,
-      guided: panels.map((panel) => panel.guidanceScale > 1),
-      fixedArrays: { encoder_hidden_states: encoderHiddenStates, text_embeds: textEmbeds, time_ids: timeIds },
-    };
+    return { fixedInputs, fixedArrays: { encoder_hidden_states: encoderHiddenStates, text_embeds: textEmbeds, time_ids: timeIds } };
   }
 
   private async predictNoise(
@@ -480,16 +501,21 @@ export class SdxlPipeline {
       for (let copy = 0; copy < (guided[p] ? 2 : 1); copy++) sample.set(scaled, (row++) * panelSize);
     });
     const timestep = this.scheduler.timesteps[stepIndex]!;
-    onUnetCall?.({ model: stage.model, stepIndex, timestep, inputs: { ...stage.fixedArrays, sample } });
     const timestepIsScalar = unet.input('timestep').shape.length === 0;
-    const result = await unet.run({
-      ...stage.fixedInputs,
-      sample: unet.floatInput('sample', sample, [batchSize, ...latentShape.slice(1)]),
-      timestep: timestepIsScalar
-        ? unet.numberInput('timestep', [timestep], [])
-        : unet.numberInput('timestep', new Array<number>(batchSize).fill(timestep), [batchSize]),
-    }, ['out_sample']);
-    const output = result['out_sample']!;
+    const output = new Float32Array(batchSize * panelSize);
+    for (const run of stage.runs) {
+      const rows = run.end - run.start;
+      const runSample = sample.subarray(run.start * panelSize, run.end * panelSize);
+      onUnetCall?.({ model: stage.model, stepIndex, timestep, inputs: { ...run.fixedArrays, sample: runSample } });
+      const result = await unet.run({
+        ...run.fixedInputs,
+        sample: unet.floatInput('sample', runSample, [rows, ...latentShape.slice(1)]),
+        timestep: timestepIsScalar
+          ? unet.numberInput('timestep', [timestep], [])
+          : unet.numberInput('timestep', new Array<number>(rows).fill(timestep), [rows]),
+      }, ['out_sample']);
+      output.set(result['out_sample']!, run.start * panelSize);
+    }
 
     row = 0;
     return panels.map((panel, p) => {

@@ -4,6 +4,7 @@ import { UnrecoverableError, WaitingError, Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { InvalidRequestError } from '../common/validation.js';
 import { ImageGenerator } from '../gpu/image-generator.js';
+import { NO_BATCH_LIMITS, type BatchLimits } from '../gpu/unet-batches.js';
 import { formatDevice, type Device } from '../gpu/providers.js';
 import {
   QUEUE_NAMES, TRAIN_JOB_NAME, validateJobData, loraVersionOf, type GenerationJobData, type GenerationJobName,
@@ -42,6 +43,8 @@ export interface GpuWorkerOptions {
   loraPath: string | null;
   /** An SDXL refiner folder: servers that turn the refiner on hand their images' last steps to it. */
   refinerDir?: string | null;
+  /** How many UNet rows one run may hold on this device (a triptych is six). */
+  batchLimits?: BatchLimits;
   prefix: string;
   /**
    * Redis connections this worker uses and its owner closes: BullMQ's two workers each block on their own
@@ -110,7 +113,9 @@ export class GpuWorker {
 
   /** The UNet always gets LoRA branches: any job may name any version, whose weights are fed without a rebuild. */
   private static loadGenerator(options: GpuWorkerOptions): Promise<ImageGenerator> {
-    return ImageGenerator.start(options.modelDir, options.device, { loraPath: options.loraPath, loraSlots: WORKER_LORA_SLOTS, refinerDir: options.refinerDir ?? null });
+    return ImageGenerator.start(options.modelDir, options.device, {
+      loraPath: options.loraPath, loraSlots: WORKER_LORA_SLOTS, refinerDir: options.refinerDir ?? null, batchLimits: options.batchLimits ?? NO_BATCH_LIMITS,
+    });
   }
 
   private async listen(): Promise<void> {

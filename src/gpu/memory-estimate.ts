@@ -1,6 +1,6 @@
 import { existsSync, readFileSync } from 'node:fs';
-import { checkInteger, fail } from '../../common/validation.js';
-import { ModelLoadError } from '../onnx-session.js';
+import { checkInteger, fail } from '../common/validation.js';
+import { ModelLoadError } from './onnx-session.js';
 
 // What one training step needs in device memory, on paper, from the UNet's diffusers config: the weights, the
 // forward values the backward pass reads (onnxruntime frees every other value after its last use), the largest
@@ -421,4 +421,82 @@ export function formatTrainingMemory(estimate: TrainingMemoryEstimate): string[]
     `  with --gradient-checkpointing: ${bytesText(estimate.checkpointBytes)} held from the forward pass and ${bytesText(estimate.largestSegmentBytes)} for the largest segment recomputed,`
       + ` total ${bytesText(estimate.checkpointedTotalBytes)}; fits a card of ${fits(estimate.checkpointedTotalBytes)}`,
   ];
+}
+
+export interface InferenceMemoryShape {
+  width: number;
+  height: number;
+  vaeScaleFactor: number;
+  /** UNet rows of one run: two per guided panel (unconditional and text), so a triptych is six. */
+  rows: number;
+  /** Bytes per element of the UNet's weights and activations. */
+  elementBytes: number;
+}
+
+export interface InferenceMemoryEstimate {
+  shape: InferenceMemoryShape;
+  unetParameters: number;
+  weightBytes: number;
+  /** What one row adds at its peak: the skip connections held for the up blocks, and the largest attention's scores. */
+  perRowBytes: number;
+  /** The largest self-attention score tensor of one row, [heads, tokens, tokens]. */
+  largestScores: { bytes: number; channels: number; heads: number; tokens: number };
+  totalBytes: number;
+}
+
+/**
+ * Score tensors of one attention alive at once: Q·Kᵀ, its scaled copy and the softmax that reads it, before the
+ * first is freed. What the SDXL export's graph keeps; the estimate rests on it.
+ */
+export const ATTENTION_SCORE_COPIES = 3;
+
+/**
+ * One UNet run of `rows` rows, forward only: the weights, plus per row the skip connections every down block holds
+ * until its up block, and the largest transient, an attention's scores (which at 1024² dominate all else).
+ */
+export function estimateInferenceMemory(unet: UnetArchitecture, shape: InferenceMemoryShape): InferenceMemoryEstimate {
+  const { width, height, vaeScaleFactor, rows, elementBytes } = shape;
+  for (const [name, value] of Object.entries(shape)) checkInteger(name, value, 1, Number.MAX_SAFE_INTEGER);
+  for (const [name, side] of [['width', width], ['height', height]] as const) {
+    if (side % vaeScaleFactor !== 0) fail(name, side, `must be a multiple of the VAE's ${vaeScaleFactor} pixels per latent`);
+  }
+  const { blockOutChannels: channels, layersPerBlock, heads, crossAttentionDown } = unet;
+  // The parameters do not depend on the size: the training walk counts them at any valid one.
+  const { unetParameters } = estimateTrainingMemory(unet, { resolution: vaeScaleFactor, vaeScaleFactor, batchSize: 1, rank: 1, elementBytes });
+  let [latentWidth, latentHeight] = [width / vaeScaleFactor, height / vaeScaleFactor];
+  let skipElements = channels[0]! * latentWidth * latentHeight;
+  let transient = 0;
+  let largest = { elements: 0, channels: 0, heads: 0, tokens: 0 };
+  channels.forEach((out, i) => {
+    const tokens = latentWidth * latentHeight;
+    skipElements += layersPerBlock[i]! * out * tokens;
+    if (crossAttentionDown[i]) {
+      const scores = heads[i]! * tokens * tokens;
+      if (scores > largest.elements) largest = { elements: scores, channels: out, heads: heads[i]!, tokens };
+    }
+    // GEGLU's projection, twice four times the channels, is the largest value outside attention.
+    transient = Math.max(transient, 2 * FEED_FORWARD_MULTIPLE * out * tokens);
+    if (i < channels.length - 1) {
+      latentWidth = Math.ceil(latentWidth / 2);
+      latentHeight = Math.ceil(latentHeight / 2);
+      skipElements += out * latentWidth * latentHeight;
+    }
+  });
+  transient = Math.max(transient, ATTENTION_SCORE_COPIES * largest.elements);
+  const perRowBytes = (skipElements + transient) * elementBytes;
+  const weightBytes = unetParameters * elementBytes;
+  const { elements, ...where } = largest;
+  return {
+    shape: { ...shape },
+    unetParameters,
+    weightBytes,
+    perRowBytes,
+    largestScores: { bytes: elements * elementBytes, ...where },
+    totalBytes: weightBytes + rows * perRowBytes,
+  };
+}
+
+/** The most rows one UNet run may hold within `budgetBytes` at this size; 0 when not even one fits. */
+export function rowsWithin(budgetBytes: number, estimate: Pick<InferenceMemoryEstimate, 'weightBytes' | 'perRowBytes'>): number {
+  return Math.max(0, Math.floor((budgetBytes - estimate.weightBytes) / estimate.perRowBytes));
 }
