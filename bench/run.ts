@@ -6,6 +6,7 @@ import ort from 'onnxruntime-node';
 import { decodeToRgb } from '../src/gpu/image.js';
 import { formatDevice, parseDevice } from '../src/gpu/providers.js';
 import { benchLoraMemory, benchLoraSwitch, benchPipeline, benchTriptych, type PipelineFigures } from './pipeline.js';
+import { benchFloat16, benchSplits, sdxlMemory, STEPS_PER_TRIPTYCH } from './batches.js';
 import { benchBot } from './bot.js';
 import { benchQueue } from './queue.js';
 import { benchTraining } from './training.js';
@@ -79,6 +80,26 @@ const loraRows: Array<[string, string]> = [
 ];
 console.log('[triptych and LoRA, cpu]');
 for (const [name, value] of loraRows) console.log(`  ${name}: ${value}`);
+
+const splits = await benchSplits(TINY_MODEL_DIR, TINY_LORA);
+const float16 = benchFloat16();
+const gbText = (bytes: number) => `${(bytes / 1e9).toFixed(1)} GB`;
+const batchRows: Array<[string, string]> = [
+  ...splits.map(({ rowsPerRun, runsPerStep, triptychSeconds, peakResidentBytes }): [string, string] => [
+    `tiny triptych at 128x128, ${STEPS_PER_TRIPTYCH} steps, ${rowsPerRun} rows per run (${runsPerStep} run${runsPerStep === 1 ? '' : 's'} per step): seconds / peak resident memory`,
+    `${triptychSeconds.toFixed(3)} / ${mib(peakResidentBytes)}`,
+  ]),
+  ...sdxlMemory().map(({ label, estimate, otherWeightBytes }): [string, string] => [
+    `SDXL at 1024x1024 on paper, ${label} (${estimate.shape.rows} UNet rows): UNet weights + rows × per row + text encoders and VAE`,
+    `${gbText(estimate.weightBytes)} + ${estimate.shape.rows} × ${gbText(estimate.perRowBytes)} + ${gbText(otherWeightBytes)} = ${gbText(estimate.totalBytes + otherWeightBytes)}`
+      + ` (largest scores per row ${gbText(estimate.largestScores.bytes)}: ${estimate.largestScores.heads} heads × ${estimate.largestScores.tokens}² at ${estimate.largestScores.channels} channels)`,
+  ]),
+  [`float16 host cost per step of an fp16 UNet at SDXL's 1024² triptych (${float16.values.toLocaleString('en')} values in and out): encode / decode by table, ms`,
+    `${float16.encodeMs.toFixed(2)} / ${float16.tableDecodeMs.toFixed(2)}`],
+  ['the same decode value by value with powers of two (before the table), ms; table speed-up', `${float16.arithmeticDecodeMs.toFixed(2)}; ${(float16.arithmeticDecodeMs / float16.tableDecodeMs).toFixed(1)}×`],
+];
+console.log('[UNet batches and memory]');
+for (const [name, value] of batchRows) console.log(`  ${name}: ${value}`);
 
 const training = await benchTraining(TINY_MODEL_DIR);
 const speedRows = training.speed.map((f) => [
@@ -165,9 +186,17 @@ const markdown = [
   '| --- | --- |',
   ...loraRows.map(([name, value]) => `| ${name} | ${value} |`),
   '',
+  '## UNet batches and memory',
+  '',
+  'A triptych is one UNet batch of six rows per step (an unconditional and a text row per panel). `WORKER_MAX_BATCH` (or a `WORKER_MEMORY_GB` budget, through the estimate) splits it into runs of fewer rows; the images are the same within 1/255 (test/compare.test.ts). Tiny model on CPU with the kohya test LoRA: the mean of 3 triptychs after a warm-up, and the peak resident memory of a fresh process that makes one (median of 3). SDXL: `src/gpu/memory-estimate.ts`\'s inference estimate from the UNet\'s config (three copies of the largest attention\'s scores and the skip connections per row), not a measurement; a 24 GB card takes the fp32 triptych in runs of two rows. The float16 figures are the conversions around each UNet run of an fp16 export, median of 20.',
+  '',
+  '| figure | value |',
+  '| --- | --- |',
+  ...batchRows.map(([name, value]) => `| ${name} | ${value} |`),
+  '',
   '## Training',
   '',
-  `Tiny SDXL on CPU, LoRA rank 4 on every attention projection. A training step is what \`wrongbot train\` does per step (the training graph's forward and backward pass, gradient clipping, AdamW on the host); the UNet forward is one run of the plain UNet over the same rows. Median of ${training.steps} of each after warm-up. Host share: the step's time outside onnxruntime's run(). Gradient checkpointing (\`--gradient-checkpointing\`) recomputes each resnet's and transformer block's forward values during the backward pass instead of keeping them. Peak resident memory: the resident high-water mark of a fresh process that loads the model and takes one step, median of ${training.memorySamples} processes each; it is Linux's VmHWM, because \`process.resourceUsage().maxRSS\` of a child carries over the high-water mark of the benchmark process that forked it. The paper estimates are \`src/gpu/training/memory-estimate.ts\`'s, from the UNet's config, not measurements; the held-out figure is the experiment of test/support/held-out.ts.`,
+  `Tiny SDXL on CPU, LoRA rank 4 on every attention projection. A training step is what \`wrongbot train\` does per step (the training graph's forward and backward pass, gradient clipping, AdamW on the host); the UNet forward is one run of the plain UNet over the same rows. Median of ${training.steps} of each after warm-up. Host share: the step's time outside onnxruntime's run(). Gradient checkpointing (\`--gradient-checkpointing\`) recomputes each resnet's and transformer block's forward values during the backward pass instead of keeping them. Peak resident memory: the resident high-water mark of a fresh process that loads the model and takes one step, median of ${training.memorySamples} processes each; it is Linux's VmHWM, because \`process.resourceUsage().maxRSS\` of a child carries over the high-water mark of the benchmark process that forked it. The paper estimates are \`src/gpu/memory-estimate.ts\`'s, from the UNet's config, not measurements; the held-out figure is the experiment of test/support/held-out.ts.`,
   '',
   '| size, batch | training step (s) | UNet forward (s) | step ÷ forward | host share of the step | step with checkpointing (s) | checkpointing ÷ without |',
   '| --- | --- | --- | --- | --- | --- | --- |',

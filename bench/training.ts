@@ -199,7 +199,7 @@ async function childPeakBytes(kind: ProbeKind, modelDir: string, side: number, b
 }
 
 /** The resident high-water mark of this process. */
-function peakResidentBytes(): number {
+export function peakResidentBytes(): number {
   // Linux keeps maxRSS across fork and exec, so a child of the (large) bench process would report at least the
   // parent's size; VmHWM belongs to this process image alone. Elsewhere maxRSS is all there is.
   const status = existsSync('/proc/self/status') ? /^VmHWM:\s+(\d+) kB$/m.exec(readFileSync('/proc/self/status', 'utf8')) : null;
