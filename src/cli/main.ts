@@ -26,6 +26,7 @@ const COMMANDS: Readonly<Record<string, () => Promise<CommandEntry>>> = Object.f
   train: () => import('./train.js').then((m) => ({ run: m.runTrain, usage: m.TRAIN_USAGE, options: m.TRAIN_OPTIONS })),
   worker: () => import('./worker.js').then((m) => ({ run: m.runWorker, usage: m.WORKER_USAGE, options: m.WORKER_OPTIONS })),
   enqueue: () => import('./enqueue.js').then((m) => ({ run: m.runEnqueue, usage: m.ENQUEUE_USAGE, options: m.ENQUEUE_OPTIONS })),
+  doctor: () => import('./doctor.js').then((m) => ({ run: m.runDoctor, usage: m.DOCTOR_USAGE, options: m.DOCTOR_OPTIONS })),
   dataset: () => import('./dataset.js').then((m) => ({ run: m.runDataset, usage: m.DATASET_USAGE, options: m.DATASET_OPTIONS })),
 });
 

@@ -62,6 +62,16 @@ export async function runStart(argv: string[]): Promise<void> {
   const withWorker = workerSetting === 'on';
   // Checked here too, so a bad setting stops everything before any process starts.
   readBotConfig(env, env['DISCORD_TOKEN']!);
+  // The worker's box, checked as `wrongbot doctor` checks it (in a child, which reads the models' graphs): a failed
+  // check stops the start with its fix rather than a worker that dies loading.
+  if (withWorker) {
+    try {
+      await preflight(env);
+    } catch (error) {
+      await sandbox?.close();
+      throw error;
+    }
+  }
   // Resolved once for both children: a private Redis is started by this process and shared, not raced for.
   const redis = await resolveRedis(env);
   for (const warning of redis.warnings) timestamped(`warning: ${warning}`);
@@ -114,6 +124,13 @@ export async function runStart(argv: string[]): Promise<void> {
   if (sandbox) printSandboxHelp(sandbox);
   await stopped;
   if (failure) throw failure;
+}
+
+async function preflight(env: NodeJS.ProcessEnv): Promise<void> {
+  const doctor = spawn(process.execPath, [MAIN_SCRIPT, 'doctor'], { env, stdio: ['ignore', 'pipe', 'inherit'] });
+  prefixLines(doctor, 'doctor');
+  const [code] = await once(doctor, 'exit') as [number | null];
+  if (code !== 0) throw new ConfigError('`wrongbot doctor` found a problem (its lines above say which, and the fix); nothing was started');
 }
 
 /** The local Discord on SANDBOX_PORT; a port already taken is said in words and with the way out, not as EADDRINUSE. */

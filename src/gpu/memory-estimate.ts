@@ -401,7 +401,7 @@ export function estimateTrainingMemory(unet: UnetArchitecture, shape: TrainingMe
 
 const GIB = 2 ** 30;
 
-function bytesText(bytes: number): string {
+export function bytesText(bytes: number): string {
   return bytes >= 1e9 ? `${(bytes / 1e9).toFixed(1)} GB` : `${(bytes / 1e6).toFixed(0)} MB`;
 }
 
