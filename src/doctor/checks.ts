@@ -66,8 +66,12 @@ export async function checkRedis(env: Env): Promise<CheckLine> {
   }
 }
 
+// PATH and LD_LIBRARY_PATH are the system's, read as the shell and the dynamic loader read them: not settings of
+// wrongbot's own, so they are not in .env.example.
+
 function hasCommand(command: string): boolean {
-  return (process.env['PATH'] ?? '').split(path.delimiter).some((dir) => dir !== '' && existsSync(path.join(dir, command)));
+  const { PATH: searchPath = '' } = process.env;
+  return searchPath.split(path.delimiter).some((dir) => dir !== '' && existsSync(path.join(dir, command)));
 }
 
 export interface ModelFacts {
@@ -130,7 +134,8 @@ export async function checkLora(env: Env, model: ModelFacts | null): Promise<Che
 
 /** Which shared libraries the dynamic loader knows, by file name. */
 function loaderLibraries(env: Env): string[] {
-  const fromPath = (optionalString(env, 'LD_LIBRARY_PATH') ?? '').split(':').filter((dir) => dir !== '' && existsSync(dir))
+  const { LD_LIBRARY_PATH: libraryPath = '' } = env;
+  const fromPath = libraryPath.split(':').filter((dir) => dir !== '' && existsSync(dir))
     .flatMap((dir) => { try { return execFileSync('ls', [dir], { encoding: 'utf8' }).split('\n'); } catch { return []; } });
   let cache: string[] = [];
   try {
