@@ -26,7 +26,7 @@ function imageMessages(messages: SandboxMessageView[]): SandboxMessageView[] {
 }
 
 test('50 /imagine from 10 members at once: all acknowledged in time, the per-member limit explained, every accepted job answered once', async () => {
-  const stack = await stackFor('load', { rateLimitEveryNth: 7, botEnv: { MAX_QUEUED_PER_USER: '2' } });
+  const stack = await stackFor('load', { rateLimitEveryNth: 7, botEnv: { MAX_QUEUED_PER_USER: '2', MAX_QUEUED_PER_GUILD: '100' } });
   const members = Array.from({ length: 10 }, (_, i) => `member${i}`);
   const sent = await Promise.all(Array.from({ length: 50 }, (_, i) => {
     const user = members[i % members.length]!;
@@ -157,14 +157,16 @@ test('/queue lists a member’s waiting jobs; ❌ and /cancel cancel them; a bad
   assert.match(await privateReply('alice', after.interactionId), /no jobs waiting or running/);
 
   // A job that can never succeed (this worker has no LoRA, and no worker put one in Redis) fails in public briefly,
-  // with the reason in private.
+  // with a short reason in private and the worker's words in the bot's log.
   await stack.startWorker({ LORA_PATH: '' });
   const doomed = await stack.sandbox.command({ user: 'alice', command: 'wrong', options: { prompt: 'third', size: '64x64' } });
   await stack.waitForMessages((messages) => answerTo(messages, doomed.interactionId)?.content === '⚠️ This job failed.', 'the failure');
   const why = await stack.waitForMessages((messages) =>
     messages.find((message) => message.ephemeral && message.interactionId === doomed.interactionId && message.content.startsWith('Why:'))?.content,
   'the private reason', { user: 'alice' });
-  assert.match(why, /LoRA version "tiny_sdxl_lora_kohya" is neither in Redis nor this worker's LORA_PATH/);
+  assert.match(why, /^Why: the worker could not make this image \(job [0-9a-f-]{36}\); an admin can find why in the bot's log\.$/);
+  assert.doesNotMatch(why, /LORA_PATH|Redis/, 'no detail of the deployment reaches the member');
+  await stack.bot.waitForLine(/LoRA version "tiny_sdxl_lora_kohya" is neither in Redis nor this worker's LORA_PATH/);
   assert.deepEqual(await stack.sandbox.violations(), []);
 });
 

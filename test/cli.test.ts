@@ -11,6 +11,7 @@ import { writeSafetensors, type TensorToWrite } from './support/safetensors-writ
 import type { OptionSpec } from '../src/cli/options.js';
 import { BOT_OPTIONS } from '../src/cli/bot.js';
 import { COMPARE_OPTIONS } from '../src/cli/compare.js';
+import { DOCTOR_OPTIONS } from '../src/cli/doctor.js';
 import { DATASET_OPTIONS } from '../src/cli/dataset.js';
 import { DEPLOY_OPTIONS } from '../src/cli/deploy-commands.js';
 import { ENQUEUE_OPTIONS } from '../src/cli/enqueue.js';
@@ -41,7 +42,7 @@ function generateWith(overrides: Record<string, string | null>): string[] {
 test('bad generate arguments exit non-zero with one line naming the argument and its value', async () => {
   const cases: Array<[Record<string, string | null>, RegExp]> = [
     [{ '--width': '104' }, /--width 104 must be a multiple of 16/],
-    [{ '--height': '0' }, /--height 0 must be an integer from 8 to 4096/],
+    [{ '--height': '0' }, /--height 0 must be an integer from 16 to 4096/],
     [{ '--steps': '0' }, /--steps 0 must be an integer from 1 to 500/],
     [{ '--steps': '-5' }, /--steps -5 must be an integer/],
     [{ '--steps': 'ten' }, /--steps "ten" is not an integer/],
@@ -142,7 +143,7 @@ test('an unknown command prints usage and fails', async () => {
 const DECLARED_OPTIONS: Readonly<Record<string, OptionSpec>> = {
   start: START_OPTIONS, bot: BOT_OPTIONS, 'deploy-commands': DEPLOY_OPTIONS, sandbox: SANDBOX_OPTIONS, generate: GENERATE_OPTIONS,
   compare: COMPARE_OPTIONS, noise: NOISE_OPTIONS, tokenize: TOKENIZE_OPTIONS, train: TRAIN_OPTIONS, worker: WORKER_OPTIONS,
-  enqueue: ENQUEUE_OPTIONS, dataset: DATASET_OPTIONS,
+  enqueue: ENQUEUE_OPTIONS, dataset: DATASET_OPTIONS, doctor: DOCTOR_OPTIONS,
 };
 
 test('--help or -h after any command prints its usage and each option it takes, one line each, and exits 0', async () => {
