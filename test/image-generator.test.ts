@@ -1,5 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { createRequire, syncBuiltinESMExports } from 'node:module';
+import type { Worker } from 'node:worker_threads';
 import { ImageGenerator } from '../src/gpu/image-generator.js';
 import { decodeToRgb } from '../src/gpu/image.js';
 import type { GenerationRequest } from '../src/gpu/request.js';
@@ -13,6 +15,19 @@ process.dlopen = (module: { exports: unknown }, filename: string, flags?: number
   loadedHere.push(filename);
   return dlopen(module, filename, flags);
 };
+
+// The threads this process starts, so that a test can stop a real inference thread as a crash would. Builtin ES
+// modules re-export the CommonJS module's properties once synced, so the generator's `new Worker` goes through this.
+const threads: Worker[] = [];
+const workerThreads = createRequire(import.meta.url)('node:worker_threads') as { Worker: typeof Worker };
+const RealWorker = workerThreads.Worker;
+workerThreads.Worker = class extends RealWorker {
+  constructor(...args: ConstructorParameters<typeof RealWorker>) {
+    super(...args);
+    threads.push(this);
+  }
+};
+syncBuiltinESMExports();
 
 const generator = await ImageGenerator.start(fixturePath('tiny-sdxl'), { kind: 'cpu', index: 0 });
 test.after(() => generator.close());
@@ -66,4 +81,30 @@ test('invalid requests are rejected with the pipeline\'s reason', async () => {
 
 test('a model folder that cannot load rejects start() with the reason', async () => {
   await assert.rejects(ImageGenerator.start(fixturePath('does-not-exist'), { kind: 'cpu', index: 0 }), /does-not-exist does not exist/);
+});
+
+test('a thread that dies fails the generation it was given and every later one, at once', { timeout: 60_000 }, async () => {
+  const dying = await ImageGenerator.start(fixturePath('tiny-sdxl'), { kind: 'cpu', index: 0 });
+  const thread = threads.at(-1)!;
+  const given = dying.generate({ ...request, steps: 200 });
+  // Stopped before it reaches onnxruntime: a thread stopped inside run() takes the whole process down.
+  await thread.terminate();
+  await assert.rejects(given, { name: 'InferenceThreadError', message: 'the inference thread exited with code 1' });
+  assert.equal((await dying.died).message, 'the inference thread exited with code 1');
+  const started = performance.now();
+  await assert.rejects(dying.generate(request), { name: 'InferenceThreadError', message: 'the inference thread exited with code 1' });
+  assert.ok(performance.now() - started < 1000, 'a later call is refused at once');
+  await dying.close();
+});
+
+test('a thread silent for longer than the step timeout is given up, every call fails from then on, and it stops once idle', { timeout: 60_000 }, async () => {
+  // No step of any model finishes within a millisecond: the watchdog takes the thread for hung.
+  const hung = await ImageGenerator.start(fixturePath('tiny-sdxl'), { kind: 'cpu', index: 0 }, {}, { stepTimeoutMs: 1 });
+  const reason = 'the inference thread sent nothing for 1 ms (a step that never returns?); it is given up';
+  await assert.rejects(hung.generate({ ...request, steps: 200 }), { name: 'InferenceThreadError', message: reason });
+  assert.equal((await hung.died).message, reason);
+  await assert.rejects(hung.generate(request), { name: 'InferenceThreadError', message: reason });
+  // Slow rather than hung, the thread aborts between two steps; then it is idle and can be stopped safely.
+  await hung.exited;
+  await hung.close();
 });

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { Queue, QueueEvents } from 'bullmq';
 import { Redis } from 'ioredis';
 import {
-  GENERATION_JOB_OPTIONS, QUEUE_NAMES, type GenerationJobName, type GenerationJobResult, type ImagineJobData,
+  GENERATION_JOB_OPTIONS, QUEUE_NAMES, type GenerationJobData, type GenerationJobName, type GenerationJobResult, type ImagineJobData,
 } from '../src/queue/contracts.js';
 import { DEFAULT_QUEUE_LIMITS, type QueueLimits } from '../src/queue/places.js';
 import { JobProducer, type GenerationSubmission } from '../src/queue/producer.js';
@@ -17,10 +17,11 @@ import { TrainingTransfer } from '../src/queue/training-transfer.js';
 import { sha256Hex } from '../src/common/files.js';
 import { SafetensorsFile } from '../src/gpu/lora/safetensors.js';
 import { runCli } from './support/cli.js';
-import { fixturePath, REPO_ROOT_DIR } from './support/fixtures.js';
+import { fixturePath } from './support/fixtures.js';
 import { startTestRedis } from './support/redis-server.js';
 import {
-  deletePrefix, killAllWorkers, startWorker, testPrefix, TEST_REDIS_URL, TINY_LORA, TINY_LORA_VERSION, type WorkerProcess,
+  deletePrefix, fakeTrainerCommand, killAllWorkers, startWorker, testPrefix, TEST_REDIS_URL, TINY_LORA, TINY_LORA_VERSION,
+  type WorkerProcess,
 } from './support/worker-process.js';
 
 // The queue and the GPU worker end to end: real Redis, real `wrongbot worker` processes on the tiny model.
@@ -357,6 +358,51 @@ test('SIGTERM past the grace period hands the running job back, and another work
   assert.equal((await finished(h, shorter.jobId)).workerId, next.id);
 });
 
+test('a dead inference thread: the worker hands its job back and exits non-zero, and another worker completes the job', async () => {
+  const h = await harness('thread-death');
+  // A step timeout no step meets: the watchdog gives the thread up as hung, as it would a GPU that stopped answering.
+  const first = await startWorker(h.prefix, { WORKER_STEP_TIMEOUT_MS: '1' });
+  const { jobId } = await h.producer.submit('imagine', imagine('olive', 'a step that never returns', { steps: 3 }));
+  const exit = await Promise.race([first.exited, new Promise((resolve) => setTimeout(() => resolve('still running'), 60_000))]);
+  assert.deepEqual(exit, { code: 1, signal: null }, first.output());
+  assert.match(first.output(), new RegExp(`job ${jobId} handed back to the queue: the inference thread sent nothing for 1 ms`));
+  assert.ok(['waiting', 'prioritized'].includes(await h.producer.generation.getJobState(jobId)), 'back in the queue');
+  const second = await startWorker(h.prefix);
+  assert.equal((await finished(h, jobId)).workerId, second.id);
+  assert.equal((await h.producer.generation.getJob(jobId))!.attemptsMade, 1, 'the hand-back was not a failed attempt');
+});
+
+test('a failure no retry can cure is attempted once; one another try may cure is retried', async () => {
+  const h = await harness('failure-kinds');
+  // A file where the worker keeps this deployment's fetched LoRA versions: fetching one fails until it is gone.
+  const cacheRoot = path.join(work, 'blocked-lora-cache');
+  mkdirSync(cacheRoot);
+  writeFileSync(path.join(cacheRoot, h.prefix), 'in the way');
+  await startWorker(h.prefix, { LORA_CACHE_DIR: cacheRoot });
+
+  // A vertical tab cannot be drawn in a caption (XML has none): the contract refuses it before any GPU tries, and a
+  // worker refuses it too when something else put it in Redis, once.
+  const undrawable = withLora('pia', 'a\u000bcat', 0.8);
+  await assert.rejects(h.producer.submit('compare', undrawable), /contains the control character U\+000B/);
+  const raw = new Queue(QUEUE_NAMES.generation, { connection: h.redis, prefix: h.prefix });
+  closers.push(() => raw.close());
+  const composite = await raw.add('compare', { ...undrawable, settings: { ...undrawable.settings, seed: 1 } } as GenerationJobData, { ...GENERATION_JOB_OPTIONS });
+  await assert.rejects(composite.waitUntilFinished(h.events, 60_000), /settings\.prompt = .* contains the control character U\+000B/);
+  assert.equal((await raw.getJob(composite.id!))!.attemptsMade, 1, 'not retried');
+
+  await h.redis.set(h.producer.keys.loraFile('wrong-v2'), readFileSync(TINY_LORA));
+  const blocked = await h.producer.submit('wrong', { ...withLora('quinn', 'a cat', 0.8), lora: { version: 'wrong-v2', strength: 0.8 } });
+  let job = (await h.producer.generation.getJob(blocked.jobId))!;
+  while (job.attemptsMade === 0) {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    job = (await h.producer.generation.getJob(blocked.jobId))!;
+  }
+  assert.match(job.failedReason, /EEXIST|ENOTDIR/);
+  rmSync(path.join(cacheRoot, h.prefix));
+  await finished(h, blocked.jobId);
+  assert.equal((await h.producer.generation.getJob(blocked.jobId))!.attemptsMade, 2, 'failed once, then succeeded on the retry');
+});
+
 /** Case b1's images, sent to Redis as the bot sends a snapshot's: what a worker with no DATA_DIR trains on. */
 async function sendSnapshot(h: Harness): Promise<{ images: string[]; files: string[] }> {
   const folder = fixturePath('training-reference', 'b1', 'images');
@@ -380,8 +426,7 @@ async function trainingEvents(h: Harness): Promise<QueueEvents> {
 test('TRAINER_COMMAND trains from the snapshot in Redis, takes the GPU only when no generation runs, and its LoRA goes back to Redis', async () => {
   const h = await harness('training');
   const log = path.join(work, 'trainer.log');
-  const trainer = `"${process.execPath}" "${path.join(REPO_ROOT_DIR, 'dist', 'test', 'support', 'fake-trainer.js')}"`;
-  await startWorker(h.prefix, { TRAINER_COMMAND: trainer, FAKE_TRAINER_LOG: log, FAKE_TRAINER_LORA: TINY_LORA });
+  await startWorker(h.prefix, { TRAINER_COMMAND: fakeTrainerCommand('train', log, TINY_LORA), DISCORD_TOKEN: 'not-for-trainers' });
   const trainEvents = await trainingEvents(h);
   const snapshot = await sendSnapshot(h);
   const before = await h.producer.submit('imagine', imagine('lee', 'before training', { steps: 40, width: 128, height: 128 }));
@@ -400,6 +445,9 @@ test('TRAINER_COMMAND trains from the snapshot in Redis, takes the GPU only when
   await finished(h, during.jobId);
   const lines = readFileSync(log, 'utf8').trim().split('\n').map((line) => line.split(' '));
   assert.deepEqual(lines.find(([event]) => event === 'images')?.[1]?.split(','), snapshot.images, 'the trainer got every image of the snapshot, intact');
+  const environment = lines.find(([event]) => event === 'env')![1]!.split(',');
+  assert.ok(environment.includes('WRONGBOT_TRAIN_JOB') && environment.includes('PATH'), environment.join(' '));
+  for (const secret of ['DISCORD_TOKEN', 'REDIS_URL', 'TRAINER_COMMAND']) assert.ok(!environment.includes(secret), `the trainer did not get ${secret}`);
   const times = Object.fromEntries(lines.map(([event, at]) => [event!, Number(at)]));
   const beforeJob = (await h.producer.generation.getJob(before.jobId))!;
   const duringJob = (await h.producer.generation.getJob(during.jobId))!;

@@ -1,9 +1,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { DataType } from '../src/gpu/onnx/onnx-proto.js';
 import { SdxlPipeline } from '../src/gpu/sdxl-pipeline.js';
 import { InvalidRequestError } from '../src/common/validation.js';
 import type { GenerationRequest } from '../src/gpu/request.js';
 import { fixturePath, readFloat32Fixture, readFixtureJson } from './support/fixtures.js';
+import { encodeTestModel } from './support/onnx-model.js';
 import { BASE_REFERENCE_CASES, type ReferenceCase } from './support/reference-cases.js';
 
 // Intermediate results against diffusers' own arrays, so that a mistake shows where it happens, not only in pixels.
@@ -112,4 +117,57 @@ test('an aborted generation stops between steps', async () => {
     { name: 'AbortError' },
   );
   assert.deepEqual(steps, [1, 2]);
+});
+
+/**
+ * A VAE decoder as an fp16 export declares it (float16 latents in, float16 image out); inside it only upsamples the
+ * first three latent channels, which is all a load and one small image need.
+ */
+function float16VaeDecoder(): Uint8Array {
+  return encodeTestModel({
+    opset: 17,
+    inputs: [{ name: 'latent_sample', dims: null, elemType: DataType.float16 }],
+    initializers: [
+      { name: 'first', dataType: DataType.int64, dims: [1], values: [0] },
+      { name: 'third', dataType: DataType.int64, dims: [1], values: [3] },
+      { name: 'channels', dataType: DataType.int64, dims: [1], values: [1] },
+      { name: 'scales', dataType: DataType.float, dims: [4], values: [1, 1, 8, 8] },
+    ],
+    nodes: [
+      { name: 'to_float', opType: 'Cast', input: ['latent_sample'], output: ['latents'], attributes: { to: { kind: 'int', value: DataType.float } } },
+      { name: 'rgb', opType: 'Slice', input: ['latents', 'first', 'third', 'channels'], output: ['rgb'] },
+      { name: 'upsample', opType: 'Resize', input: ['rgb', '', 'scales'], output: ['image'] },
+      { name: 'to_half', opType: 'Cast', input: ['image'], output: ['sample'], attributes: { to: { kind: 'int', value: DataType.float16 } } },
+    ],
+    outputs: [{ name: 'sample', dims: null, elemType: DataType.float16 }],
+  });
+}
+
+test('a float16 VAE decoder is refused at load unless its config says it does not overflow (force_upcast false)', async (t) => {
+  const model = mkdtempSync(path.join(tmpdir(), 'wrongbot-fp16-vae-'));
+  t.after(() => rmSync(model, { recursive: true, force: true }));
+  cpSync(fixturePath('tiny-sdxl'), model, { recursive: true });
+  const decoder = path.join(model, 'vae_decoder', 'model.onnx');
+  const configFile = path.join(model, 'vae_decoder', 'config.json');
+  writeFileSync(decoder, float16VaeDecoder());
+  const config = JSON.parse(readFileSync(configFile, 'utf8')) as Record<string, unknown>;
+  assert.equal(config['force_upcast'], true, 'the stock SDXL VAE config asks for float32');
+
+  for (const forceUpcast of [true, undefined]) {
+    writeFileSync(configFile, JSON.stringify({ ...config, force_upcast: forceUpcast }));
+    await assert.rejects(SdxlPipeline.load(model, { kind: 'cpu', index: 0 }), {
+      name: 'ModelLoadError',
+      message: `${decoder} computes in float16 and ${configFile} lacks "force_upcast": false: the stock SDXL VAE overflows in `
+        + 'float16 (NaN, black images). Use an fp32 VAE, or madebyollin/sdxl-vae-fp16-fix with "force_upcast": false in its config.json',
+    }, `force_upcast ${forceUpcast}`);
+  }
+
+  writeFileSync(configFile, JSON.stringify({ ...config, force_upcast: false }));
+  const fixed = await SdxlPipeline.load(model, { kind: 'cpu', index: 0 });
+  try {
+    const result = await fixed.generate({ ...requestFor(BASE_REFERENCE_CASES[0]!), steps: 1, width: 64, height: 64 });
+    assert.equal(result.panels[0]!.rgb.length, 64 * 64 * 3);
+  } finally {
+    await fixed.dispose();
+  }
 });

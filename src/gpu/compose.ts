@@ -13,6 +13,11 @@ const MUTED_TEXT_COLOUR = '#b0b0b0';
 /** Average glyph advance of a sans-serif font as a fraction of its size, to shorten lines that would overflow. */
 const AVERAGE_GLYPH_WIDTH_EM = 0.56;
 
+/** The composite cannot be made from these panels and captions; drawing them again would fail the same way. */
+export class CompositionError extends Error {
+  override name = 'CompositionError';
+}
+
 export interface ComposedPanel {
   png: Uint8Array;
   caption: string;
@@ -50,12 +55,22 @@ function textLayer(width: number, height: number, lines: readonly TextLine[]): B
 }
 
 export async function composePanels(panels: readonly ComposedPanel[], footer: string, limitBytes = DISCORD_ATTACHMENT_LIMIT_BYTES): Promise<ComposedImage> {
-  if (panels.length === 0) throw new RangeError('composePanels needs at least one panel');
+  try {
+    return await compose(panels, footer, limitBytes);
+  } catch (error) {
+    if (error instanceof CompositionError) throw error;
+    // sharp's errors (librsvg refusing a caption's SVG, say) name the library's complaint but not what it was doing.
+    throw new CompositionError(`cannot draw the panels and captions: ${(error as Error).message}`);
+  }
+}
+
+async function compose(panels: readonly ComposedPanel[], footer: string, limitBytes: number): Promise<ComposedImage> {
+  if (panels.length === 0) throw new CompositionError('composePanels needs at least one panel');
   const sizes = await Promise.all(panels.map(async ({ png }) => sharp(png).metadata()));
   const panelWidth = sizes[0]!.width!;
   const panelHeight = sizes[0]!.height!;
   if (sizes.some((size) => size.width !== panelWidth || size.height !== panelHeight)) {
-    throw new RangeError(`panels differ in size: ${sizes.map((s) => `${s.width}x${s.height}`).join(', ')}`);
+    throw new CompositionError(`panels differ in size: ${sizes.map((s) => `${s.width}x${s.height}`).join(', ')}`);
   }
   // Text scales with the panels so that captions stay legible on 1024 px images and fit on tiny test images.
   const captionSize = Math.max(10, Math.round(panelWidth / 32));
@@ -90,5 +105,5 @@ export async function composePanels(panels: readonly ComposedPanel[], footer: st
   if (lossless.length <= limitBytes) return { data: lossless, width, height, encoding: 'png' };
   const palette = await fromRaw().png({ palette: true, quality: 90, effort: 7, dither: 1 }).toBuffer();
   if (palette.length <= limitBytes) return { data: palette, width, height, encoding: 'png-palette' };
-  throw new RangeError(`the composite is ${palette.length} bytes even as a palette PNG; the limit is ${limitBytes}`);
+  throw new CompositionError(`the composite is ${palette.length} bytes even as a palette PNG; the limit is ${limitBytes}`);
 }

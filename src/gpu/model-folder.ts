@@ -15,7 +15,7 @@ export interface SdxlModelFolder {
    * the last halves the latent side and the up blocks must meet them again (32 px for SDXL).
    */
   sizeMultiple: number;
-  vae: { scalingFactor: number; scaleFactor: number };
+  vae: VaeConfig;
   paths: {
     scheduler: string;
     tokenizer: string;
@@ -25,6 +25,18 @@ export interface SdxlModelFolder {
     unet: string;
     vaeDecoder: string;
   };
+}
+
+export interface VaeConfig {
+  /** vae_decoder/config.json, named in errors about it. */
+  file: string;
+  scalingFactor: number;
+  scaleFactor: number;
+  /**
+   * diffusers runs the VAE in float32 whatever the pipeline's dtype unless the config says `force_upcast: false`,
+   * which only VAEs that do not overflow in float16 (madebyollin/sdxl-vae-fp16-fix) say.
+   */
+  forceUpcast: boolean;
 }
 
 const SDXL_IMAGE_SIZE_PX = 1024;
@@ -93,7 +105,8 @@ export function openSdxlModelFolder(root: string): SdxlModelFolder {
   for (const file of Object.values(paths)) {
     if (!existsSync(file)) throw new ModelLoadError(`model file ${file} is missing`);
   }
-  const vae = readVaeConfig(readJson(path.join(dir, 'vae_decoder', 'config.json')), path.join(dir, 'vae_decoder', 'config.json'));
+  const vaeConfigFile = path.join(dir, 'vae_decoder', 'config.json');
+  const vae = readVaeConfig(readJson(vaeConfigFile), vaeConfigFile);
   const unetConfigFile = path.join(dir, 'unet', 'config.json');
   const unetConfig = existsSync(unetConfigFile) ? readJson(unetConfigFile) : {};
   const sampleSize = unetConfig['sample_size'];
@@ -109,7 +122,7 @@ export function openSdxlModelFolder(root: string): SdxlModelFolder {
   };
 }
 
-function readVaeConfig(config: Record<string, unknown>, file: string): SdxlModelFolder['vae'] {
+function readVaeConfig(config: Record<string, unknown>, file: string): VaeConfig {
   // diffusers' AutoencoderKL defaults, used when an export omits them.
   const scalingFactor = config['scaling_factor'] ?? 0.18215;
   if (typeof scalingFactor !== 'number' || !(scalingFactor > 0)) {
@@ -123,7 +136,19 @@ function readVaeConfig(config: Record<string, unknown>, file: string): SdxlModel
   if (!Array.isArray(blocks) || blocks.length === 0) {
     throw new ModelLoadError(`${file}: block_out_channels = ${JSON.stringify(blocks)} must be a non-empty list`);
   }
-  return { scalingFactor, scaleFactor: 2 ** (blocks.length - 1) };
+  return { file, scalingFactor, scaleFactor: 2 ** (blocks.length - 1), forceUpcast: config['force_upcast'] !== false };
+}
+
+/**
+ * An ONNX graph cannot be upcast as diffusers upcasts the VAE, so a float16 decoder must be one that does not
+ * overflow: refused here, at load, rather than after a whole denoise ends in NaN.
+ */
+export function checkVaeDecoderPrecision(vae: VaeConfig, decoderFile: string, dtypes: readonly string[]): void {
+  if (!dtypes.includes('float16') || !vae.forceUpcast) return;
+  throw new ModelLoadError(
+    `${decoderFile} computes in float16 and ${vae.file} lacks "force_upcast": false: the stock SDXL VAE overflows in `
+    + 'float16 (NaN, black images). Use an fp32 VAE, or madebyollin/sdxl-vae-fp16-fix with "force_upcast": false in its config.json',
+  );
 }
 
 /** What training needs beyond generation: the VAE encoder. */

@@ -27,6 +27,11 @@ export class ModelLoadError extends Error {
   override name = 'ModelLoadError';
 }
 
+/** onnxruntime refused to run a model (a graph error, or memory it could not allocate), naming the model. */
+export class OnnxRunError extends Error {
+  override name = 'OnnxRunError';
+}
+
 export class OnnxModel {
   private constructor(
     readonly label: string,
@@ -127,7 +132,7 @@ export class OnnxModel {
     try {
       return await this.session.run(feeds, outputs);
     } catch (cause) {
-      throw new Error(`${this.label} failed: ${((cause as Error).message ?? String(cause)).trim()}`);
+      throw new OnnxRunError(`${this.label} failed: ${((cause as Error).message ?? String(cause)).trim()}`);
     } finally {
       this.clock.totalMs += performance.now() - started;
       this.clock.runs += 1;

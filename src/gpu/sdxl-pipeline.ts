@@ -4,7 +4,9 @@ import { fail } from '../common/validation.js';
 import { ClipTokenizer } from './tokenizer.js';
 import { EulerDiscreteScheduler } from './scheduler.js';
 import { OnnxModel, RunClock } from './onnx-session.js';
-import { openSdxlModelFolder, openSdxlRefinerFolder, type SdxlModelFolder, type SdxlRefinerFolder } from './model-folder.js';
+import {
+  checkVaeDecoderPrecision, openSdxlModelFolder, openSdxlRefinerFolder, type SdxlModelFolder, type SdxlRefinerFolder,
+} from './model-folder.js';
 import { torchRandn } from './rng.js';
 import { vaeOutputToRgb } from './image.js';
 import { roundHalfEven } from './float32.js';
@@ -177,6 +179,9 @@ export class SdxlPipeline {
       ClipTokenizer.fromDirectory(paths.tokenizer2),
       EulerDiscreteScheduler.fromDirectory(paths.scheduler),
     ]);
+    // The VAE first: a float16 one that would overflow is refused in seconds, not after the UNet's minutes of loading.
+    const vaeDecoder = await OnnxModel.load('vae_decoder', paths.vaeDecoder, device, clock);
+    checkVaeDecoderPrecision(folder.vae, paths.vaeDecoder, [vaeDecoder.input('latent_sample').type, vaeDecoder.output('sample').type]);
     const slots = options.loraSlots ?? (options.loraPath ? 1 : 0);
     let loraUnet = slots > 0 ? await buildLoraUnet(paths.unet, DEFAULT_LORA_BRANCH_RANK, slots) : null;
     // A LoRA given at load time always fits: a higher rank than the default gets branches of its rank. Read once, it
@@ -188,7 +193,6 @@ export class SdxlPipeline {
     const textEncoder = await OnnxModel.load('text_encoder', paths.textEncoder, device, clock);
     const textEncoder2 = await OnnxModel.load('text_encoder_2', paths.textEncoder2, device, clock);
     const unet = await OnnxModel.load('unet', loraUnet?.source ?? paths.unet, device, clock);
-    const vaeDecoder = await OnnxModel.load('vae_decoder', paths.vaeDecoder, device, clock);
     // The refiner shares text_encoder_2 and the VAE with the base, as diffusers' documented ensemble does.
     const refiner = refinerFolder
       ? { folder: refinerFolder, unet: await OnnxModel.load('refiner unet', refinerFolder.unet, device, clock) }

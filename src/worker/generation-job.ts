@@ -1,6 +1,4 @@
-import { UnrecoverableError } from 'bullmq';
 import { compareFooter, comparePanels, judgingPanels, validationPanels, wrongPanel, type ExperimentPanel } from '../common/triptych.js';
-import { InvalidRequestError } from '../common/validation.js';
 import { composePanels } from '../gpu/compose.js';
 import type { GenerationRequest } from '../gpu/request.js';
 import {
@@ -43,16 +41,10 @@ function requestFrom(settings: ImageSettings | LoraImageSettings, panels: Experi
 
 /**
  * Checks the job again (anything can write to Redis) and turns it into a pipeline request; the caller adds the file
- * of the LoRA version the plan names. Input that can never run is an UnrecoverableError: retrying cannot help.
+ * of the LoRA version the plan names. Input that can never run is an InvalidRequestError.
  */
 export function planGeneration(name: GenerationJobName, rawData: unknown): GenerationPlan {
-  let data: GenerationJobData;
-  try {
-    data = validateJobData(name, rawData);
-  } catch (error) {
-    if (error instanceof InvalidRequestError) throw new UnrecoverableError(`invalid ${name} job: ${error.message}`);
-    throw error;
-  }
+  const data: GenerationJobData = validateJobData(name, rawData);
   if ('sides' in data) {
     const panels = judgingPanels(data.sides);
     const loras = data.sides.filter((side): side is LoraChoice => side !== null);

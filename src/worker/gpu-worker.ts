@@ -2,8 +2,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { UnrecoverableError, WaitingError, Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { InvalidRequestError } from '../common/validation.js';
-import { ImageGenerator } from '../gpu/image-generator.js';
+import { ImageGenerator, InferenceThreadError } from '../gpu/image-generator.js';
 import { NO_BATCH_LIMITS, type BatchLimits } from '../gpu/unet-batches.js';
 import { formatDevice, type Device } from '../gpu/providers.js';
 import {
@@ -19,13 +18,16 @@ import { ResultsStore } from '../queue/results-store.js';
 import { TrainingTransfer } from '../queue/training-transfer.js';
 import { planGeneration, storeImages } from './generation-job.js';
 import { contactSheetPng } from './contact-sheet.js';
+import { jobFailure } from './failures.js';
 import { lossCurvePng } from './loss-curve.js';
-import { LoraVersionError, LoraVersions } from './lora-versions.js';
+import { LoraVersions } from './lora-versions.js';
 import { runTrainingJob } from './training-job.js';
 
 // A process that owns one GPU: it loads the pipeline once and takes jobs one at a time. Several of them, on one
 // host or many, share a Redis and split the work through BullMQ alone. Inference runs in the pipeline's own
-// thread, so this event loop stays free for BullMQ's lock renewals and the cancel channel.
+// thread, so this event loop stays free for BullMQ's lock renewals and the cancel channel. If that thread dies, the
+// job it ran goes back to the queue for another worker and `fault` settles: the process should then exit, so that
+// its supervisor starts a fresh one with a working thread.
 
 export const PROGRESS_INTERVAL_MS = 500;
 /** LoRA versions one batch may hold: a validation triptych or a judging pair puts the served one beside a candidate. */
@@ -58,8 +60,12 @@ export interface GpuWorkerOptions {
   stalledIntervalMs?: number;
   /** How long SIGTERM lets a running job finish before handing it back to the queue. */
   shutdownGraceMs?: number;
+  /** How long the inference thread may take over one step before it is given up as hung. */
+  stepTimeoutMs?: number;
   /** Another trainer than the built-in engine (see trainer.ts). */
   trainerCommand?: string | null;
+  /** How long TRAINER_COMMAND may go without reporting progress before it is stopped. */
+  trainerProgressTimeoutMs?: number;
   /** The built-in engine recomputes activations instead of keeping them: SDXL at 1024² then fits 24 GB. */
   gradientCheckpointing?: boolean;
   log?: (line: string) => void;
@@ -86,12 +92,17 @@ export class GpuWorker {
   private trainingWorker: Worker<TrainJobData, TrainJobResult, typeof TRAIN_JOB_NAME> | null = null;
   private announceTimer: NodeJS.Timeout | null = null;
   private readonly log: (line: string) => void;
+  private generator!: ImageGenerator;
+  private reportFault!: (error: InferenceThreadError) => void;
+  /** Settles when the inference thread dies on its own; this worker serves nothing after that. */
+  readonly fault = new Promise<InferenceThreadError>((resolve) => { this.reportFault = resolve; });
 
   private constructor(
     private readonly options: GpuWorkerOptions,
-    private generator: ImageGenerator,
+    generator: ImageGenerator,
     private readonly lora: { version: string; path: string } | null,
   ) {
+    this.use(generator);
     this.id = `${os.hostname()}:${process.pid}:${formatDevice(options.device)}`;
     this.keys = new QueueKeys(options.prefix);
     this.results = new ResultsStore(options.connections.commands, this.keys, options.resultTtlSeconds);
@@ -113,9 +124,24 @@ export class GpuWorker {
 
   /** The UNet always gets LoRA branches: any job may name any version, whose weights are fed without a rebuild. */
   private static loadGenerator(options: GpuWorkerOptions): Promise<ImageGenerator> {
-    return ImageGenerator.start(options.modelDir, options.device, {
+    const pipeline = {
       loraPath: options.loraPath, loraSlots: WORKER_LORA_SLOTS, refinerDir: options.refinerDir ?? null, batchLimits: options.batchLimits ?? NO_BATCH_LIMITS,
-    });
+    };
+    return ImageGenerator.start(options.modelDir, options.device, pipeline, { stepTimeoutMs: options.stepTimeoutMs });
+  }
+
+  private use(generator: ImageGenerator): void {
+    this.generator = generator;
+    void generator.died.then((error) => this.reportFault(error));
+  }
+
+  /** Whether the inference thread has stopped within `timeoutMs`: one stuck in native code never does. */
+  async inferenceThreadStopped(timeoutMs: number): Promise<boolean> {
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<false>((resolve) => { timer = setTimeout(() => resolve(false), timeoutMs); });
+    const stopped = await Promise.race([this.generator.exited.then(() => true as const), timedOut]);
+    clearTimeout(timer);
+    return stopped;
   }
 
   private async listen(): Promise<void> {
@@ -158,6 +184,20 @@ export class GpuWorker {
     token: string | undefined,
     signal: AbortSignal | undefined,
   ): Promise<GenerationJobResult> {
+    try {
+      return await this.runGeneration(job, signal);
+    } catch (error) {
+      if (signal?.aborted) return this.stopped(job, token, signal.reason);
+      // The thread, not the job, failed: another worker takes the job while this one is replaced.
+      if (error instanceof InferenceThreadError) return this.handBack(job, token, error.message);
+      throw jobFailure(error);
+    }
+  }
+
+  private async runGeneration(
+    job: Job<GenerationJobData, GenerationJobResult, GenerationJobName>,
+    signal: AbortSignal | undefined,
+  ): Promise<GenerationJobResult> {
     const started = performance.now();
     const jobId = job.id!;
     const { commands } = this.options.connections;
@@ -165,18 +205,10 @@ export class GpuWorker {
     if (typeof requester?.userId === 'string') await releasePlace(commands, this.keys, jobId, { userId: requester.userId, guildId: requester.guildId ?? null });
     if (await isCancelRequested(commands, this.keys, jobId)) throw new UnrecoverableError(CANCELLED);
     const plan = planGeneration(job.name, job.data);
-    plan.request.loraPaths = await Promise.all(plan.loras.map((choice) => this.loraFile(choice.version)));
+    plan.request.loraPaths = await Promise.all(plan.loras.map((choice) => this.loraVersions.resolve(choice.version)));
     this.log(`job ${jobId} (${job.name}) started, attempt ${job.attemptsMade + 1}`);
 
-    let output;
-    try {
-      output = await this.generator.generate(plan.request, { signal, onProgress: throttledProgress(job, PROGRESS_INTERVAL_MS) });
-    } catch (error) {
-      if (signal?.aborted) return this.stopped(job, token, signal.reason);
-      // The pipeline's own checks (e.g. a size this model's VAE cannot take) will fail every attempt alike.
-      if (error instanceof Error && error.name === InvalidRequestError.name) throw new UnrecoverableError(error.message);
-      throw error;
-    }
+    const output = await this.generator.generate(plan.request, { signal, onProgress: throttledProgress(job, PROGRESS_INTERVAL_MS) });
     const images = await storeImages(plan, output.panels, (name, png, size) => this.results.put(jobId, name, png, size));
     const durationMs = performance.now() - started;
     await recordDuration(commands, this.keys, job.name, durationMs);
@@ -198,24 +230,17 @@ export class GpuWorker {
     return announceModel(this.options.connections.commands, this.keys, { name: path.basename(this.options.modelDir), sizeMultiple: multipleOf, defaultSizePx, hasRefiner });
   }
 
-  /** A version that is nowhere now will be nowhere on the next attempt either. */
-  private async loraFile(version: string): Promise<string> {
-    try {
-      return await this.loraVersions.resolve(version);
-    } catch (error) {
-      if (error instanceof LoraVersionError) throw new UnrecoverableError(error.message);
-      throw error;
-    }
-  }
-
   /** A cancelled job fails for good; one interrupted by shutdown goes back to the queue for another worker. */
   private async stopped(job: Job, token: string | undefined, reason: unknown): Promise<never> {
-    if (reason === SHUTTING_DOWN) {
-      await job.moveToWait(token);
-      this.log(`job ${job.id} handed back to the queue`);
-      throw new WaitingError();
-    }
+    if (reason === SHUTTING_DOWN) return this.handBack(job, token, 'this worker is shutting down');
     throw new UnrecoverableError(CANCELLED);
+  }
+
+  /** Not a failed attempt: the job waits again, as it was, for the next worker. */
+  private async handBack(job: Job, token: string | undefined, why: string): Promise<never> {
+    await job.moveToWait(token);
+    this.log(`job ${job.id} handed back to the queue: ${why}`);
+    throw new WaitingError();
   }
 
   /**
@@ -223,13 +248,16 @@ export class GpuWorker {
    * released first (the training graph needs the memory) and loaded again after.
    */
   private async train(job: Job<TrainJobData, TrainJobResult, typeof TRAIN_JOB_NAME>, signal: AbortSignal | undefined): Promise<TrainJobResult> {
-    let data: TrainJobData;
     try {
-      data = validateJobData(TRAIN_JOB_NAME, job.data);
+      return await this.runTraining(job, signal);
     } catch (error) {
-      if (error instanceof InvalidRequestError) throw new UnrecoverableError(`invalid train job: ${error.message}`);
-      throw error;
+      if (signal?.aborted) throw new UnrecoverableError(CANCELLED);
+      throw jobFailure(error);
     }
+  }
+
+  private async runTraining(job: Job<TrainJobData, TrainJobResult, typeof TRAIN_JOB_NAME>, signal: AbortSignal | undefined): Promise<TrainJobResult> {
+    const data = validateJobData(TRAIN_JOB_NAME, job.data);
     if (await isCancelRequested(this.options.connections.commands, this.keys, job.id!)) throw new UnrecoverableError(CANCELLED);
     const started = performance.now();
     await this.generationWorker!.pause();
@@ -243,6 +271,7 @@ export class GpuWorker {
         transfer: this.transfer,
         loraVersions: this.loraVersions,
         trainerCommand: options.trainerCommand ?? null,
+        trainerProgressTimeoutMs: options.trainerProgressTimeoutMs,
         gradientCheckpointing: options.gradientCheckpointing ?? false,
         signal: signal ?? new AbortController().signal,
         onProgress: throttledProgress(job, PROGRESS_INTERVAL_MS),
@@ -256,11 +285,8 @@ export class GpuWorker {
       const curve = await lossCurvePng(outcome.losses);
       const lossCurve = curve === null ? null : await this.results.put(job.id!, 'loss-curve', curve.png, curve);
       return { version: data.version, ...outcome, lossCurve, workerId: this.id, durationMs: performance.now() - started };
-    } catch (error) {
-      if (signal?.aborted) throw new UnrecoverableError(CANCELLED);
-      throw error;
     } finally {
-      this.generator = await GpuWorker.loadGenerator(this.options);
+      this.use(await GpuWorker.loadGenerator(this.options));
       this.generationWorker!.resume();
     }
   }

@@ -21,6 +21,8 @@ export interface TrainingJobEnvironment {
   transfer: TrainingTransfer;
   loraVersions: LoraVersions;
   trainerCommand: string | null;
+  /** How long TRAINER_COMMAND may go without reporting progress; the trainer's default when undefined. */
+  trainerProgressTimeoutMs: number | undefined;
   gradientCheckpointing: boolean;
   signal: AbortSignal;
   onProgress: (progress: JobProgress) => void;
@@ -54,7 +56,7 @@ export async function runTrainingJob(data: TrainJobData, environment: TrainingJo
     if (environment.trainerCommand !== null) {
       const outcome = await runTrainer(environment.trainerCommand, {
         modelDir: environment.modelDir, dataDir, images, prompt: TRAINING_DEFAULTS.prompt, steps: data.steps, seed: data.seed, initLora, outPath,
-      }, { signal, onProgress: environment.onProgress, log: environment.log });
+      }, { signal, onProgress: environment.onProgress, log: environment.log, progressTimeoutMs: environment.trainerProgressTimeoutMs });
       losses = outcome.losses;
     } else {
       const outcome = await trainLora({

@@ -1,8 +1,9 @@
 import { randomUUID } from 'node:crypto';
+import path from 'node:path';
 import { Redis } from 'ioredis';
 import { deleteQueueKeys } from '../../src/queue/keys.js';
 import { killAllCliProcesses, startCliProcess, type CliProcess } from './cli-process.js';
-import { fixturePath } from './fixtures.js';
+import { fixturePath, REPO_ROOT_DIR } from './fixtures.js';
 
 // Real `wrongbot worker` processes for tests, on the tiny model, with a queue prefix of the test's own.
 
@@ -32,6 +33,12 @@ export async function startWorker(prefix: string, env: Record<string, string> = 
 }
 
 export const killAllWorkers = killAllCliProcesses;
+
+/** A TRAINER_COMMAND that runs test/support/fake-trainer.ts with these arguments (see there for the modes). */
+export function fakeTrainerCommand(...args: string[]): string {
+  const script = path.join(REPO_ROOT_DIR, 'dist', 'test', 'support', 'fake-trainer.js');
+  return [process.execPath, script, ...args].map((arg) => `"${arg}"`).join(' ');
+}
 
 /** Deletes every key under a test's prefix. */
 export async function deletePrefix(prefix: string, url = TEST_REDIS_URL): Promise<void> {
