@@ -27,6 +27,7 @@ const COMMANDS: Readonly<Record<string, () => Promise<CommandEntry>>> = Object.f
   worker: () => import('./worker.js').then((m) => ({ run: m.runWorker, usage: m.WORKER_USAGE, options: m.WORKER_OPTIONS })),
   enqueue: () => import('./enqueue.js').then((m) => ({ run: m.runEnqueue, usage: m.ENQUEUE_USAGE, options: m.ENQUEUE_OPTIONS })),
   dataset: () => import('./dataset.js').then((m) => ({ run: m.runDataset, usage: m.DATASET_USAGE, options: m.DATASET_OPTIONS })),
+  models: () => import('./models.js').then((m) => ({ run: m.runModels, usage: m.MODELS_USAGE, options: m.MODELS_OPTIONS })),
 });
 
 const EXIT_FAILURE = 1;

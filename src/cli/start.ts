@@ -3,6 +3,7 @@ import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { ConfigError, integerSetting, optionalString } from '../common/environment.js';
 import { readBotConfig } from '../bot/config.js';
+import { workerModels } from '../models/resolve.js';
 import { resolveRedis } from '../queue/redis.js';
 import { LocalDiscord } from '../sandbox/local-discord.js';
 import { SandboxClient } from '../sandbox/control-client.js';
@@ -60,8 +61,9 @@ export async function runStart(argv: string[]): Promise<void> {
   const workerSetting = optionalString(env, 'WORKER') ?? 'on';
   if (workerSetting !== 'on' && workerSetting !== 'off') throw new ConfigError(`WORKER = ${JSON.stringify(workerSetting)} must be on or off`);
   const withWorker = workerSetting === 'on';
-  // Checked here too, so a bad setting stops everything before any process starts.
+  // Checked here too, so a bad setting (or a repo not pulled yet) stops everything before any process starts.
   readBotConfig(env, env['DISCORD_TOKEN']!);
+  if (withWorker) workerModels(env);
   // Resolved once for both children: a private Redis is started by this process and shared, not raced for.
   const redis = await resolveRedis(env);
   for (const warning of redis.warnings) timestamped(`warning: ${warning}`);

@@ -1,6 +1,7 @@
 import os from 'node:os';
 import path from 'node:path';
-import { booleanSetting, integerSetting, optionalString, queuePrefix, requiredString } from '../common/environment.js';
+import { booleanSetting, integerSetting, optionalString, queuePrefix } from '../common/environment.js';
+import { workerModels } from '../models/resolve.js';
 import { DEFAULT_RESULT_TTL_SECONDS } from '../queue/results-store.js';
 import { resolveRedis, workerConnection } from '../queue/redis.js';
 import {
@@ -19,11 +20,11 @@ export const WORKER_OPTIONS: OptionSpec = {};
 export async function runWorker(argv: string[]): Promise<void> {
   parseOptions(argv, WORKER_OPTIONS);
   const env = process.env;
-  const modelDir = requiredString(env, 'MODEL_DIR', 'point it at an SDXL model folder (optimum ONNX layout)');
+  const { model, lora } = workerModels(env);
   const device = deviceOption(undefined);
   const prefix = queuePrefix(env);
   const settings = {
-    loraPath: optionalString(env, 'LORA_PATH'),
+    lora,
     loraCacheDir: optionalString(env, 'LORA_CACHE_DIR') ?? path.join(os.tmpdir(), 'wrongbot-loras'),
     resultTtlSeconds: integerSetting(env, 'RESULT_TTL_SECONDS', DEFAULT_RESULT_TTL_SECONDS, 60),
     lockDurationMs: integerSetting(env, 'WORKER_LOCK_DURATION_MS', DEFAULT_LOCK_DURATION_MS, 1000),
@@ -47,7 +48,7 @@ export async function runWorker(argv: string[]): Promise<void> {
   };
   let worker: GpuWorker;
   try {
-    worker = await GpuWorker.start({ modelDir, device, prefix, connections, ...settings, log: timestamped });
+    worker = await GpuWorker.start({ modelDir: model.path, modelName: model.name, device, prefix, connections, ...settings, log: timestamped });
   } catch (error) {
     await closeConnections();
     throw error;

@@ -6,7 +6,7 @@ import { InvalidRequestError } from '../common/validation.js';
 import { ImageGenerator } from '../gpu/image-generator.js';
 import { formatDevice, type Device } from '../gpu/providers.js';
 import {
-  QUEUE_NAMES, TRAIN_JOB_NAME, validateJobData, loraVersionOf, type GenerationJobData, type GenerationJobName,
+  QUEUE_NAMES, TRAIN_JOB_NAME, validateJobData, type GenerationJobData, type GenerationJobName,
   type GenerationJobResult, type JobProgress, type TrainJobData, type TrainJobResult,
 } from '../queue/contracts.js';
 import { isCancelRequested, listenForCancels } from '../queue/control.js';
@@ -38,8 +38,11 @@ const SHUTTING_DOWN = 'shutting-down';
 
 export interface GpuWorkerOptions {
   modelDir: string;
+  /** What results and the bot call the model: its folder's name, or its Hub repo's. */
+  modelName: string;
   device: Device;
-  loraPath: string | null;
+  /** This worker's own LoRA (LORA_PATH) and its version, or null. */
+  lora: { version: string; path: string } | null;
   prefix: string;
   /**
    * Redis connections this worker uses and its owner closes: BullMQ's two workers each block on their own
@@ -98,9 +101,7 @@ export class GpuWorker {
 
   /** Loads the models, then starts taking jobs. */
   static async start(options: GpuWorkerOptions): Promise<GpuWorker> {
-    // Named before the models load, so a badly named LoRA file fails in a second rather than after a minute.
-    const lora = options.loraPath === null ? null : { version: loraVersionOf(options.loraPath), path: options.loraPath };
-    const worker = new GpuWorker(options, await GpuWorker.loadGenerator(options), lora);
+    const worker = new GpuWorker(options, await GpuWorker.loadGenerator(options), options.lora);
     for (const notice of worker.generator.loaded.notices) worker.log(`note: ${notice}`);
     await worker.listen();
     return worker;
@@ -108,7 +109,7 @@ export class GpuWorker {
 
   /** The UNet always gets LoRA branches: any job may name any version, whose weights are fed without a rebuild. */
   private static loadGenerator(options: GpuWorkerOptions): Promise<ImageGenerator> {
-    return ImageGenerator.start(options.modelDir, options.device, { loraPath: options.loraPath, loraSlots: WORKER_LORA_SLOTS });
+    return ImageGenerator.start(options.modelDir, options.device, { loraPath: options.lora?.path ?? null, loraSlots: WORKER_LORA_SLOTS });
   }
 
   private async listen(): Promise<void> {
@@ -176,7 +177,7 @@ export class GpuWorker {
     return {
       ...images,
       seed: plan.request.seed,
-      model: path.basename(this.options.modelDir),
+      model: this.options.modelName,
       lora: plan.lora,
       notices: output.notices,
       workerId: this.id,
@@ -188,7 +189,7 @@ export class GpuWorker {
   /** Tells the bot (and `enqueue`) which sizes this model draws, so that a size it cannot is refused before a GPU tries. */
   private announceModel(): Promise<void> {
     const { multipleOf, defaultSizePx } = this.generator.loaded.capabilities;
-    return announceModel(this.options.connections.commands, this.keys, { name: path.basename(this.options.modelDir), sizeMultiple: multipleOf, defaultSizePx });
+    return announceModel(this.options.connections.commands, this.keys, { name: this.options.modelName, sizeMultiple: multipleOf, defaultSizePx });
   }
 
   /** A version that is nowhere now will be nowhere on the next attempt either. */
