@@ -16,6 +16,7 @@ import { DATASET_OPTIONS } from '../src/cli/dataset.js';
 import { DEPLOY_OPTIONS } from '../src/cli/deploy-commands.js';
 import { ENQUEUE_OPTIONS } from '../src/cli/enqueue.js';
 import { GENERATE_OPTIONS } from '../src/cli/generate.js';
+import { MODELS_OPTIONS } from '../src/cli/models.js';
 import { NOISE_OPTIONS } from '../src/cli/noise.js';
 import { SANDBOX_OPTIONS } from '../src/cli/sandbox.js';
 import { START_OPTIONS } from '../src/cli/start.js';
@@ -143,7 +144,7 @@ test('an unknown command prints usage and fails', async () => {
 const DECLARED_OPTIONS: Readonly<Record<string, OptionSpec>> = {
   start: START_OPTIONS, bot: BOT_OPTIONS, 'deploy-commands': DEPLOY_OPTIONS, sandbox: SANDBOX_OPTIONS, generate: GENERATE_OPTIONS,
   compare: COMPARE_OPTIONS, noise: NOISE_OPTIONS, tokenize: TOKENIZE_OPTIONS, train: TRAIN_OPTIONS, worker: WORKER_OPTIONS,
-  enqueue: ENQUEUE_OPTIONS, dataset: DATASET_OPTIONS, doctor: DOCTOR_OPTIONS,
+  enqueue: ENQUEUE_OPTIONS, dataset: DATASET_OPTIONS, doctor: DOCTOR_OPTIONS, models: MODELS_OPTIONS,
 };
 
 test('--help or -h after any command prints its usage and each option it takes, one line each, and exits 0', async () => {

@@ -4,7 +4,7 @@ import {
 import { DEFAULT_STEPS, MAX_IMAGE_SIDE_PX, MAX_LORA_STRENGTH, MAX_STEPS } from '../common/generation-limits.js';
 import { MAX_SHUFFLE_SEED } from '../common/seeded-shuffle.js';
 import { InvalidRequestError } from '../common/validation.js';
-import { loraVersionOf } from '../queue/contracts.js';
+import { loraVersionOfSetting } from '../models/resolve.js';
 import { DEFAULT_MAX_TRAINING_SET_BYTES, DEFAULT_TRAINING_IMAGE_TTL_SECONDS } from '../queue/training-transfer.js';
 import { readQueueLimits, type QueueLimits } from '../queue/places.js';
 import { randomSeed } from '../queue/producer.js';
@@ -81,12 +81,13 @@ function numberSetting(env: Env, key: string, fallback: number, min: number, max
   return value;
 }
 
+/** LORA_VERSION, else the name of LORA_PATH's file or repo. */
 function loraVersion(env: Env): string | null {
   const explicit = optionalString(env, 'LORA_VERSION');
   const loraPath = optionalString(env, 'LORA_PATH');
   try {
-    if (explicit !== null) return loraVersionOf(explicit);
-    return loraPath === null ? null : loraVersionOf(loraPath);
+    if (explicit !== null) return loraVersionOfSetting(explicit, 'LORA_VERSION');
+    return loraPath === null ? null : loraVersionOfSetting(loraPath, 'LORA_PATH');
   } catch (error) {
     if (error instanceof InvalidRequestError) throw new ConfigError(`${explicit !== null ? 'LORA_VERSION' : 'LORA_PATH'}: ${error.message}`);
     throw error;

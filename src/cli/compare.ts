@@ -1,7 +1,6 @@
 import path from 'node:path';
 import { compareFooter, comparePanels } from '../common/triptych.js';
 import { composePanels } from '../gpu/compose.js';
-import { loraVersionOf } from '../queue/contracts.js';
 import { GENERATION_OPTIONS, GENERATION_USAGE, parseGenerationJob, runGenerationJob, writeOutput } from './generation-options.js';
 import { UsageError, type OptionSpec } from './options.js';
 
@@ -28,7 +27,7 @@ export async function runCompare(argv: string[]): Promise<void> {
   // The same footer as the queue's compare jobs, so a triptych looks alike whichever way it was made.
   const footer = compareFooter({
     ...request, guidanceScale: job.guidanceScale, prompt: request.panels[0]!.prompt,
-    lora: `${loraVersionOf(job.pipeline.loraPath!)} ×${job.loraStrength}`,
+    lora: `${job.lora!.version} ×${job.loraStrength}`,
   });
   const composite = await composePanels(result.panels.map((panel, i) => ({ png: panel.png, caption: captions[i]! })), footer);
   await writeOutput(job.out, composite.data);

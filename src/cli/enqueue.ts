@@ -13,7 +13,7 @@ import { readQueueLimits } from '../queue/places.js';
 import { JobProducer, QueueLimitError, type GenerationSubmission } from '../queue/producer.js';
 import { producerConnection, resolveRedis, workerConnection } from '../queue/redis.js';
 import { ResultsStore } from '../queue/results-store.js';
-import { loraVersionOf } from '../queue/contracts.js';
+import { loraVersionOfSetting } from '../models/resolve.js';
 import { DEFAULT_LORA_STRENGTH, writeOutput } from './generation-options.js';
 import { integerOption, numberOption, parseOptions, UsageError, type OptionSpec, type OptionValues } from './options.js';
 
@@ -36,7 +36,7 @@ export const ENQUEUE_OPTIONS = {
   height: { type: 'string', value: 'H', description: 'image height in pixels (default: what the workers\' model was trained at)' },
   weighting: { type: 'string', value: WEIGHTING_SYNTAXES.join('|'), description: 'prompt weighting syntax (default auto: recognised in the prompt)' },
   strength: { type: 'string', value: 'S', description: `the LoRA's strength (wrong and compare; default ${DEFAULT_LORA_STRENGTH})` },
-  'lora-version': { type: 'string', value: 'V', description: "the LoRA version (wrong and compare; default: LORA_PATH's file name)" },
+  'lora-version': { type: 'string', value: 'V', description: "the LoRA version (wrong and compare; default: LORA_PATH's file or repo name)" },
   user: { type: 'string', value: 'ID', description: `whose job it is, for the per-user limit (default ${DEFAULT_USER_ID})` },
   wait: { type: 'boolean', description: 'follow the job, printing its progress, and write its image' },
   out: { type: 'string', value: 'FILE.png', description: 'where --wait writes the image (the triptych for compare)' },
@@ -69,8 +69,8 @@ function submissionFrom(name: MemberJobName, values: OptionValues<typeof ENQUEUE
   };
   if (name === 'imagine') return { ...envelope, settings: { ...settings, negativePrompt: values.negative ?? null } };
   const loraPath = optionalString(process.env, 'LORA_PATH');
-  const version = values['lora-version'] ?? (loraPath === null ? undefined : loraVersionOf(loraPath));
-  if (version === undefined) throw new UsageError(`${name} needs --lora-version (or LORA_PATH, whose file name is the version)`);
+  const version = values['lora-version'] ?? (loraPath === null ? undefined : loraVersionOfSetting(loraPath, 'LORA_PATH'));
+  if (version === undefined) throw new UsageError(`${name} needs --lora-version (or LORA_PATH, whose file or repo name is the version)`);
   return { ...envelope, settings, lora: { version, strength: numberOption('strength', values.strength, DEFAULT_LORA_STRENGTH) } };
 }
 

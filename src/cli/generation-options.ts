@@ -12,7 +12,9 @@ import { validateGenerationRequest, type GenerationRequest, type PanelSettings }
 import type { PipelineOptions } from '../gpu/sdxl-pipeline.js';
 import type { EncodedResult } from '../gpu/thread-protocol.js';
 import { deviceOption } from './device-option.js';
-import { integerOption, numberOption, optionOrEnvironment, parseOptions, UsageError, type OptionSpec, type OptionValues } from './options.js';
+import { resolveLora, resolveModel, type ResolvedLora } from '../models/resolve.js';
+import { modelOption, REPO_ALTERNATIVE } from './model-option.js';
+import { integerOption, numberOption, parseOptions, UsageError, type OptionSpec, type OptionValues } from './options.js';
 
 // The options `generate` and `compare` share, turned into a validated request and a loaded pipeline, so that both
 // commands reject bad input the same way before a model loads.
@@ -20,7 +22,7 @@ import { integerOption, numberOption, optionOrEnvironment, parseOptions, UsageEr
 export const DEFAULT_LORA_STRENGTH = 1;
 
 export const GENERATION_OPTIONS = {
-  model: { type: 'string', value: 'DIR', description: "SDXL model folder in optimum's ONNX layout (default: MODEL_DIR)" },
+  model: { type: 'string', value: 'DIR', description: `SDXL model folder in optimum's ONNX layout, ${REPO_ALTERNATIVE} (default: MODEL_DIR)` },
   prompt: { type: 'string', value: 'TEXT', description: 'what to draw (required)' },
   seed: { type: 'string', value: 'N', description: 'the noise seed, as in diffusers (default: a random one, printed)' },
   steps: { type: 'string', value: 'N', description: `denoising steps (default ${DEFAULT_STEPS})` },
@@ -29,9 +31,9 @@ export const GENERATION_OPTIONS = {
   width: { type: 'string', value: 'W', description: "image width in pixels, a multiple of 8 (default: the model's native size)" },
   height: { type: 'string', value: 'H', description: "image height in pixels, a multiple of 8 (default: the model's native size)" },
   weighting: { type: 'string', value: WEIGHTING_SYNTAXES.join('|'), description: 'prompt weighting syntax (default auto: recognised in the prompt)' },
-  lora: { type: 'string', value: 'FILE', description: 'a LoRA (.safetensors) applied to the UNet' },
+  lora: { type: 'string', value: 'FILE', description: `a LoRA (.safetensors) applied to the UNet, ${REPO_ALTERNATIVE}` },
   strength: { type: 'string', value: 'S', description: `the LoRA's strength (default ${DEFAULT_LORA_STRENGTH}; needs --lora)` },
-  refiner: { type: 'string', value: 'DIR', description: "SDXL refiner folder: it runs the schedule's last timesteps" },
+  refiner: { type: 'string', value: 'DIR', description: `SDXL refiner folder, ${REPO_ALTERNATIVE}: it runs the schedule's last timesteps` },
   'denoising-end': { type: 'string', value: 'H', description: `share of the schedule the base runs before the refiner (default ${DEFAULT_DENOISING_END}; needs --refiner)` },
   provider: { type: 'string', value: 'cpu|cuda[:N]|webgpu', description: 'where inference runs (default: WORKER_DEVICE, else cpu)' },
   out: { type: 'string', value: 'FILE.png', description: 'where the image is written (required)' },
@@ -53,6 +55,8 @@ function randomSeed(): number {
 
 export interface GenerationJob {
   modelDir: string;
+  /** The LoRA and its version (a file's name, or a repo's), or null. */
+  lora: ResolvedLora | null;
   device: Device;
   pipeline: PipelineOptions;
   request: GenerationRequest;
@@ -74,7 +78,7 @@ export function parseGenerationJob<Options extends typeof GENERATION_OPTIONS>(
   panels: (values: ParsedValues<Options>, shared: Pick<GenerationJob, 'guidanceScale' | 'guidanceRescale' | 'loraStrength'>) => PanelSettings[],
 ): { job: GenerationJob; values: ParsedValues<Options> } {
   const values: ParsedValues<Options> = parseOptions(argv, options);
-  const modelDir = optionOrEnvironment('model', values.model, 'MODEL_DIR');
+  const modelDir = modelOption(values.model).path;
   const out = values.out;
   if (out === undefined || out === '') throw new UsageError('--out is required');
   if (values.prompt === undefined) throw new UsageError('--prompt is required');
@@ -82,8 +86,10 @@ export function parseGenerationJob<Options extends typeof GENERATION_OPTIONS>(
   if (values['denoising-end'] !== undefined && values.refiner === undefined) throw new UsageError('--denoising-end needs --refiner DIR');
   const device = deviceOption(values.provider);
   const folder = openSdxlModelFolder(modelDir);
-  if (values.lora !== undefined && !existsSync(values.lora)) throw new UsageError(`--lora ${values.lora} does not exist`);
-  if (values.refiner !== undefined) openSdxlRefinerFolder(values.refiner);
+  const lora = values.lora === undefined ? null : resolveLora(values.lora, '--lora');
+  if (lora !== null && !existsSync(lora.path)) throw new UsageError(`--lora ${values.lora} does not exist`);
+  const refinerDir = values.refiner === undefined ? null : resolveModel(values.refiner, '--refiner').path;
+  if (refinerDir !== null) openSdxlRefinerFolder(refinerDir);
   const shared = {
     guidanceScale: numberOption('guidance', values.guidance, DEFAULT_GUIDANCE_SCALE),
     guidanceRescale: numberOption('guidance-rescale', values['guidance-rescale'], 0),
@@ -116,8 +122,8 @@ export function parseGenerationJob<Options extends typeof GENERATION_OPTIONS>(
   return {
     values,
     job: {
-      modelDir, device, out, request, ...shared,
-      pipeline: { loraPath: values.lora ?? null, refinerDir: values.refiner ?? null },
+      modelDir, lora, device, out, request, ...shared,
+      pipeline: { loraPath: lora?.path ?? null, refinerDir },
     },
   };
 }

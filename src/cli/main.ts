@@ -28,6 +28,7 @@ const COMMANDS: Readonly<Record<string, () => Promise<CommandEntry>>> = Object.f
   enqueue: () => import('./enqueue.js').then((m) => ({ run: m.runEnqueue, usage: m.ENQUEUE_USAGE, options: m.ENQUEUE_OPTIONS })),
   doctor: () => import('./doctor.js').then((m) => ({ run: m.runDoctor, usage: m.DOCTOR_USAGE, options: m.DOCTOR_OPTIONS })),
   dataset: () => import('./dataset.js').then((m) => ({ run: m.runDataset, usage: m.DATASET_USAGE, options: m.DATASET_OPTIONS })),
+  models: () => import('./models.js').then((m) => ({ run: m.runModels, usage: m.MODELS_USAGE, options: m.MODELS_OPTIONS })),
 });
 
 const EXIT_FAILURE = 1;

@@ -35,11 +35,21 @@ function joinNegativeNumbers(argv: string[]): string[] {
 }
 
 export function parseOptions<T extends OptionSpec>(argv: string[], options: T): OptionValues<T> {
+  return parse(argv, options, false).values;
+}
+
+/** For commands that also take arguments (`wrongbot models pull NAME…`): the options, and the arguments in order. */
+export function parseOptionsAndArguments<T extends OptionSpec>(argv: string[], options: T): { values: OptionValues<T>; positionals: string[] } {
+  return parse(argv, options, true);
+}
+
+function parse<T extends OptionSpec>(argv: string[], options: T, allowPositionals: boolean): { values: OptionValues<T>; positionals: string[] } {
   try {
     const config = Object.fromEntries(Object.entries(options).map(([name, option]) => [
       name, { type: option.type, multiple: option.type === 'string' && option.multiple === true },
     ]));
-    return parseArgs({ args: joinNegativeNumbers(argv), options: config, strict: true, allowPositionals: false }).values as OptionValues<T>;
+    const parsed = parseArgs({ args: joinNegativeNumbers(argv), options: config, strict: true, allowPositionals });
+    return { values: parsed.values as OptionValues<T>, positionals: parsed.positionals };
   } catch (error) {
     throw new UsageError((error as Error).message.split('\n')[0]!);
   }

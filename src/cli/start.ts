@@ -3,6 +3,7 @@ import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { ConfigError, integerSetting, optionalString } from '../common/environment.js';
 import { readBotConfig } from '../bot/config.js';
+import { workerModels } from '../models/resolve.js';
 import { resolveRedis } from '../queue/redis.js';
 import { LocalDiscord } from '../sandbox/local-discord.js';
 import { SandboxClient } from '../sandbox/control-client.js';
@@ -60,11 +61,12 @@ export async function runStart(argv: string[]): Promise<void> {
   const workerSetting = optionalString(env, 'WORKER') ?? 'on';
   if (workerSetting !== 'on' && workerSetting !== 'off') throw new ConfigError(`WORKER = ${JSON.stringify(workerSetting)} must be on or off`);
   const withWorker = workerSetting === 'on';
-  // Checked here too, so a bad setting stops everything before any process starts.
+  // Checked here too, so a bad setting (or a repo not pulled yet) stops everything before any process starts.
   readBotConfig(env, env['DISCORD_TOKEN']!);
   // The worker's box, checked as `wrongbot doctor` checks it (in a child, which reads the models' graphs): a failed
   // check stops the start with its fix rather than a worker that dies loading.
   if (withWorker) {
+    workerModels(env);
     try {
       await preflight(env);
     } catch (error) {

@@ -10,14 +10,16 @@ import { resolveRecipe, TRAINING_DEFAULTS, type RecipeOptions } from '../gpu/tra
 import { readReplayCase } from '../gpu/training/replay-case.js';
 import { listTrainingImages } from '../gpu/training/training-images.js';
 import { deviceOption } from './device-option.js';
-import { integerOption, numberOption, optionOrEnvironment, parseOptions, required, UsageError, type OptionSpec } from './options.js';
+import { formatDuration, ProgressLine } from './progress-line.js';
+import { modelOption, REPO_ALTERNATIVE } from './model-option.js';
+import { integerOption, numberOption, parseOptions, required, UsageError, type OptionSpec } from './options.js';
 
 export const TRAIN_USAGE = 'wrongbot train [--model DIR] --data DIR --out FILE.safetensors [--steps N] [--rank R] [--lr X] [--resolution R] '
   + '[--batch-size B] [--seed N] [--prompt TEXT] [--init-lora FILE] [--checkpoint-every N] [--resume FILE] '
   + '[--provider cpu|cuda[:N]|webgpu] [--gradient-checkpointing] [--dry-run]  |  wrongbot train [--model DIR] --replay CASE_DIR --out FILE.safetensors';
 
 export const TRAIN_OPTIONS = {
-  model: { type: 'string', value: 'DIR', description: 'SDXL model folder: an fp32 export with vae_encoder/ (default: MODEL_DIR)' },
+  model: { type: 'string', value: 'DIR', description: `SDXL model folder (an fp32 export with vae_encoder/), ${REPO_ALTERNATIVE} (default: MODEL_DIR)` },
   data: { type: 'string', value: 'DIR', description: 'folder of PNG, JPEG and WebP images to train on (required unless --replay)' },
   out: { type: 'string', value: 'FILE.safetensors', description: 'where the LoRA is written (required)' },
   steps: { type: 'string', value: 'N', description: `training steps (default ${TRAINING_DEFAULTS.steps})` },
@@ -36,7 +38,6 @@ export const TRAIN_OPTIONS = {
   'dry-run': { type: 'boolean', description: "print the estimate of one step's memory and stop" },
 } as const satisfies OptionSpec;
 
-const PROGRESS_BAR_CELLS = 30;
 const PLAIN_PROGRESS_INTERVAL_MS = 1000;
 
 /** `wrong-v2.safetensors` → `wrong-v2.checkpoint.safetensors`, beside it. */
@@ -48,30 +49,12 @@ function optional(name: string, value: string | undefined): number | undefined {
   return value === undefined ? undefined : integerOption(name, value);
 }
 
-function formatDuration(ms: number): string {
-  const seconds = Math.round(ms / 1000);
-  return seconds >= 3600 ? `${Math.floor(seconds / 3600)}h${String(Math.floor((seconds % 3600) / 60)).padStart(2, '0')}m`
-    : seconds >= 60 ? `${Math.floor(seconds / 60)}m${String(seconds % 60).padStart(2, '0')}s` : `${seconds}s`;
-}
-
-/** A bar redrawn in place on a terminal; plain lines, at most one a second, when stderr is a file or a pipe. */
 function progressReporter(): { report: (progress: TrainingProgress) => void; finish: () => void } {
-  const terminal = process.stderr.isTTY === true;
-  let lastPlainMs = 0;
+  const line = new ProgressLine(PLAIN_PROGRESS_INTERVAL_MS);
   return {
-    report: ({ step, totalSteps, loss, secondsPerStep, etaMs }) => {
-      const facts = `step ${step}/${totalSteps}  loss ${loss.toFixed(4)}  ${secondsPerStep.toFixed(2)} s/step  ${formatDuration(etaMs)} left`;
-      if (terminal) {
-        const filled = Math.round((step / totalSteps) * PROGRESS_BAR_CELLS);
-        process.stderr.write(`\r[${'#'.repeat(filled)}${'.'.repeat(PROGRESS_BAR_CELLS - filled)}] ${facts}\u001b[K`);
-      } else if (step === totalSteps || performance.now() - lastPlainMs >= PLAIN_PROGRESS_INTERVAL_MS) {
-        lastPlainMs = performance.now();
-        process.stderr.write(`${facts}\n`);
-      }
-    },
-    finish: () => {
-      if (terminal) process.stderr.write('\n');
-    },
+    report: ({ step, totalSteps, loss, secondsPerStep, etaMs }) => line.show(step / totalSteps,
+      `step ${step}/${totalSteps}  loss ${loss.toFixed(4)}  ${secondsPerStep.toFixed(2)} s/step  ${formatDuration(etaMs)} left`, step === totalSteps),
+    finish: () => line.finish(),
   };
 }
 
@@ -96,7 +79,7 @@ function printMemoryEstimate(modelDir: string, options: RecipeOptions): void {
 
 export async function runTrain(argv: string[]): Promise<void> {
   const values = parseOptions(argv, TRAIN_OPTIONS);
-  const modelDir = optionOrEnvironment('model', values.model, 'MODEL_DIR');
+  const modelDir = modelOption(values.model).path;
   const device = deviceOption(values.provider);
   const gradientCheckpointing = values['gradient-checkpointing'] === true;
   const replay = values.replay;

@@ -1,8 +1,9 @@
 import os from 'node:os';
 import path from 'node:path';
-import { booleanSetting, integerSetting, optionalString, queuePrefix, requiredString } from '../common/environment.js';
+import { booleanSetting, integerSetting, optionalString, queuePrefix } from '../common/environment.js';
 import { readBatchLimits } from '../gpu/unet-batches.js';
 import { DEFAULT_STEP_TIMEOUT_MS, InferenceThreadError } from '../gpu/image-generator.js';
+import { resolveModel, workerModels } from '../models/resolve.js';
 import { DEFAULT_RESULT_TTL_SECONDS } from '../queue/results-store.js';
 import { resolveRedis, workerConnection } from '../queue/redis.js';
 import {
@@ -31,12 +32,12 @@ const THREAD_STOP_WAIT_MS = 10_000;
 export async function runWorker(argv: string[]): Promise<void> {
   parseOptions(argv, WORKER_OPTIONS);
   const env = process.env;
-  const modelDir = requiredString(env, 'MODEL_DIR', 'point it at an SDXL model folder (optimum ONNX layout)');
+  const { model, lora } = workerModels(env);
   const device = deviceOption(undefined);
   const prefix = queuePrefix(env);
   const settings = {
-    loraPath: optionalString(env, 'LORA_PATH'),
-    refinerDir: optionalString(env, 'REFINER_DIR'),
+    lora,
+    refinerDir: optionalString(env, 'REFINER_DIR') === null ? null : resolveModel(optionalString(env, 'REFINER_DIR')!, 'REFINER_DIR').path,
     batchLimits: readBatchLimits(env),
     loraCacheDir: optionalString(env, 'LORA_CACHE_DIR') ?? path.join(os.tmpdir(), 'wrongbot-loras'),
     resultTtlSeconds: integerSetting(env, 'RESULT_TTL_SECONDS', DEFAULT_RESULT_TTL_SECONDS, 60),
@@ -63,7 +64,7 @@ export async function runWorker(argv: string[]): Promise<void> {
   };
   let worker: GpuWorker;
   try {
-    worker = await GpuWorker.start({ modelDir, device, prefix, connections, ...settings, log: timestamped });
+    worker = await GpuWorker.start({ modelDir: model.path, modelName: model.name, device, prefix, connections, ...settings, log: timestamped });
   } catch (error) {
     await closeConnections();
     throw error;

@@ -1,4 +1,3 @@
-import path from 'node:path';
 import type { JobsOptions } from 'bullmq';
 import {
   checkDenoisingEnd, MAX_IMAGE_SIDE_PX, MAX_LORA_STRENGTH, MAX_PROMPT_CHARS, MAX_SEED, MAX_STEPS, WEIGHTING_SYNTAXES,
@@ -224,11 +223,6 @@ export function validateLoraVersion(field: string, value: unknown): string {
   const version = checkText(field, value, MAX_NAME_CHARS);
   if (!LORA_VERSION_PATTERN.test(version)) fail(field, version, 'must be 1–64 letters, digits, dots, dashes or underscores');
   return version;
-}
-
-/** A LoRA file's version is its name: `wrong-v3.safetensors` is version `wrong-v3`. */
-export function loraVersionOf(loraPath: string): string {
-  return validateLoraVersion('LORA_PATH', path.basename(loraPath).replace(/\.safetensors$/i, ''));
 }
 
 function validateEnvelope(data: Record<string, unknown>): JobEnvelope {

@@ -6,7 +6,7 @@ import { ImageGenerator, InferenceThreadError } from '../gpu/image-generator.js'
 import { NO_BATCH_LIMITS, type BatchLimits } from '../gpu/unet-batches.js';
 import { formatDevice, type Device } from '../gpu/providers.js';
 import {
-  QUEUE_NAMES, TRAIN_JOB_NAME, validateJobData, loraVersionOf, type GenerationJobData, type GenerationJobName,
+  QUEUE_NAMES, TRAIN_JOB_NAME, validateJobData, type GenerationJobData, type GenerationJobName,
   type GenerationJobResult, type JobProgress, type TrainJobData, type TrainJobResult,
 } from '../queue/contracts.js';
 import { isCancelRequested, listenForCancels } from '../queue/control.js';
@@ -41,8 +41,11 @@ const SHUTTING_DOWN = 'shutting-down';
 
 export interface GpuWorkerOptions {
   modelDir: string;
+  /** What results and the bot call the model: its folder's name, or its Hub repo's. */
+  modelName: string;
   device: Device;
-  loraPath: string | null;
+  /** This worker's own LoRA (LORA_PATH) and its version, or null. */
+  lora: { version: string; path: string } | null;
   /** An SDXL refiner folder: servers that turn the refiner on hand their images' last steps to it. */
   refinerDir?: string | null;
   /** How many UNet rows one run may hold on this device (a triptych is six). */
@@ -114,9 +117,7 @@ export class GpuWorker {
 
   /** Loads the models, then starts taking jobs. */
   static async start(options: GpuWorkerOptions): Promise<GpuWorker> {
-    // Named before the models load, so a badly named LoRA file fails in a second rather than after a minute.
-    const lora = options.loraPath === null ? null : { version: loraVersionOf(options.loraPath), path: options.loraPath };
-    const worker = new GpuWorker(options, await GpuWorker.loadGenerator(options), lora);
+    const worker = new GpuWorker(options, await GpuWorker.loadGenerator(options), options.lora);
     for (const notice of worker.generator.loaded.notices) worker.log(`note: ${notice}`);
     await worker.listen();
     return worker;
@@ -125,7 +126,7 @@ export class GpuWorker {
   /** The UNet always gets LoRA branches: any job may name any version, whose weights are fed without a rebuild. */
   private static loadGenerator(options: GpuWorkerOptions): Promise<ImageGenerator> {
     const pipeline = {
-      loraPath: options.loraPath, loraSlots: WORKER_LORA_SLOTS, refinerDir: options.refinerDir ?? null, batchLimits: options.batchLimits ?? NO_BATCH_LIMITS,
+      loraPath: options.lora?.path ?? null, loraSlots: WORKER_LORA_SLOTS, refinerDir: options.refinerDir ?? null, batchLimits: options.batchLimits ?? NO_BATCH_LIMITS,
     };
     return ImageGenerator.start(options.modelDir, options.device, pipeline, { stepTimeoutMs: options.stepTimeoutMs });
   }
@@ -215,7 +216,7 @@ export class GpuWorker {
     return {
       ...images,
       seed: plan.request.seed,
-      model: path.basename(this.options.modelDir),
+      model: this.options.modelName,
       lora: plan.lora,
       notices: output.notices,
       workerId: this.id,
@@ -227,7 +228,7 @@ export class GpuWorker {
   /** Tells the bot (and `enqueue`) which sizes this model draws, so that a size it cannot is refused before a GPU tries. */
   private announceModel(): Promise<void> {
     const { multipleOf, defaultSizePx, hasRefiner } = this.generator.loaded.capabilities;
-    return announceModel(this.options.connections.commands, this.keys, { name: path.basename(this.options.modelDir), sizeMultiple: multipleOf, defaultSizePx, hasRefiner });
+    return announceModel(this.options.connections.commands, this.keys, { name: this.options.modelName, sizeMultiple: multipleOf, defaultSizePx, hasRefiner });
   }
 
   /** A cancelled job fails for good; one interrupted by shutdown goes back to the queue for another worker. */
