@@ -11,6 +11,7 @@ import { findLoraTargets } from '../gpu/onnx/lora-graph.js';
 import { loadLora } from '../gpu/lora/lora-file.js';
 import { EXECUTION_PROVIDERS, parseDevice, type DeviceKind } from '../gpu/providers.js';
 import { modelFolderBytes, readBatchLimits } from '../gpu/unet-batches.js';
+import { resolveLora, resolveModel } from '../models/resolve.js';
 
 // `wrongbot doctor`: whether this box can serve, one line per thing that must be right, each failing one with its
 // fix. `npm start` runs the same checks and stops on a failed one, before any process starts.
@@ -94,7 +95,7 @@ export async function checkModel(env: Env): Promise<{ line: CheckLine; facts: Mo
   if (modelDir === null) return { line: line('model', 'fail', 'MODEL_DIR is not set', pull), facts: null };
   let folder: SdxlModelFolder;
   try {
-    folder = openSdxlModelFolder(modelDir);
+    folder = openSdxlModelFolder(resolveModel(modelDir, 'MODEL_DIR').path);
   } catch (error) {
     return { line: line('model', 'fail', (error as Error).message, pull), facts: null };
   }
@@ -117,8 +118,14 @@ export async function checkModel(env: Env): Promise<{ line: CheckLine; facts: Mo
 }
 
 export async function checkLora(env: Env, model: ModelFacts | null): Promise<CheckLine> {
-  const loraPath = optionalString(env, 'LORA_PATH');
-  if (loraPath === null) return line('lora', 'n/a', 'LORA_PATH is not set: no LoRA until one is trained and promoted');
+  const setting = optionalString(env, 'LORA_PATH');
+  if (setting === null) return line('lora', 'n/a', 'LORA_PATH is not set: no LoRA until one is trained and promoted');
+  let loraPath: string;
+  try {
+    loraPath = resolveLora(setting, 'LORA_PATH').path;
+  } catch (error) {
+    return line('lora', 'fail', (error as Error).message, 'npx wrongbot models pull wrong-lora, or fix the path');
+  }
   if (!existsSync(loraPath)) return line('lora', 'fail', `LORA_PATH ${loraPath} does not exist`, 'npx wrongbot models pull wrong-lora, or fix the path');
   if (model === null) return line('lora', 'n/a', `${loraPath}: not checked against a UNet (the model failed)`);
   try {
