@@ -6,6 +6,9 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { runCli } from './support/cli.js';
 import { SafetensorsFile } from '../src/gpu/lora/safetensors.js';
+import { decodeToRgb } from '../src/gpu/image.js';
+import { SdxlPipeline } from '../src/gpu/sdxl-pipeline.js';
+import { WEIGHTING_SYNTAXES } from '../src/common/generation-limits.js';
 import { fixturePath, readFixtureJson } from './support/fixtures.js';
 import { writeSafetensors, type TensorToWrite } from './support/safetensors-writer.js';
 import type { OptionSpec } from '../src/cli/options.js';
@@ -217,4 +220,38 @@ test('a missing seed is picked and printed so the image can be made again', asyn
   const again = path.join(work, 'same-seed.png');
   assert.equal((await runCli([...args, '--seed', seed, '--out', again])).code, 0);
   assert.deepEqual(readFileSync(again), readFileSync(first));
+});
+
+test('--weighting: the command draws what the pipeline draws in each mode, and the modes read a weighted prompt differently', async () => {
+  // A1111's (word:weight) makes auto choose A1111; compel reads "dog++" as a weight instead, none reads it all as text.
+  const prompt = 'a photo of a (cat:1.5), dog++';
+  const syntaxUsed: Record<string, string | null> = { auto: 'a1111', compel: 'compel', a1111: 'a1111', none: null };
+  const settings = { '--prompt': prompt, '--negative': 'wrong', '--steps': '4', '--guidance': '7.5' };
+  const pipeline = await SdxlPipeline.load(MODEL, { kind: 'cpu', index: 0 });
+  const images = new Map<string, Uint8Array>();
+  try {
+    for (const weighting of WEIGHTING_SYNTAXES) {
+      const out = path.join(work, `weighting-${weighting}.png`);
+      const result = await runCli([...generateWith({ ...settings, '--weighting': weighting }).slice(0, -2), '--out', out]);
+      assert.equal(result.code, 0, result.stderr);
+      const used = syntaxUsed[weighting];
+      assert.deepEqual(result.stderr.match(/^note: prompt uses .*$/gm) ?? [], used === null ? [] : [`note: prompt uses ${used} weighting`], weighting);
+      const inProcess = await pipeline.generate({
+        seed: 1, steps: 4, width: 64, height: 64, weighting,
+        panels: [{ prompt, negativePrompt: 'wrong', guidanceScale: 7.5, guidanceRescale: 0 }],
+      });
+      const { rgb } = await decodeToRgb(out);
+      assert.ok(Buffer.from(rgb).equals(inProcess.panels[0]!.rgb), `${weighting}: the command's image is the pipeline's`);
+      images.set(weighting, rgb);
+    }
+  } finally {
+    await pipeline.dispose();
+  }
+  assert.ok(Buffer.from(images.get('auto')!).equals(images.get('a1111')!), 'auto is A1111 for this prompt');
+  // The tiny VAE shrinks what the text changes; the modes still differ well past the one level taken as equal elsewhere.
+  for (const [a, b] of [['a1111', 'compel'], ['a1111', 'none'], ['compel', 'none']] as const) {
+    const [first, second] = [images.get(a)!, images.get(b)!];
+    const difference = first.reduce((max, value, i) => Math.max(max, Math.abs(value - second[i]!)), 0);
+    assert.ok(difference > 4, `${a} and ${b} differ by only ${difference} levels`);
+  }
 });

@@ -7,11 +7,16 @@ import { SafetensorsFile } from '../src/gpu/lora/safetensors.js';
 import { runCli, type CliResult } from './support/cli.js';
 import { fixturePath } from './support/fixtures.js';
 import { maxPixelDifference } from './support/pixels.js';
-import { BASE_REFERENCE_CASES, REFERENCE_CASES, REFINER_REFERENCE_CASES, generateArgs } from './support/reference-cases.js';
+import {
+  BASE_REFERENCE_CASES, REFERENCE_CASES, REFINER_REFERENCE_CASES, RESCALE_REFERENCE_CASES, generateArgs, type ReferenceCase,
+} from './support/reference-cases.js';
 import { writeSafetensors, type TensorToWrite } from './support/safetensors-writer.js';
 
 // The acceptance bar: `wrongbot generate` gives diffusers' image within one 8-bit level, on both export styles,
-// with a LoRA in every key format users have, and with the refiner hand-off.
+// with a LoRA in every key format users have, with the refiner hand-off and with guidance rescale. Every reference
+// case runs in one process against diffusers' arrays in sdxl-pipeline.test.ts and refiner.test.ts; a model load
+// costs far more than a generation, so the command runs only where its own part is at stake: the arguments it
+// turns into a request, and one run per LoRA key format (lora-file.test.ts checks each format's weights exactly).
 
 const outDir = mkdtempSync(path.join(tmpdir(), 'wrongbot-generate-'));
 test.after(() => rmSync(outDir, { recursive: true, force: true }));
@@ -29,17 +34,36 @@ test('the reference sets hold the cases these tests depend on', () => {
   assert.ok(BASE_REFERENCE_CASES.length >= 8, `only ${BASE_REFERENCE_CASES.length} base cases`);
   assert.equal(REFERENCE_CASES.filter((c) => c.lora).length, 2);
   assert.equal(REFINER_REFERENCE_CASES.length, 6);
+  assert.equal(RESCALE_REFERENCE_CASES.length, 2);
 });
 
-for (const model of ['tiny-sdxl', 'tiny-sdxl-legacy-io']) {
-  for (const c of BASE_REFERENCE_CASES) {
-    test(`${model}: generate ${c.id} equals diffusers within 1/255`, async () => {
-      const out = path.join(outDir, `${model}-${c.id}.png`);
-      const result = await generateMatches(generateArgs(c, fixturePath(model), out), out, fixturePath('reference', c.dir, 'image.png'));
-      assert.match(result.stdout, new RegExp(`^seed ${c.seed}$`, 'm'));
-    });
-  }
+function baseCase(what: string, matches: (c: ReferenceCase) => boolean): ReferenceCase {
+  const found = BASE_REFERENCE_CASES.find(matches);
+  assert.ok(found, `a base reference case with ${what}`);
+  return found;
 }
+
+// No --negative (zeros) against --negative "" (encoded), and a width that is not the height, on both export styles.
+const CLI_CASES: Array<[model: string, c: ReferenceCase]> = [
+  ['tiny-sdxl', baseCase('no negative prompt and guidance', (c) => c.negative_prompt === null && c.guidance_scale > 1)],
+  ['tiny-sdxl', baseCase('an empty negative prompt', (c) => c.negative_prompt === '')],
+  ['tiny-sdxl-legacy-io', baseCase('width and height that differ', (c) => c.width !== c.height)],
+];
+
+for (const [model, c] of CLI_CASES) {
+  test(`${model}: generate ${c.id} equals diffusers within 1/255`, async () => {
+    const out = path.join(outDir, `${model}-${c.id}.png`);
+    const result = await generateMatches(generateArgs(c, fixturePath(model), out), out, fixturePath('reference', c.dir, 'image.png'));
+    assert.match(result.stdout, new RegExp(`^seed ${c.seed}$`, 'm'));
+  });
+}
+
+test('generate --guidance-rescale reproduces diffusers\' guidance_rescale', async () => {
+  const c = RESCALE_REFERENCE_CASES.find((candidate) => candidate.negative_prompt !== null)!;
+  const out = path.join(outDir, `${c.dir}.png`);
+  const rescale = ['--guidance-rescale', String(c.guidance_rescale)];
+  await generateMatches(generateArgs(c, fixturePath('tiny-sdxl'), out, rescale), out, fixturePath('reference-rescale', c.dir, 'image.png'));
+});
 
 for (const c of REFERENCE_CASES.filter((candidate) => candidate.lora)) {
   test(`generate --lora ${c.lora!.file} reproduces ${c.id}`, async () => {
@@ -88,7 +112,9 @@ for (const [format, keyOf] of Object.entries(KEY_FORMATS)) {
   });
 }
 
-for (const c of REFINER_REFERENCE_CASES) {
+// One hand-off with a LoRA on the base, one without guidance in a wide image: --refiner, --denoising-end and --lora
+// together reach the pipeline.
+for (const c of [REFINER_REFERENCE_CASES.find((r) => r.lora)!, REFINER_REFERENCE_CASES.find((r) => !r.lora && r.width !== r.height)!]) {
   test(`generate --refiner reproduces ${c.id}`, async () => {
     const out = path.join(outDir, `${c.id}.png`);
     const extra = [

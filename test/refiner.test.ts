@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { SdxlPipeline, type UnetCall } from '../src/gpu/sdxl-pipeline.js';
 import { fixturePath, readFloat32Fixture } from './support/fixtures.js';
+import { maxAbsDifference, maxRgbDifference } from './support/pixels.js';
 import { REFINER_REFERENCE_CASES, type RefinerReferenceCase } from './support/reference-cases.js';
 
 // The base → refiner hand-off against diffusers' own arrays. The refiner only runs the last, low-noise steps and
@@ -24,13 +25,6 @@ test.after(async () => {
   for (const pipeline of pipelines.values()) await (await pipeline).dispose();
 });
 
-function maxAbsDifference(actual: Float32Array, expected: Float32Array): number {
-  assert.equal(actual.length, expected.length, 'length');
-  let max = 0;
-  for (let i = 0; i < expected.length; i++) max = Math.max(max, Math.abs(actual[i]! - expected[i]!));
-  return max;
-}
-
 async function run(c: RefinerReferenceCase) {
   const pipeline = await pipelineFor(c.lora?.file ?? null);
   const calls: UnetCall[] = [];
@@ -45,7 +39,7 @@ async function run(c: RefinerReferenceCase) {
 }
 
 for (const c of REFINER_REFERENCE_CASES) {
-  test(`${c.id}: hand-off split, refiner inputs and final latents match diffusers`, async () => {
+  test(`${c.id}: hand-off split, refiner inputs, final latents and pixels match diffusers`, async () => {
     const { result, calls } = await run(c);
     const baseCalls = calls.filter((call) => call.model === 'base');
     const refinerCalls = calls.filter((call) => call.model === 'refiner');
@@ -64,6 +58,8 @@ for (const c of REFINER_REFERENCE_CASES) {
 
     const latentDifference = maxAbsDifference(result.panels[0]!.finalLatents, readFloat32Fixture('reference-refiner', c.dir, 'final_latents.bin'));
     assert.ok(latentDifference <= 1e-3, `final latents differ by ${latentDifference}`);
+    const pixelDifference = maxRgbDifference(result.panels[0]!.rgb, readFloat32Fixture('reference-refiner', c.dir, 'image.bin'));
+    assert.ok(pixelDifference <= 1, `pixels differ by ${pixelDifference}`);
   });
 }
 

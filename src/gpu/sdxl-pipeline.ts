@@ -538,9 +538,10 @@ export class SdxlPipeline {
       ['sample'],
     );
     const sample = result['sample']!;
-    if (sample.some(Number.isNaN)) {
+    // Overflow shows as NaN once a normalization meets it, or as ±inf that would clamp to a saturated image.
+    if (!sample.every(Number.isFinite)) {
       throw new Error(
-        'vae_decoder produced NaN values: the stock SDXL VAE overflows in float16; use an fp32 VAE or the '
+        'vae_decoder produced NaN or infinite values: the stock SDXL VAE overflows in float16; use an fp32 VAE or the '
         + 'sdxl-vae-fp16-fix VAE in vae_decoder/',
       );
     }

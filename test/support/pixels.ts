@@ -10,3 +10,19 @@ export async function maxPixelDifference(actual: string | Uint8Array, expected: 
   for (let i = 0; i < b.rgb.length; i++) max = Math.max(max, Math.abs(a.rgb[i]! - b.rgb[i]!));
   return max;
 }
+
+/** The largest element-wise difference between two float arrays of the same length. */
+export function maxAbsDifference(actual: Float32Array, expected: Float32Array): number {
+  assert.equal(actual.length, expected.length, 'length');
+  let max = 0;
+  for (let i = 0; i < expected.length; i++) max = Math.max(max, Math.abs(actual[i]! - expected[i]!));
+  return max;
+}
+
+/** The largest difference, in 8-bit levels, between RGB bytes and a diffusers `output_type="np"` image in [0, 1]. */
+export function maxRgbDifference(rgb: Uint8Array, image: Float32Array): number {
+  assert.equal(rgb.length, image.length, 'length');
+  let max = 0;
+  for (let i = 0; i < image.length; i++) max = Math.max(max, Math.abs(rgb[i]! - image[i]! * 255));
+  return max;
+}

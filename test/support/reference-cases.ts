@@ -1,4 +1,5 @@
-import { readFixtureJson } from './fixtures.js';
+import { readdirSync } from 'node:fs';
+import { fixturePath, readFixtureJson } from './fixtures.js';
 
 export interface ReferenceCase {
   id: string;
@@ -26,6 +27,24 @@ export const REFINER_REFERENCE_CASES = readFixtureJson<{ cases: RefinerReference
 
 /** The cases the base pipeline alone reproduces (the others need a LoRA). */
 export const BASE_REFERENCE_CASES = REFERENCE_CASES.filter((c) => c.lora === null);
+
+/** What a base case's case.json records besides its settings (the fields the tests read). */
+export interface ReferenceCaseRecord {
+  unet_calls: number;
+  unet_step0_timestep: number;
+}
+
+/** diffusers with guidance_rescale: only the settings, final latents and image.png are kept. */
+export interface RescaleReferenceCase extends Omit<ReferenceCase, 'lora'> {
+  guidance_rescale: number;
+}
+
+// reference-rescale/ has no index.json: each folder is a case.
+export const RESCALE_REFERENCE_CASES = readdirSync(fixturePath('reference-rescale'), { withFileTypes: true })
+  .filter((entry) => entry.isDirectory())
+  .map((entry) => entry.name)
+  .sort()
+  .map((dir) => ({ ...readFixtureJson<Omit<RescaleReferenceCase, 'dir'>>('reference-rescale', dir, 'case.json'), dir }));
 
 /** The `wrongbot generate` arguments that reproduce a reference case; `extra` adds e.g. --lora or --refiner. */
 export function generateArgs(
