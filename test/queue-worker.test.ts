@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -8,6 +9,7 @@ import { Queue, QueueEvents } from 'bullmq';
 import { Redis } from 'ioredis';
 import {
   GENERATION_JOB_OPTIONS, QUEUE_NAMES, type GenerationJobData, type GenerationJobName, type GenerationJobResult, type ImagineJobData,
+  type JobProgress,
 } from '../src/queue/contracts.js';
 import { DEFAULT_QUEUE_LIMITS, type QueueLimits } from '../src/queue/places.js';
 import { JobProducer, type GenerationSubmission } from '../src/queue/producer.js';
@@ -27,7 +29,7 @@ import {
 // The queue and the GPU worker end to end: real Redis, real `wrongbot worker` processes on the tiny model.
 
 const work = mkdtempSync(path.join(tmpdir(), 'wrongbot-queue-'));
-const prefixes: string[] = [];
+const prefixes = new Set<string>();
 const closers: Array<() => Promise<unknown> | unknown> = [];
 test.after(async () => {
   killAllWorkers();
@@ -46,7 +48,7 @@ interface Harness {
 }
 
 async function harness(label: string, url = TEST_REDIS_URL, limits: Partial<QueueLimits> = {}, prefix = testPrefix(label)): Promise<Harness> {
-  prefixes.push(prefix);
+  prefixes.add(prefix);
   const redis = producerConnection(url);
   // The producer's connection fails commands until it is connected (no offline queue), as the bot's does.
   if (redis.status !== 'ready') await once(redis, 'ready');
@@ -66,6 +68,63 @@ async function harness(label: string, url = TEST_REDIS_URL, limits: Partial<Queu
   };
   closers.push(close);
   return { close, prefix, redis, producer, events, store: new ResultsStore(redis, producer.keys) };
+}
+
+// Loading the model takes a worker seconds: the tests that neither stop their worker nor need settings of their own
+// share one, on a queue of its own, started by the first of them that runs.
+const SHARED_PREFIX = testPrefix('shared');
+/** Its LoRA cache, where a test may put a file in the way of the cache folder. */
+const SHARED_LORA_CACHE = path.join(work, 'shared-lora-cache');
+let sharedWorkerStarted: Promise<WorkerProcess> | null = null;
+
+async function onSharedWorker(): Promise<{ h: Harness; worker: WorkerProcess }> {
+  sharedWorkerStarted ??= startWorker(SHARED_PREFIX, { LORA_CACHE_DIR: SHARED_LORA_CACHE });
+  const worker = await sharedWorkerStarted;
+  assert.equal(worker.child.exitCode, null, `the shared worker is still running:\n${worker.output()}`);
+  return { h: await harness('shared', TEST_REDIS_URL, {}, SHARED_PREFIX), worker };
+}
+
+type JobEventName = 'active' | 'completed' | 'delayed' | 'failed' | 'stalled';
+const ATTEMPT_ENDS: readonly JobEventName[] = ['completed', 'delayed', 'failed'];
+
+/**
+ * Each job's events, in the order the queue sent them, from the moment this is made: a test can wait for one without
+ * missing it when it came before the test asked.
+ */
+class JobEventLog {
+  private readonly byJob = new Map<string, JobEventName[]>();
+  private readonly listeners = new Set<() => void>();
+
+  constructor(events: QueueEvents, names: readonly JobEventName[]) {
+    for (const name of names) {
+      events.on(name, ({ jobId }: { jobId: string }) => {
+        this.byJob.set(jobId, [...this.of(jobId), name]);
+        for (const listener of this.listeners) listener();
+      });
+    }
+  }
+
+  of(jobId: string): readonly JobEventName[] {
+    return this.byJob.get(jobId) ?? [];
+  }
+
+  count(jobId: string, name: JobEventName): number {
+    return this.of(jobId).filter((seen) => seen === name).length;
+  }
+
+  /** How the job's n-th attempt ended: completed, failed for good, or delayed for a retry. Needs those three logged. */
+  attemptEnd(jobId: string, n: number): Promise<JobEventName> {
+    return new Promise((resolve) => {
+      const check = () => {
+        const ends = this.of(jobId).filter((name) => ATTEMPT_ENDS.includes(name));
+        if (ends.length < n) return;
+        this.listeners.delete(check);
+        resolve(ends[n - 1]!);
+      };
+      this.listeners.add(check);
+      check();
+    });
+  }
 }
 
 const requester = (userId: string) => ({ userId, displayName: userId, guildId: 'guild-1' });
@@ -93,8 +152,7 @@ async function image(h: Harness, key: string): Promise<Buffer> {
 }
 
 test('imagine, wrong and compare jobs run through a worker process and equal the generate and compare commands', async () => {
-  const h = await harness('e2e');
-  await startWorker(h.prefix);
+  const { h } = await onSharedWorker();
   const prompt = 'a lighthouse at dusk';
   const [imagineJob, wrongJob, compareJob] = [
     await h.producer.submit('imagine', imagine('alice', prompt, { negativePrompt: 'blurry' })),
@@ -167,12 +225,13 @@ test('a worker without LORA_PATH serves /wrong for any version in Redis, switchi
 });
 
 test('wrongbot enqueue --wait submits, follows and writes the image, at the workers\' model\'s own size when none is given', async () => {
-  const h = await harness('enqueue');
-  const env = { QUEUE_PREFIX: h.prefix, REDIS_URL: TEST_REDIS_URL };
-  const early = await runCli(['enqueue', 'imagine', '--prompt', 'a red cube'], env);
+  const unserved = testPrefix('enqueue-unserved');
+  prefixes.add(unserved);
+  const early = await runCli(['enqueue', 'imagine', '--prompt', 'a red cube'], { QUEUE_PREFIX: unserved, REDIS_URL: TEST_REDIS_URL });
   assert.equal(early.code, 2);
   assert.match(early.stderr, /no worker has said which model it runs yet .* give --width and --height/);
-  await startWorker(h.prefix);
+  const { h } = await onSharedWorker();
+  const env = { QUEUE_PREFIX: h.prefix, REDIS_URL: TEST_REDIS_URL };
   const out = path.join(work, 'enqueued.png');
   const result = await runCli(['enqueue', 'imagine', '--prompt', 'a red cube', '--seed', '3', '--steps', '3', '--wait', '--out', out], env);
   assert.equal(result.code, 0, result.stderr);
@@ -193,10 +252,10 @@ test('wrongbot enqueue --wait submits, follows and writes the image, at the work
 });
 
 test('two worker processes split 20 jobs and each job runs exactly once', async () => {
-  const h = await harness('split');
-  const workers = await Promise.all([startWorker(h.prefix), startWorker(h.prefix)]);
-  const starts = new Map<string, number>();
-  h.events.on('active', ({ jobId }) => starts.set(jobId, (starts.get(jobId) ?? 0) + 1));
+  const { h, worker } = await onSharedWorker();
+  const other = await startWorker(h.prefix);
+  const workers = [worker, other];
+  const log = new JobEventLog(h.events, ['active']);
   const jobs = [];
   for (let i = 0; i < 20; i++) jobs.push(await h.producer.submit('imagine', imagine(`user-${i}`, `job ${i}`, { steps: 1, seed: i })));
   const results = [];
@@ -206,17 +265,19 @@ test('two worker processes split 20 jobs and each job runs exactly once', async 
   for (const result of results) byWorker.set(result.workerId, (byWorker.get(result.workerId) ?? 0) + 1);
   assert.deepEqual([...byWorker.keys()].sort(), workers.map((w) => w.id).sort(), 'both workers took jobs');
   for (const { jobId } of jobs) {
-    assert.equal(starts.get(jobId), 1, `job ${jobId} started once`);
+    assert.equal(log.count(jobId, 'active'), 1, `job ${jobId} started once`);
     assert.equal((await h.producer.generation.getJob(jobId))!.attemptsMade, 1, `job ${jobId} ran once`);
   }
+  // The shared worker's later tests expect it alone on its queue.
+  other.child.kill('SIGTERM');
+  assert.deepEqual(await other.exited, { code: 0, signal: null });
 });
 
 test('a worker killed mid-job: the job completes once on a new worker after the stall interval', async () => {
   const h = await harness('sigkill');
   const fastStall = { WORKER_LOCK_DURATION_MS: '2000', WORKER_STALLED_INTERVAL_MS: '1000' };
   const first = await startWorker(h.prefix, fastStall);
-  let completions = 0;
-  h.events.on('completed', () => completions++);
+  const log = new JobEventLog(h.events, ['completed']);
   const { jobId } = await h.producer.submit('imagine', imagine('dave', 'a slow job', { steps: 60, width: 128, height: 128 }));
   await first.waitForLine(new RegExp(`job ${jobId} \\(imagine\\) started`));
   first.child.kill('SIGKILL');
@@ -224,44 +285,84 @@ test('a worker killed mid-job: the job completes once on a new worker after the 
   const second = await startWorker(h.prefix, fastStall);
   const result = await finished(h, jobId);
   assert.equal(result.workerId, second.id);
-  await new Promise((resolve) => setTimeout(resolve, 500));
-  assert.equal(completions, 1, 'one completion');
-  assert.equal(await h.producer.generation.getCompletedCount(), 1);
+  // A second copy of the job, queued while it ran here, would run before a job queued now: once this one is done, a
+  // second completion would have come.
+  const after = await h.producer.submit('imagine', imagine('dave', 'after the takeover', { steps: 1 }));
+  assert.equal((await finished(h, after.jobId)).workerId, second.id);
+  assert.equal(log.count(jobId, 'completed'), 1, 'one completion');
+  assert.equal(await h.producer.generation.getCompletedCount(), 2);
+});
+
+test('a job several times longer than the lock runs once: inference never starves lock renewal', async () => {
+  const h = await harness('lock-renewal');
+  const lockMs = 1000;
+  const worker = await startWorker(h.prefix, { WORKER_LOCK_DURATION_MS: String(lockMs), WORKER_STALLED_INTERVAL_MS: '500' });
+  const log = new JobEventLog(h.events, ['active', 'completed', 'delayed', 'failed', 'stalled']);
+  // About 5 s at 512 px on an idle CPU here. Without renewals its lock would lapse after a second, and the stall
+  // check, every half second, would take the job for dead and queue it again.
+  const { jobId } = await h.producer.submit('imagine', imagine('lou', 'longer than the lock', { steps: 12, width: 512, height: 512 }));
+  const result = await finished(h, jobId);
+  const job = (await h.producer.generation.getJob(jobId))!;
+  const ranMs = job.finishedOn! - job.processedOn!;
+  assert.ok(ranMs >= 3 * lockMs, `the job ran ${ranMs} ms, too short to outlast the ${lockMs} ms lock several times`);
+  assert.equal(result.workerId, worker.id);
+  assert.deepEqual(log.of(jobId), ['active', 'completed'], 'started once, never stalled, completed once');
+  assert.equal(job.attemptsMade, 1);
 });
 
 test('cancelling: a waiting job is removed, a running one stops between steps', async (t) => {
-  const h = await harness('cancel');
-  const worker = await startWorker(h.prefix);
-  const running = await h.producer.submit('imagine', imagine('erin', 'a very long job', { steps: 400, width: 128, height: 128 }));
+  const { h, worker } = await onSharedWorker();
+  // At 512 px a step of the tiny model takes about as long as the progress interval here, so nearly every step
+  // reports itself: the step the job stopped at is seen to within one. The step running when the cancel lands
+  // finishes, and the one after it may already have started.
+  const totalSteps = 40;
+  const maxStepsAfterCancel = 5;
+  const runningId = randomUUID();
+  const reported: number[] = [];
+  const stepListeners = new Set<(step: number) => void>();
+  h.events.on('progress', ({ jobId, data }) => {
+    if (jobId !== runningId) return;
+    const { step } = data as JobProgress;
+    reported.push(step);
+    for (const listener of stepListeners) listener(step);
+  });
+  const nextStep = () => new Promise<number>((resolve) => {
+    const listener = (step: number) => {
+      stepListeners.delete(listener);
+      resolve(step);
+    };
+    stepListeners.add(listener);
+  });
+  // A cancel that does not stop the job lets it complete: that ends the wait too, and fails below.
+  const ended = new Promise<{ outcome: string; at: number }>((resolve) => {
+    h.events.on('failed', ({ jobId, failedReason }) => {
+      if (jobId === runningId) resolve({ outcome: failedReason, at: performance.now() });
+    });
+    h.events.on('completed', ({ jobId }) => {
+      if (jobId === runningId) resolve({ outcome: 'completed', at: performance.now() });
+    });
+  });
+  await h.producer.submit('imagine', imagine('erin', 'a very long job', { steps: totalSteps, width: 512, height: 512 }), { jobId: runningId });
   const waiting = await h.producer.submit('imagine', imagine('frank', 'a job that never starts'));
-  await worker.waitForLine(new RegExp(`job ${running.jobId} \\(imagine\\) started`));
+  await worker.waitForLine(new RegExp(`job ${runningId} \\(imagine\\) started`));
 
   assert.deepEqual(await h.producer.cancel(waiting.jobId), { outcome: 'removed' });
   assert.equal(await h.producer.generation.getJob(waiting.jobId), undefined);
 
-  let lastStep = 0;
-  h.events.on('progress', ({ jobId, data }) => {
-    if (jobId === running.jobId) lastStep = (data as { step: number }).step;
-  });
-  await new Promise((resolve) => setTimeout(resolve, 1000));
-  const failed = new Promise<{ failedReason: string; at: number }>((resolve) => {
-    h.events.on('failed', ({ jobId, failedReason }) => {
-      if (jobId === running.jobId) resolve({ failedReason, at: performance.now() });
-    });
-  });
+  const stepAtCancel = await nextStep();
   const cancelledAt = performance.now();
-  assert.deepEqual(await h.producer.cancel(running.jobId), { outcome: 'stopping' });
-  const { failedReason, at } = await failed;
-  assert.equal(failedReason, 'cancelled');
-  assert.ok(lastStep < 400, `stopped at step ${lastStep} of 400`);
-  const job = await h.producer.generation.getJob(running.jobId);
+  assert.deepEqual(await h.producer.cancel(runningId), { outcome: 'stopping' });
+  const { outcome, at } = await ended;
+  assert.equal(outcome, 'cancelled');
+  const lastStep = reported.at(-1)!;
+  assert.ok(lastStep - stepAtCancel <= maxStepsAfterCancel, `cancelled after step ${stepAtCancel}, it still reported step ${lastStep} of ${totalSteps}`);
+  const job = await h.producer.generation.getJob(runningId);
   assert.equal(job!.attemptsMade, 1, 'a cancelled job is not retried');
-  t.diagnostic(`the running job stopped ${(at - cancelledAt).toFixed(0)} ms after the cancel`);
+  t.diagnostic(`cancelled after step ${stepAtCancel}, last reported step ${lastStep}; stopped ${(at - cancelledAt).toFixed(0)} ms after the cancel`);
 });
 
 test('malformed job data fails at once, without retries, with a readable reason; the worker keeps serving', async () => {
-  const h = await harness('malformed');
-  await startWorker(h.prefix);
+  const { h } = await onSharedWorker();
   const raw = new Queue(QUEUE_NAMES.generation, { connection: h.redis, prefix: h.prefix });
   closers.push(() => raw.close());
   const valid: ImagineJobData = { requester: requester('gina'), replyTo: noReply, settings: { prompt: 'ok', negativePrompt: null, seed: 1, ...TINY } };
@@ -321,16 +422,20 @@ test('concurrent submissions: exact shares per member, server and deployment, an
   // The deployment's share: another server's member takes the sixth place, the seventh is refused.
   await h.producer.submit('imagine', inGuild(imagine('gus', 'gus 1'), 'guild-2'));
   await assert.rejects(h.producer.submit('imagine', inGuild(imagine('hal', 'hal 1'), 'guild-2')), /the queue is full \(6 jobs waiting\)/);
+});
 
-  // A running job counts in its member's priority: carol's next job, while her first runs, is her second.
-  await h.producer.generation.obliterate({ force: true });
-  await h.redis.del(h.producer.keys.waitingJobsOf('carol'), h.producer.keys.waitingJobsOfGuild('guild-1'), h.producer.keys.waitingJobs);
-  const running = await h.producer.submit('imagine', imagine('carol', 'carol runs', { steps: 30, width: 128, height: 128 }));
-  const worker = await startWorker(h.prefix);
+test('a running job counts in its member\'s priority: their next job, while the first runs, is their second', async () => {
+  const { h, worker } = await onSharedWorker();
+  const priorityOf = async (jobId: string) => (await h.producer.generation.getJob(jobId))!.priority;
+  // Seconds of steps: still running while the next jobs are submitted, and cancelled after.
+  const running = await h.producer.submit('imagine', imagine('carol', 'carol runs', { steps: 200, width: 128, height: 128 }));
   await worker.waitForLine(new RegExp(`job ${running.jobId} \\(imagine\\) started`));
   const [next, other] = await Promise.all([h.producer.submit('imagine', imagine('carol', 'carol next')), h.producer.submit('imagine', imagine('ivan', 'ivan first'))]);
   assert.deepEqual([await priorityOf(next.jobId), await priorityOf(other.jobId)], [2, 1]);
+  // The shared worker is left idle for the next test.
+  for (const waiting of [next, other]) assert.deepEqual(await h.producer.cancel(waiting.jobId), { outcome: 'removed' });
   assert.deepEqual(await h.producer.cancel(running.jobId), { outcome: 'stopping' });
+  await assert.rejects(finished(h, running.jobId), /cancelled/);
 });
 
 test('SIGTERM lets the running job finish and the worker exits cleanly', async () => {
@@ -345,17 +450,21 @@ test('SIGTERM lets the running job finish and the worker exits cleanly', async (
 
 test('SIGTERM past the grace period hands the running job back, and another worker completes it', async () => {
   const h = await harness('sigterm-handback');
+  const log = new JobEventLog(h.events, ['active', 'completed', 'delayed', 'failed']);
   const worker = await startWorker(h.prefix, { WORKER_SHUTDOWN_GRACE_MS: '300' });
-  const { jobId } = await h.producer.submit('imagine', imagine('kim', 'hand me back', { steps: 400, width: 128, height: 128 }));
+  // Over a second of steps here: several times the grace period.
+  const { jobId } = await h.producer.submit('imagine', imagine('kim', 'hand me back', { steps: 80, width: 128, height: 128 }));
   await worker.waitForLine(new RegExp(`job ${jobId} \\(imagine\\) started`));
   worker.child.kill('SIGTERM');
   assert.deepEqual(await worker.exited, { code: 0, signal: null });
   assert.match(worker.output(), new RegExp(`job ${jobId} handed back to the queue`));
   assert.ok(['waiting', 'prioritized'].includes(await h.producer.generation.getJobState(jobId)), 'back in the queue');
-  await h.producer.cancel(jobId);
-  const shorter = await h.producer.submit('imagine', imagine('kim', 'after the hand-back', { steps: 2 }));
   const next = await startWorker(h.prefix);
-  assert.equal((await finished(h, shorter.jobId)).workerId, next.id);
+  const result = await finished(h, jobId);
+  assert.equal(result.workerId, next.id, 'the job the first worker handed back');
+  assert.equal(result.panels.length, 1);
+  assert.deepEqual(log.of(jobId), ['active', 'active', 'completed'], 'started on each worker, completed once, never failed or delayed');
+  assert.equal((await h.producer.generation.getJob(jobId))!.attemptsMade, 1, 'the hand-back was not a failed attempt');
 });
 
 test('a dead inference thread: the worker hands its job back and exits non-zero, and another worker completes the job', async () => {
@@ -372,13 +481,13 @@ test('a dead inference thread: the worker hands its job back and exits non-zero,
   assert.equal((await h.producer.generation.getJob(jobId))!.attemptsMade, 1, 'the hand-back was not a failed attempt');
 });
 
-test('a failure no retry can cure is attempted once; one another try may cure is retried', async () => {
-  const h = await harness('failure-kinds');
-  // A file where the worker keeps this deployment's fetched LoRA versions: fetching one fails until it is gone.
-  const cacheRoot = path.join(work, 'blocked-lora-cache');
-  mkdirSync(cacheRoot);
-  writeFileSync(path.join(cacheRoot, h.prefix), 'in the way');
-  await startWorker(h.prefix, { LORA_CACHE_DIR: cacheRoot });
+test('a failure no retry can cure fails at once; one another try may cure is tried 3 times with growing pauses; either way the worker takes the next job', async () => {
+  const { h, worker } = await onSharedWorker();
+  const log = new JobEventLog(h.events, ['completed', 'delayed', 'failed']);
+  const takesTheNextJob = async (after: string) => {
+    const next = await h.producer.submit('imagine', imagine('rita', `after ${after}`, { steps: 1 }));
+    assert.equal((await finished(h, next.jobId)).workerId, worker.id, `the worker took the next job after ${after}`);
+  };
 
   // A vertical tab cannot be drawn in a caption (XML has none): the contract refuses it before any GPU tries, and a
   // worker refuses it too when something else put it in Redis, once.
@@ -389,18 +498,44 @@ test('a failure no retry can cure is attempted once; one another try may cure is
   const composite = await raw.add('compare', { ...undrawable, settings: { ...undrawable.settings, seed: 1 } } as GenerationJobData, { ...GENERATION_JOB_OPTIONS });
   await assert.rejects(composite.waitUntilFinished(h.events, 60_000), /settings\.prompt = .* contains the control character U\+000B/);
   assert.equal((await raw.getJob(composite.id!))!.attemptsMade, 1, 'not retried');
+  assert.deepEqual(log.of(composite.id!), ['failed'], 'failed for good at its first attempt, never delayed');
+  await takesTheNextJob('a failure no retry can cure');
 
+  // A file where the worker keeps this queue's fetched LoRA versions: fetching one fails until it is gone.
+  const cacheFolder = path.join(SHARED_LORA_CACHE, h.prefix);
+  rmSync(cacheFolder, { recursive: true, force: true });
+  mkdirSync(SHARED_LORA_CACHE, { recursive: true });
+  writeFileSync(cacheFolder, 'in the way');
   await h.redis.set(h.producer.keys.loraFile('wrong-v2'), readFileSync(TINY_LORA));
-  const blocked = await h.producer.submit('wrong', { ...withLora('quinn', 'a cat', 0.8), lora: { version: 'wrong-v2', strength: 0.8 } });
-  let job = (await h.producer.generation.getJob(blocked.jobId))!;
-  while (job.attemptsMade === 0) {
-    await new Promise((resolve) => setTimeout(resolve, 100));
-    job = (await h.producer.generation.getJob(blocked.jobId))!;
-  }
-  assert.match(job.failedReason, /EEXIST|ENOTDIR/);
-  rmSync(path.join(cacheRoot, h.prefix));
-  await finished(h, blocked.jobId);
-  assert.equal((await h.producer.generation.getJob(blocked.jobId))!.attemptsMade, 2, 'failed once, then succeeded on the retry');
+  const fetching = () => ({ ...withLora('quinn', 'a cat', 0.8), lora: { version: 'wrong-v2', strength: 0.8 } });
+  /** Checks the pause BullMQ set before the job's next attempt, then starts that attempt now rather than after it. */
+  const retryNow = async (jobId: string, attempt: number, pauseMs: number) => {
+    assert.equal(await log.attemptEnd(jobId, attempt), 'delayed', `attempt ${attempt} is followed by a retry`);
+    const job = (await h.producer.generation.getJob(jobId))!;
+    assert.equal(job.attemptsMade, attempt);
+    assert.match(job.failedReason, /EEXIST|ENOTDIR/);
+    assert.equal(Number(job.delay), pauseMs, `the pause after attempt ${attempt}`);
+    // A job whose pause is over already went back to the queue by itself.
+    await job.promote().catch(async (error: unknown) => {
+      if (await job.isDelayed()) throw error;
+    });
+  };
+
+  // The production policy (GENERATION_JOB_OPTIONS, through the producer): 3 attempts, 5 s then 10 s apart.
+  const uncured = await h.producer.submit('wrong', fetching());
+  await retryNow(uncured.jobId, 1, 5_000);
+  await retryNow(uncured.jobId, 2, 10_000);
+  await assert.rejects(finished(h, uncured.jobId), /EEXIST|ENOTDIR/);
+  assert.equal(await log.attemptEnd(uncured.jobId, 3), 'failed');
+  assert.equal((await h.producer.generation.getJob(uncured.jobId))!.attemptsMade, 3, 'tried 3 times, then failed for good');
+  await takesTheNextJob('a failure retried to the end');
+
+  const cured = await h.producer.submit('wrong', fetching());
+  assert.equal(await log.attemptEnd(cured.jobId, 1), 'delayed');
+  rmSync(cacheFolder);
+  await retryNow(cured.jobId, 1, 5_000);
+  await finished(h, cured.jobId);
+  assert.equal((await h.producer.generation.getJob(cured.jobId))!.attemptsMade, 2, 'failed once, then succeeded on the retry');
 });
 
 /** Case b1's images, sent to Redis as the bot sends a snapshot's: what a worker with no DATA_DIR trains on. */
@@ -426,14 +561,16 @@ async function trainingEvents(h: Harness): Promise<QueueEvents> {
 test('TRAINER_COMMAND trains from the snapshot in Redis, takes the GPU only when no generation runs, and its LoRA goes back to Redis', async () => {
   const h = await harness('training');
   const log = path.join(work, 'trainer.log');
-  await startWorker(h.prefix, { TRAINER_COMMAND: fakeTrainerCommand('train', log, TINY_LORA), DISCORD_TOKEN: 'not-for-trainers' });
+  const worker = await startWorker(h.prefix, { TRAINER_COMMAND: fakeTrainerCommand('train', log, TINY_LORA), DISCORD_TOKEN: 'not-for-trainers' });
   const trainEvents = await trainingEvents(h);
   const snapshot = await sendSnapshot(h);
   const before = await h.producer.submit('imagine', imagine('lee', 'before training', { steps: 40, width: 128, height: 128 }));
+  // Training queued while a generation runs: it waits for that one to finish, then keeps every other out.
+  await worker.waitForLine(new RegExp(`job ${before.jobId} \\(imagine\\) started`));
   const trainId = await h.producer.submitTraining({
     requester: requester('admin'), replyTo: noReply, snapshot: { id: 7, images: snapshot.images }, version: 'wrong-v7', baseVersion: null, steps: 7, seed: 1,
   });
-  await new Promise((resolve) => setTimeout(resolve, 300));
+  await worker.waitForLine(new RegExp(`job ${trainId} \\(train wrong-v7\\) holds the GPU`));
   const during = await h.producer.submit('imagine', imagine('mia', 'submitted while training waits', { steps: 1 }));
   const trainJob = (await h.producer.training.getJob(trainId))!;
   const trained = await trainJob.waitUntilFinished(trainEvents, 60_000);
@@ -453,11 +590,12 @@ test('TRAINER_COMMAND trains from the snapshot in Redis, takes the GPU only when
   const duringJob = (await h.producer.generation.getJob(during.jobId))!;
   assert.ok(beforeJob.finishedOn! <= times['start']!, 'the trainer started after the running generation finished');
   assert.ok(duringJob.processedOn! >= times['end']!, 'generation waited until training was done');
+  // processedOn is the last attempt's start: one that failed during the training would pass the check above.
+  assert.equal(duringJob.attemptsMade, 1, 'the generation ran once, after the training');
 });
 
 test('the built-in engine trains a job from Redis into the tensors `wrongbot train` writes for the same images, seed and steps', async () => {
-  const h = await harness('builtin-training');
-  await startWorker(h.prefix);
+  const { h } = await onSharedWorker();
   const trainEvents = await trainingEvents(h);
   const snapshot = await sendSnapshot(h);
   const steps = 3;
@@ -526,4 +664,26 @@ test('jobs waiting in Redis survive a Redis restart with AOF and all run', async
     assert.ok(await after.producer.generation.getJob(jobId), `job ${jobId} survived the restart`);
     assert.equal((await finished(after, jobId)).workerId, worker.id);
   }
+});
+
+test('a worker process reconnects after its Redis restarts: it takes the next job, and cancels still reach it', async () => {
+  const server = await startTestRedis();
+  closers.push(() => server.stop());
+  const h = await harness('reconnect', server.url);
+  const worker = await startWorker(h.prefix, { REDIS_URL: server.url });
+  await h.close();
+  await server.stop();
+  // Without persistence: the worker comes back to an empty Redis, as after a flush or a new server on that address.
+  const restarted = await startTestRedis({ port: server.port, dir: server.dir });
+  closers.push(() => restarted.stop());
+  const after = await harness('reconnect', restarted.url, {}, h.prefix);
+
+  const next = await after.producer.submit('imagine', imagine('vera', 'after the restart', { steps: 1 }));
+  assert.equal((await finished(after, next.jobId)).workerId, worker.id);
+  // The cancel flag is read only as a job starts: a running job stops through the control channel alone.
+  const long = await after.producer.submit('imagine', imagine('vera', 'cancelled after the restart', { steps: 300, width: 128, height: 128 }));
+  await worker.waitForLine(new RegExp(`job ${long.jobId} \\(imagine\\) started`));
+  assert.deepEqual(await after.producer.cancel(long.jobId), { outcome: 'stopping' });
+  await assert.rejects(finished(after, long.jobId), /cancelled/);
+  assert.equal(worker.child.exitCode, null, 'the same worker process throughout');
 });
