@@ -4,7 +4,6 @@ import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
-import { EDIT_INTERVAL_MS } from '../src/bot/job-messages.js';
 import { SafetensorsFile } from '../src/gpu/lora/safetensors.js';
 import { QUEUE_NAMES } from '../src/queue/contracts.js';
 import type { SandboxMessageView } from '../src/sandbox/control-client.js';
@@ -12,21 +11,37 @@ import { runCli } from './support/cli.js';
 import { answerTo, startBotStack, type BotStack } from './support/bot-stack.js';
 import { fixturePath } from './support/fixtures.js';
 import { maxPixelDifference } from './support/pixels.js';
-import { TEST_REDIS_URL, TINY_LORA } from './support/worker-process.js';
+import { TEST_REDIS_URL, TINY_LORA, TINY_LORA_VERSION } from './support/worker-process.js';
 
 // The product end to end: members use slash commands, buttons and reactions in the local Discord; the real bot
 // process answers through Discord's REST API, a real worker draws on the tiny model, and every request the bot makes
 // is checked against Discord's OpenAPI spec by the local Discord.
 
+// Each test makes what it needs (its own images, votes and users) and puts back what it changes for the server
+// (defaults, the served LoRA version), so that any one of them runs alone, and one failing leaves the others as they
+// were. A trained candidate is made once, by the first test that needs one.
+
 const INTERACTION_ACK_DEADLINE_MS = 3_000;
+/** README: "At most one edit per message every 2 seconds"; the local Discord stamps edits in whole milliseconds. */
+const EDIT_SPACING_MS = 2_000;
+const STAMP_SLACK_MS = 50;
 const THUMBS_DOWN = '👎';
+/** A 👎 with a skin tone: a second reaction by the same member that is the same vote. */
+const THUMBS_DOWN_MEDIUM = '👎🏽';
+const MAX_TRAININGS_PER_DAY = 3;
 
 let stack: BotStack;
 before(async () => {
   stack = await startBotStack('bot', {
-    botEnv: { VOTES_TO_CURATE: '2', MAX_QUEUED_PER_USER: '2', JUDGING_SEED: '7', AUTO_PROMOTE_WIN_RATE: '0.6', AUTO_PROMOTE_MIN_VOTES: '12' },
+    botEnv: {
+      VOTES_TO_CURATE: '2', MAX_QUEUED_PER_USER: '2', JUDGING_SEED: '7', AUTO_PROMOTE_WIN_RATE: '0.6', AUTO_PROMOTE_MIN_VOTES: '12',
+      MAX_TRAININGS_PER_DAY: String(MAX_TRAININGS_PER_DAY),
+    },
     workerEnv: { REFINER_DIR: fixturePath('tiny-sdxl-refiner') },
   });
+  // Admins the tests share; a name not starting with "admin" would be made a plain member on first use.
+  await stack.sandbox.createUser('grace', { admin: true });
+  await stack.sandbox.createUser('adminhazel', { admin: true });
 });
 after(async () => {
   await stack?.close();
@@ -75,19 +90,134 @@ async function ephemeralReplyTo(user: string, interactionId: string): Promise<st
   return (await ephemeralMessageTo(user, interactionId)).content;
 }
 
+function jobIdOf(message: SandboxMessageView): string {
+  const footer = (message.embeds[0]?.['footer'] as { text: string } | undefined)?.text ?? '';
+  const jobId = /job ([0-9a-f-]{36})/.exec(footer)?.[1];
+  assert.ok(jobId, `a job id in the footer "${footer}"`);
+  return jobId;
+}
+
+async function idOf(user: string): Promise<string> {
+  const found = (await stack.sandbox.state()).users.find((candidate) => candidate.name === user);
+  assert.ok(found, `user ${user}`);
+  return found.id;
+}
+
+/**
+ * `user` adds (or removes) a reaction on the bot's single-image `message`; resolves with the bot's log line about it.
+ * Reactions are handled apart from anything a test can ask the bot, so this line is what says it has been.
+ */
+async function reacted(user: string, message: SandboxMessageView, options: { emoji?: string; remove?: boolean } = {}): Promise<string> {
+  const after = stack.bot.output().length;
+  const emoji = options.emoji ?? THUMBS_DOWN;
+  const change = options.remove ? await stack.sandbox.unreact(user, message.id, emoji) : await stack.sandbox.react(user, message.id, emoji);
+  assert.ok(change.changed, `${user}'s ${emoji} ${options.remove ? 'removed' : 'added'}`);
+  const verb = options.remove ? 'removed by' : 'by';
+  return stack.bot.waitForLine(new RegExp(`👎 ${verb} ${await idOf(user)} on job ${jobIdOf(message)} panel 1: `), { after, timeoutMs: 20_000 });
+}
+
+/** The training set's sidecars; the folder exists from the bot's first start, so a wrong path fails here. */
+function datasetSidecars(): Array<Record<string, unknown>> {
+  const dir = path.join(stack.dataDir, 'dataset');
+  // The bot may remove an entry between the listing and the read: such a file is simply no longer in the set.
+  return readdirSync(dir).filter((name) => name.endsWith('.json')).flatMap((name) => {
+    try {
+      return [JSON.parse(readFileSync(path.join(dir, name), 'utf8')) as Record<string, unknown>];
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw error;
+    }
+  });
+}
+
+/** The sidecar of one job's panel (0-based), or null when that panel is not in the training set. */
+function datasetEntry(jobId: string, panelIndex: number): Record<string, unknown> | null {
+  return datasetSidecars().find((entry) => {
+    const provenance = entry['provenance'] as { jobId: string; panelIndex: number };
+    return provenance.jobId === jobId && provenance.panelIndex === panelIndex;
+  }) ?? null;
+}
+
+async function imagined(user: string, options: Record<string, string | number>): Promise<SandboxMessageView> {
+  return resultOf((await stack.sandbox.command({ user, command: 'imagine', options: { size: '64x64', ...options } })).interactionId);
+}
+
+/** The version /wrong serves now, as /lora list marks it. */
+async function servedVersion(): Promise<string> {
+  const listed = await stack.sandbox.command({ user: 'grace', command: 'lora', subcommand: 'list' });
+  const served = /`([\w.-]+)` · \*\*served\*\*/.exec(await ephemeralReplyTo('grace', listed.interactionId))?.[1];
+  assert.ok(served, 'a served version');
+  return served;
+}
+
+/** Serves `version` again after a test that changed it, should the test have stopped before doing so itself. */
+async function serveAgain(version: string): Promise<void> {
+  if (await servedVersion() === version) return;
+  const promoted = await stack.sandbox.command({ user: 'grace', command: 'lora', subcommand: 'promote', options: { version } });
+  await stack.waitForMessages((messages) => answerTo(messages, promoted.interactionId)?.content.includes(`\`${version}\` is served`), `${version} served again`);
+}
+
+interface Candidate {
+  /** The /train's answer. */
+  trained: SandboxMessageView;
+  /** Its validation triptychs in the channel, one per validation prompt. */
+  validations: SandboxMessageView[];
+  version: string;
+  /** The snapshot /train froze; the version is named by its number. */
+  snapshot: number;
+  /** The candidate's safetensors, as the workers get it from Redis. */
+  file: string;
+}
+
+let candidate: Promise<Candidate> | null = null;
+
+/** The candidate an admin's /train makes from one image members put in the set (3 steps, seed 4); made once. */
+function trainedCandidate(): Promise<Candidate> {
+  candidate ??= (async () => {
+    const boat = await imagined('dave', { prompt: 'a blurry boat', seed: 8 });
+    await reacted('alice', boat);
+    assert.match(await reacted('bob', boat), /training set entry #\d+$/);
+    const allowed = await stack.sandbox.command({ user: 'grace', command: 'train', options: { steps: 3, seed: 4 } });
+    const trained = await stack.waitForMessages((messages) => {
+      const answer = answerTo(messages, allowed.interactionId);
+      // A failure ends the wait too, so the assertion below shows what the bot said.
+      return answer && /Trained|failed|empty|not queued/.test(answer.content) ? answer : null;
+    }, 'the trained candidate', { timeoutMs: 120_000 });
+    const version = /✅ Trained candidate version `(wrong-v(\d+))`/.exec(trained.content);
+    assert.ok(version, trained.content);
+    // Waited for here, so that no test after sees them arrive.
+    const validations = await stack.waitForMessages((messages) => {
+      const found = messages.filter((message) => message.content.includes(`Validation of \`${version[1]}\``) && message.attachments.length === 4);
+      return found.length === 3 ? found : null;
+    }, 'three validation triptychs', { timeoutMs: 120_000 });
+    const redis = new Redis(TEST_REDIS_URL, { maxRetriesPerRequest: 1 });
+    try {
+      const tensors = await redis.getBuffer(`${stack.prefix}:wrongbot:lora:${version[1]}`);
+      assert.ok(tensors !== null, 'the candidate\'s file is in Redis for every worker');
+      const file = path.join(stack.dataDir, `${version[1]}.safetensors`);
+      writeFileSync(file, tensors);
+      return { trained, validations, version: version[1]!, snapshot: Number(version[2]), file };
+    } finally {
+      redis.disconnect();
+    }
+  })();
+  return candidate;
+}
+
 test('/imagine: deferred within 3 s, progress edits at most every 2 s, and the image generate makes', async () => {
+  // Long enough that the worker reports progress many times over: every report the bot showed at once would break the spacing.
   const options = { prompt: 'a lighthouse at dusk, oil painting', seed: 1234, steps: 100, size: '256x256', guidance: 7.5 };
   const { interactionId } = await stack.sandbox.command({ user: 'alice', command: 'imagine', options });
-  await stack.waitForMessages((messages) => answerTo(messages, interactionId)?.content.match(/step \d+\/100/), 'a progress edit');
   const result = await resultOf(interactionId);
 
   const interaction = await stack.sandbox.interaction(interactionId);
   assert.equal(interaction.callbackType, 5, 'a deferred reply');
   assert.ok(interaction.acknowledgedAt! - interaction.createdAt <= INTERACTION_ACK_DEADLINE_MS);
   const editTimes = result.edits.map((edit) => edit.at);
-  assert.ok(editTimes.length >= 3, `queued, progress and result edits: ${JSON.stringify(result.edits)}`);
-  for (let i = 1; i < editTimes.length; i++) assert.ok(editTimes[i]! - editTimes[i - 1]! >= EDIT_INTERVAL_MS - 50, `edit spacing ${editTimes[i]! - editTimes[i - 1]!} ms`);
-  assert.ok(stack.bot.output().length > 0);
+  assert.ok(editTimes.length >= 2, `its place or start, then the result: ${JSON.stringify(result.edits)}`);
+  for (let i = 1; i < editTimes.length; i++) {
+    assert.ok(editTimes[i]! - editTimes[i - 1]! >= EDIT_SPACING_MS - STAMP_SLACK_MS, `edit spacing ${editTimes[i]! - editTimes[i - 1]!} ms`);
+  }
 
   const png = await stack.sandbox.download(attachment(result, 'panel-1.png').url);
   const cli = await runCli(['generate', '--model', fixturePath('tiny-sdxl'), '--prompt', options.prompt, '--seed', '1234', '--steps', '100',
@@ -111,7 +241,7 @@ async function wrongAsGenerateDraws(loraFile: string): Promise<string> {
   const result = await resultOf(interactionId);
   assert.equal(field(result, 'Negative prompt'), '"wrong"');
   const out = path.join(stack.dataDir, 'wrong.png');
-  // Steps and guidance as the embed shows them: a test before may have changed this server's defaults.
+  // Steps and guidance as the embed shows them: the server's defaults, whatever they are.
   const cli = await runCli(['generate', '--model', fixturePath('tiny-sdxl'), '--prompt', 'a cat', '--negative', 'wrong', '--seed', '7', '--steps', field(result, 'Steps'),
     '--width', '64', '--height', '64', '--guidance', field(result, 'Guidance'), '--lora', loraFile, '--strength', '0.75', '--out', out]);
   assert.equal(cli.code, 0, cli.stderr);
@@ -124,209 +254,167 @@ test('/wrong: the LoRA at the chosen strength and "wrong" as the negative, as ge
   await assertNoViolations();
 });
 
-let triptych: SandboxMessageView;
+async function compared(user: string, prompt: string, seed: number): Promise<SandboxMessageView> {
+  return resultOf((await stack.sandbox.command({ user, command: 'compare', options: { prompt, seed, size: '64x64' } })).interactionId);
+}
 
 test('/compare: the triptych with every panel attached and a 👎 button per panel', async () => {
-  const { interactionId } = await stack.sandbox.command({ user: 'carol', command: 'compare', options: { prompt: 'an astronaut riding a horse', seed: 99, size: '64x64' } });
-  triptych = await resultOf(interactionId);
+  const triptych = await compared('carol', 'an astronaut riding a horse', 99);
   assert.deepEqual(triptych.attachments.map((file) => file.filename), ['triptych.png', 'panel-1.png', 'panel-2.png', 'panel-3.png']);
   assert.deepEqual(buttons(triptych).map((button) => button.label), ['New seed', 'Panel 1 is wrong', 'Panel 2 is wrong', 'Panel 3 is wrong']);
   assert.match((triptych.embeds[0]!['image'] as { url: string }).url, /\/triptych\.png$/, 'the embed shows the triptych');
   await assertNoViolations();
 });
 
-function datasetSidecars(): Array<Record<string, unknown>> {
-  const dir = path.join(stack.dataDir, 'dataset');
-  let names: string[];
-  try {
-    names = readdirSync(dir);
-  } catch {
-    return [];
-  }
-  // The bot may remove an entry between the listing and the read: such a file is simply no longer in the set.
-  return names.filter((name) => name.endsWith('.json')).flatMap((name) => {
-    try {
-      return [JSON.parse(readFileSync(path.join(dir, name), 'utf8')) as Record<string, unknown>];
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
-      throw error;
-    }
-  });
-}
-
 test('panel 👎 buttons: two members put panel 2 in the training set with its provenance; pressing again takes a vote back', async () => {
+  const triptych = await compared('carol', 'an astronaut on a camel', 98);
+  const jobId = jobIdOf(triptych);
   const voteButton = buttons(triptych).find((button) => button.label === 'Panel 2 is wrong')!;
+  // A button's vote is counted before its private answer is sent: the answer is the point to look at the set.
   const first = await stack.sandbox.press('alice', triptych.id, voteButton.custom_id);
   assert.match(await ephemeralReplyTo('alice', first.interactionId), /1 of 2 vote/);
-  assert.equal(datasetSidecars().length, 0, 'one vote of two is not enough');
+  assert.equal(datasetEntry(jobId, 1), null, 'one vote of two is not enough');
   const second = await stack.sandbox.press('bob', triptych.id, voteButton.custom_id);
   assert.match(await ephemeralReplyTo('bob', second.interactionId), /in the training set as entry #\d+/);
-  const [entry] = datasetSidecars();
+  const entry = datasetEntry(jobId, 1);
   assert.ok(entry);
   const provenance = entry['provenance'] as Record<string, unknown>;
   assert.equal(provenance['panelIndex'], 1);
-  assert.equal(provenance['prompt'], 'an astronaut riding a horse');
+  assert.equal(provenance['prompt'], 'an astronaut on a camel');
   assert.equal(provenance['negativePrompt'], 'wrong');
-  assert.equal(provenance['seed'], 99);
+  assert.equal(provenance['seed'], 98);
   assert.equal(provenance['loraVersion'], null, 'panel 2 is the base model');
   assert.equal(provenance['kind'], 'compare');
-  const users = (await stack.sandbox.state()).users;
-  const idOf = (name: string) => users.find((user) => user.name === name)!.id;
-  assert.deepEqual((entry['voters'] as Array<{ userId: string }>).map((voter) => voter.userId).sort(), [idOf('alice'), idOf('bob')].sort());
+  assert.deepEqual((entry['voters'] as Array<{ userId: string }>).map((voter) => voter.userId).sort(), [await idOf('alice'), await idOf('bob')].sort());
   const panelPng = await stack.sandbox.download(attachment(triptych, 'panel-2.png').url);
   const curatedPng = readFileSync(path.join(stack.dataDir, 'dataset', String(entry['image'])));
   assert.ok(curatedPng.equals(panelPng), 'the curated PNG is the lossless panel');
 
   const again = await stack.sandbox.press('bob', triptych.id, voteButton.custom_id);
   assert.match(await ephemeralReplyTo('bob', again.interactionId), /taken back/);
-  assert.equal(datasetSidecars().length, 0, 'below the threshold again, the image leaves the set');
+  assert.equal(datasetEntry(jobId, 1), null, 'below the threshold again, the image leaves the set');
   await assertNoViolations();
 });
 
 test('👎 reactions: the bot’s own, another bot’s and a repeated vote do not count; two members curate; un-reacting takes it back', async () => {
-  const { interactionId } = await stack.sandbox.command({ user: 'dave', command: 'imagine', options: { prompt: 'a red bicycle', seed: 5, size: '64x64' } });
-  const result = await resultOf(interactionId);
-  const votesInAll = async () => {
-    const { interactionId: statsId } = await stack.sandbox.command({ user: 'erin', command: 'dataset', subcommand: 'stats' });
-    const reply = await ephemeralReplyTo('erin', statsId);
-    const stats = /^In the training set: (\d+) image\(s\), (\d+) of them made in this server\.\nWaiting for more 👎 votes: (\d+) image\(s\) from this server, with (\d+) vote\(s\) between them\./.exec(reply);
-    assert.ok(stats, reply);
-    return Number(stats[4]);
-  };
-  // Earlier tests left votes on other images; this one's are what comes on top.
-  const baseline = await votesInAll();
+  const result = await imagined('dave', { prompt: 'a red bicycle', seed: 5 });
+  const jobId = jobIdOf(result);
+  const botUserId = (await stack.sandbox.state()).botUserId;
+  await stack.bot.waitForLine(new RegExp(`👎 by ${botUserId} on job ${jobId} panel 1: not a vote: the bot’s own reaction$`));
   await stack.sandbox.createUser('helperbot', { bot: true });
-  await stack.sandbox.react('helperbot', result.id, THUMBS_DOWN);
-  await stack.sandbox.react('alice', result.id, THUMBS_DOWN);
-  await stack.sandbox.unreact('alice', result.id, THUMBS_DOWN);
-  await stack.sandbox.react('alice', result.id, THUMBS_DOWN);
-  await stack.sandbox.react('bob', result.id, THUMBS_DOWN);
-  const curated = await stack.sandbox.waitFor(async () => datasetSidecars().find((entry) => (entry['provenance'] as { prompt: string }).prompt === 'a red bicycle'),
-    { what: 'the curated bicycle', timeoutMs: 10_000 });
-  assert.equal((curated['voters'] as unknown[]).length, 2);
+  assert.match(await reacted('helperbot', result), /: not a vote: a vote by a bot$/);
+  assert.match(await reacted('alice', result), /: counted, 1 of 2 vote\(s\)$/);
+  // Discord takes one reaction per emoji from a member, but 👎🏽 is another emoji and the same vote.
+  assert.match(await reacted('alice', result, { emoji: THUMBS_DOWN_MEDIUM }), /: counted already, 1 of 2 vote\(s\)$/);
+  assert.match(await reacted('bob', result), /: counted, 2 of 2 vote\(s\), training set entry #\d+$/);
+  const curated = datasetEntry(jobId, 0);
+  assert.ok(curated, 'the bicycle in the training set');
+  assert.deepEqual((curated['voters'] as Array<{ userId: string }>).map((voter) => voter.userId).sort(), [await idOf('alice'), await idOf('bob')].sort());
   assert.equal((curated['provenance'] as { seed: number }).seed, 5);
-  await stack.sandbox.unreact('bob', result.id, THUMBS_DOWN);
-  await stack.sandbox.waitFor(async () => datasetSidecars().length === 0, { what: 'the entry to leave the set', timeoutMs: 10_000 });
-  assert.equal(await votesInAll(), baseline + 1, 'alice’s vote stays');
-  await stack.sandbox.unreact('alice', result.id, THUMBS_DOWN);
-  assert.equal(await votesInAll(), baseline, 'un-reacting takes the vote back');
+  assert.match(await reacted('bob', result, { remove: true }), /: taken back, 1 of 2 vote\(s\)$/, 'alice’s vote stays');
+  assert.equal(datasetEntry(jobId, 0), null, 'below the threshold again, the image leaves the set');
   await assertNoViolations();
 });
 
 test('an admin’s 👎 curates an image at once', async () => {
-  const { interactionId } = await stack.sandbox.command({ user: 'dave', command: 'imagine', options: { prompt: 'a blue vase', seed: 6, size: '64x64' } });
-  const result = await resultOf(interactionId);
-  await stack.sandbox.createUser('adminhazel', { admin: true });
-  await stack.sandbox.react('adminhazel', result.id, THUMBS_DOWN);
-  const curated = await stack.sandbox.waitFor(async () => datasetSidecars().find((entry) => (entry['provenance'] as { prompt: string }).prompt === 'a blue vase'),
-    { what: 'the vase curated by one admin vote', timeoutMs: 10_000 });
+  const result = await imagined('dave', { prompt: 'a blue vase', seed: 6 });
+  assert.match(await reacted('adminhazel', result), /: counted \(an admin\), 1 of 2 vote\(s\), training set entry #\d+$/);
+  const curated = datasetEntry(jobIdOf(result), 0);
+  assert.ok(curated, 'the vase curated by one admin vote');
   assert.deepEqual((curated['voters'] as Array<{ isAdmin: boolean }>).map((voter) => voter.isAdmin), [true]);
   await assertNoViolations();
 });
 
-test('/dataset remove: refused for members, done for admins, and the files go with the entry', async () => {
-  const vase = datasetSidecars().find((entry) => (entry['provenance'] as { prompt: string }).prompt === 'a blue vase');
-  assert.ok(vase, 'the admin-curated vase from the test before');
-  const refused = await stack.sandbox.command({ user: 'erin', command: 'dataset', subcommand: 'remove', options: { entry: vase['id'] as number } });
+test('/dataset remove: refused for members, done for admins, the files go with the entry, and later votes do not bring it back', async () => {
+  const result = await imagined('dave', { prompt: 'a green vase', seed: 6 });
+  const jobId = jobIdOf(result);
+  const entryId = Number(/training set entry #(\d+)$/.exec(await reacted('adminhazel', result))?.[1]);
+  const image = String(datasetEntry(jobId, 0)?.['image']);
+  const refused = await stack.sandbox.command({ user: 'erin', command: 'dataset', subcommand: 'remove', options: { entry: entryId } });
   assert.match(await ephemeralReplyTo('erin', refused.interactionId), /Only server admins/);
-  const removed = await stack.sandbox.command({ user: 'adminhazel', command: 'dataset', subcommand: 'remove', options: { entry: vase['id'] as number } });
-  assert.match(await ephemeralReplyTo('adminhazel', removed.interactionId), /^Removed #\d+ · \/imagine panel 1 · “a blue vase”/);
-  assert.equal(datasetSidecars().some((entry) => entry['id'] === vase['id']), false);
-  assert.equal(readdirSync(path.join(stack.dataDir, 'dataset')).some((name) => name === vase['image']), false, 'the PNG is gone too');
-  const vaseMessage = (await stack.sandbox.messages()).find((message) => message.embeds[0]?.['description'] === 'a blue vase')!;
-  await stack.sandbox.unreact('adminhazel', vaseMessage.id, THUMBS_DOWN);
-  await stack.sandbox.react('adminhazel', vaseMessage.id, THUMBS_DOWN);
-  await stack.sandbox.react('bob', vaseMessage.id, THUMBS_DOWN);
-  const { interactionId: statsId } = await stack.sandbox.command({ user: 'erin', command: 'dataset', subcommand: 'stats' });
-  await ephemeralReplyTo('erin', statsId);
-  assert.equal(datasetSidecars().some((entry) => (entry['provenance'] as { prompt: string }).prompt === 'a blue vase'), false,
-    'votes after an admin removed it do not bring it back');
+  const removed = await stack.sandbox.command({ user: 'adminhazel', command: 'dataset', subcommand: 'remove', options: { entry: entryId } });
+  assert.match(await ephemeralReplyTo('adminhazel', removed.interactionId), new RegExp(`^Removed #${entryId} · /imagine panel 1 · “a green vase”`));
+  assert.equal(datasetEntry(jobId, 0), null);
+  assert.equal(readdirSync(path.join(stack.dataDir, 'dataset')).includes(image), false, 'the PNG is gone too');
+  await reacted('adminhazel', result, { remove: true });
+  assert.match(await reacted('adminhazel', result), /: counted, but an admin took this image out of the training set, 1 of 2 vote\(s\)$/);
+  assert.match(await reacted('bob', result), /: counted, but an admin took this image out of the training set, 2 of 2 vote\(s\)$/);
+  assert.equal(datasetEntry(jobId, 0), null, 'votes after an admin removed it do not bring it back');
   await assertNoViolations();
 });
 
 test('/defaults: an admin’s server defaults apply to the next command', async () => {
-  const set = await stack.sandbox.command({ user: 'adminhazel', command: 'defaults', options: { steps: 3, size: '64x64', guidance: 5 } });
-  assert.match(await ephemeralReplyTo('adminhazel', set.interactionId), /^Defaults are now: size 64×64 · 3 steps · guidance 5/);
-  const { interactionId } = await stack.sandbox.command({ user: 'dave', command: 'imagine', options: { prompt: 'a green door' } });
-  const result = await resultOf(interactionId);
-  assert.equal(field(result, 'Steps'), '3');
-  assert.equal(field(result, 'Size'), '64×64');
-  assert.equal(field(result, 'Guidance'), '5');
+  const shown = await stack.sandbox.command({ user: 'adminhazel', command: 'defaults' });
+  const before = /^Defaults: size (\d+)×(\d+) · (\d+) steps · guidance ([\d.]+)/.exec(await ephemeralReplyTo('adminhazel', shown.interactionId));
+  assert.ok(before, 'the defaults as they were');
+  const set = await stack.sandbox.command({ user: 'adminhazel', command: 'defaults', options: { steps: 3, size: '128x128', guidance: 5 } });
+  try {
+    assert.match(await ephemeralReplyTo('adminhazel', set.interactionId), /^Defaults are now: size 128×128 · 3 steps · guidance 5/);
+    const { interactionId } = await stack.sandbox.command({ user: 'dave', command: 'imagine', options: { prompt: 'a green door' } });
+    const result = await resultOf(interactionId);
+    assert.equal(field(result, 'Steps'), '3');
+    assert.equal(field(result, 'Size'), '128×128');
+    assert.equal(field(result, 'Guidance'), '5');
+  } finally {
+    const [, width, height, steps, guidance] = before;
+    const restored = await stack.sandbox.command({ user: 'adminhazel', command: 'defaults', options: { size: `${width}x${height}`, steps: Number(steps), guidance: Number(guidance) } });
+    assert.match(await ephemeralReplyTo('adminhazel', restored.interactionId), new RegExp(`^Defaults are now: size ${width}×${height} · ${steps} steps · guidance ${guidance}`));
+  }
   await assertNoViolations();
 });
-
-let candidateFile = '';
 
 test('/train: a member without Manage Server is refused by the bot itself; an admin\'s training snapshots the set, trains on the worker and yields a candidate version', async () => {
   const redis = new Redis(TEST_REDIS_URL, { maxRetriesPerRequest: 1 });
   const training = new Queue(QUEUE_NAMES.training, { connection: redis, prefix: stack.prefix });
   try {
+    const trainingJobs = () => training.getJobCountByTypes('waiting', 'active', 'completed', 'failed');
+    const jobsBefore = await trainingJobs();
     await assert.rejects(stack.sandbox.command({ user: 'frank', command: 'train', options: { steps: 10 } }), /permission|Manage/i,
       'Discord itself does not deliver the command to a member without the permission');
     const forced = await stack.sandbox.command({ user: 'frank', command: 'train', options: { steps: 10 }, force: true });
     assert.match(await ephemeralReplyTo('frank', forced.interactionId), /Only server admins/);
-    assert.equal(await training.getJobCountByTypes('waiting', 'active', 'completed', 'failed'), 0, 'nothing was queued for the non-admin');
-
-    await stack.sandbox.createUser('grace', { admin: true });
-    const early = await stack.sandbox.command({ user: 'grace', command: 'train', options: { steps: 3 } });
-    assert.match(await ephemeralReplyTo('grace', early.interactionId), /The training set is empty/);
-
-    // One image in the set, as members put it there.
-    const { interactionId } = await stack.sandbox.command({ user: 'dave', command: 'imagine', options: { prompt: 'a blurry boat', seed: 8, size: '64x64' } });
-    const result = await resultOf(interactionId);
-    for (const voter of ['alice', 'bob']) await stack.sandbox.react(voter, result.id, THUMBS_DOWN);
-    await stack.sandbox.waitFor(async () => datasetSidecars().length > 0, { what: 'the curated boat', timeoutMs: 10_000 });
-
-    const allowed = await stack.sandbox.command({ user: 'grace', command: 'train', options: { steps: 3, seed: 4 } });
-    const trained = await stack.waitForMessages((messages) => {
-      const answer = answerTo(messages, allowed.interactionId);
-      // A failure ends the wait too, so the assertion below shows what the bot said.
-      return answer && /Trained|failed|empty|not queued/.test(answer.content) ? answer : null;
-    }, 'the trained candidate', { timeoutMs: 120_000 });
-    assert.match(trained.content, /✅ Trained candidate version `wrong-v1` · 3 steps · final loss \d+\.\d{4}/);
-    const curve = await stack.sandbox.download(attachment(trained, 'loss-curve.png').url);
-    assert.deepEqual([...curve.subarray(1, 4)].map((byte) => String.fromCharCode(byte)).join(''), 'PNG', 'the loss curve is a PNG');
-    assert.match((trained.embeds[0]!['image'] as { url: string }).url, /loss-curve\.png$/);
-    const description = String(trained.embeds[0]?.['description']);
-    assert.match(description, /the \d+ image\(s\) of the training set as it was at \/train, 3 steps, seed 4, starting from tiny_sdxl_lora_kohya/);
-    // The candidate's validation: a triptych per validation prompt in the channel, base · served · candidate.
-    const validations = await stack.waitForMessages((messages) => {
-      const found = messages.filter((message) => message.content.includes('Validation of `wrong-v1`') && message.attachments.length === 4);
-      return found.length === 3 ? found : null;
-    }, 'three validation triptychs', { timeoutMs: 120_000 });
-    for (const message of validations) {
-      assert.deepEqual(message.attachments.map((file) => file.filename), ['triptych.png', 'panel-1.png', 'panel-2.png', 'panel-3.png']);
-      assert.match(field(message, 'LoRA'), /^tiny_sdxl_lora_kohya ×[\d.]+ vs wrong-v1 ×[\d.]+$/);
-      assert.deepEqual(buttons(message).map((button) => button.label), ['Panel 1 is wrong', 'Panel 2 is wrong', 'Panel 3 is wrong']);
-    }
-    const candidate = await redis.getBuffer(`${stack.prefix}:wrongbot:lora:wrong-v1`);
-    assert.ok(candidate !== null, 'the candidate\'s file is in Redis for every worker');
-    candidateFile = path.join(stack.dataDir, 'wrong-v1.safetensors');
-    writeFileSync(candidateFile, candidate);
+    assert.equal(await trainingJobs(), jobsBefore, 'nothing was queued for the non-admin');
   } finally {
-    await training.obliterate({ force: true });
     await training.close();
     redis.disconnect();
+  }
+
+  const { trained, validations, version } = await trainedCandidate();
+  assert.match(trained.content, new RegExp(`✅ Trained candidate version \`${version}\` · 3 steps · final loss \\d+\\.\\d{4}`));
+  const curve = await stack.sandbox.download(attachment(trained, 'loss-curve.png').url);
+  assert.deepEqual([...curve.subarray(1, 4)].map((byte) => String.fromCharCode(byte)).join(''), 'PNG', 'the loss curve is a PNG');
+  assert.match((trained.embeds[0]!['image'] as { url: string }).url, /loss-curve\.png$/);
+  const description = String(trained.embeds[0]?.['description']);
+  assert.match(description, /the \d+ image\(s\) of the training set as it was at \/train, 3 steps, seed 4, starting from tiny_sdxl_lora_kohya/);
+  // The candidate's validation: a triptych per validation prompt in the channel, base · served · candidate.
+  for (const message of validations) {
+    assert.deepEqual(message.attachments.map((file) => file.filename), ['triptych.png', 'panel-1.png', 'panel-2.png', 'panel-3.png']);
+    assert.match(field(message, 'LoRA'), new RegExp(`^tiny_sdxl_lora_kohya ×[\\d.]+ vs ${version} ×[\\d.]+$`));
+    assert.deepEqual(buttons(message).map((button) => button.label), ['Panel 1 is wrong', 'Panel 2 is wrong', 'Panel 3 is wrong']);
   }
   await assertNoViolations();
 });
 
 test('/lora: an admin promotes the candidate and /wrong draws with it, across a bot restart and with no worker restarted; rollback brings the old one back', async () => {
-  assert.ok(candidateFile !== '', 'the /train test made a candidate');
+  const { version, file } = await trainedCandidate();
   const workerPids = stack.workers.map((worker) => worker.child.pid);
   const listed = await stack.sandbox.command({ user: 'grace', command: 'lora', subcommand: 'list' });
   const list = await ephemeralReplyTo('grace', listed.interactionId);
-  assert.match(list, /`wrong-v1` · candidate · from `tiny_sdxl_lora_kohya` · 3 steps · final loss \d\.\d{4}/);
+  assert.match(list, new RegExp(`\`${version}\` · candidate · from \`tiny_sdxl_lora_kohya\` · 3 steps · final loss \\d\\.\\d{4}`));
   assert.match(list, /`tiny_sdxl_lora_kohya` · \*\*served\*\*/);
 
-  const promoted = await stack.sandbox.command({ user: 'grace', command: 'lora', subcommand: 'promote', options: { version: 'wrong-v1' } });
-  await stack.waitForMessages((messages) => answerTo(messages, promoted.interactionId)?.content.includes('`wrong-v1` is served'), 'the promotion');
-  await stack.restartBot();
-  assert.equal(await wrongAsGenerateDraws(candidateFile), 'wrong-v1 ×0.75', 'after the promotion and a bot restart, /wrong names and draws the candidate');
+  try {
+    const promoted = await stack.sandbox.command({ user: 'grace', command: 'lora', subcommand: 'promote', options: { version } });
+    await stack.waitForMessages((messages) => answerTo(messages, promoted.interactionId)?.content.includes(`\`${version}\` is served`), 'the promotion');
+    await stack.restartBot();
+    assert.equal(await wrongAsGenerateDraws(file), `${version} ×0.75`, 'after the promotion and a bot restart, /wrong names and draws the candidate');
 
-  const rolledBack = await stack.sandbox.command({ user: 'grace', command: 'lora', subcommand: 'rollback' });
-  await stack.waitForMessages((messages) => answerTo(messages, rolledBack.interactionId)?.content.includes('`tiny_sdxl_lora_kohya` is served again'), 'the rollback');
-  assert.equal(await wrongAsGenerateDraws(TINY_LORA), 'tiny_sdxl_lora_kohya ×0.75');
+    const rolledBack = await stack.sandbox.command({ user: 'grace', command: 'lora', subcommand: 'rollback' });
+    await stack.waitForMessages((messages) => answerTo(messages, rolledBack.interactionId)?.content.includes('`tiny_sdxl_lora_kohya` is served again'), 'the rollback');
+    assert.equal(await wrongAsGenerateDraws(TINY_LORA), 'tiny_sdxl_lora_kohya ×0.75');
+  } finally {
+    await serveAgain(TINY_LORA_VERSION);
+  }
   assert.deepEqual(stack.workers.map((worker) => worker.child.pid), workerPids, 'the same worker processes served every version');
   assert.ok(stack.workers.every((worker) => worker.child.exitCode === null));
 
@@ -336,43 +424,48 @@ test('/lora: an admin promotes the candidate and /wrong draws with it, across a 
 });
 
 test('a running training: a second /train gets its progress, ❌ stops it within seconds, nothing is made, and the worker draws again', async () => {
-  const started = await stack.sandbox.command({ user: 'grace', command: 'train', options: { steps: 5000, seed: 1 } });
-  const running = await stack.waitForMessages((messages) => {
-    const answer = answerTo(messages, started.interactionId);
-    return answer && /step [1-9]\d*\/5000/.test(answer.content) ? answer : null;
-  }, 'the training under way', { timeoutMs: 60_000 });
-  assert.match(running.content, /🧪 Training · .* step \d+\/5000 · loss \d+\.\d{4}/);
-  // The contact sheet, attached before the first step, stays on the message as it is edited.
-  const sheet = await stack.sandbox.download(attachment(running, 'contact-sheet.png').url);
-  assert.equal(sheet.subarray(1, 4).toString('latin1'), 'PNG');
-
-  const second = await stack.sandbox.command({ user: 'grace', command: 'train', options: { steps: 3 } });
-  assert.match(await ephemeralReplyTo('grace', second.interactionId), /A training is already under way: step \d+\/5000, loss \d+\.\d{4}, about .* left \(job `[0-9a-f-]+`\)/);
-
-  const cancel = buttons(running).find((button) => button.label === 'Cancel');
-  assert.ok(cancel, 'the training message has a ❌ button');
-  const pressedAt = Date.now();
-  await stack.sandbox.press('grace', running.id, cancel.custom_id);
-  await stack.waitForMessages((messages) => answerTo(messages, started.interactionId)?.content.includes('Cancelled'), 'the training to stop', { timeoutMs: 20_000 });
-  const stoppedAfterMs = Date.now() - pressedAt;
-  assert.ok(stoppedAfterMs < 15_000, `stopped after ${stoppedAfterMs} ms`);
   const redis = new Redis(TEST_REDIS_URL, { maxRetriesPerRequest: 1 });
   try {
-    assert.equal(await redis.exists(`${stack.prefix}:wrongbot:lora:wrong-v2`), 0, 'no file for the stopped training');
+    const loraFiles = async () => (await redis.keys(`${stack.prefix}:wrongbot:lora:*`)).sort();
+    const versionsListed = async () => {
+      const listed = await stack.sandbox.command({ user: 'grace', command: 'lora', subcommand: 'list' });
+      return [...(await ephemeralReplyTo('grace', listed.interactionId)).matchAll(/`([\w.-]+)` ·/g)].map((match) => match[1]).sort();
+    };
+    const [filesBefore, versionsBefore] = [await loraFiles(), await versionsListed()];
+    const started = await stack.sandbox.command({ user: 'grace', command: 'train', options: { steps: 5000, seed: 1 } });
+    const running = await stack.waitForMessages((messages) => {
+      const answer = answerTo(messages, started.interactionId);
+      return answer && /step [1-9]\d*\/5000/.test(answer.content) ? answer : null;
+    }, 'the training under way', { timeoutMs: 60_000 });
+    assert.match(running.content, /🧪 Training · .* step \d+\/5000 · loss \d+\.\d{4}/);
+    // The contact sheet, attached before the first step, stays on the message as it is edited.
+    const sheet = await stack.sandbox.download(attachment(running, 'contact-sheet.png').url);
+    assert.equal(sheet.subarray(1, 4).toString('latin1'), 'PNG');
+
+    const second = await stack.sandbox.command({ user: 'grace', command: 'train', options: { steps: 3 } });
+    assert.match(await ephemeralReplyTo('grace', second.interactionId), /A training is already under way: step \d+\/5000, loss \d+\.\d{4}, about .* left \(job `[0-9a-f-]+`\)/);
+
+    const cancel = buttons(running).find((button) => button.label === 'Cancel');
+    assert.ok(cancel, 'the training message has a ❌ button');
+    const pressedAt = Date.now();
+    await stack.sandbox.press('grace', running.id, cancel.custom_id);
+    await stack.waitForMessages((messages) => answerTo(messages, started.interactionId)?.content.includes('Cancelled'), 'the training to stop', { timeoutMs: 20_000 });
+    const stoppedAfterMs = Date.now() - pressedAt;
+    assert.ok(stoppedAfterMs < 15_000, `stopped after ${stoppedAfterMs} ms`);
+    assert.deepEqual(await loraFiles(), filesBefore, 'no file for the stopped training');
+    assert.deepEqual(await versionsListed(), versionsBefore, 'no version for the stopped training');
   } finally {
     redis.disconnect();
   }
-  const listed = await stack.sandbox.command({ user: 'grace', command: 'lora', subcommand: 'list' });
-  assert.doesNotMatch(await ephemeralReplyTo('grace', listed.interactionId), /wrong-v2/, 'no version for the stopped training');
   const { interactionId } = await stack.sandbox.command({ user: 'alice', command: 'imagine', options: { prompt: 'after the training', size: '64x64' } });
   await resultOf(interactionId);
   await assertNoViolations();
 });
 
 test('wrongbot dataset export: the snapshot as an imagefolder that loads, from which wrongbot train makes the candidate\'s tensors byte for byte', async () => {
-  assert.ok(candidateFile !== '', 'the /train test made a candidate');
-  const out = path.join(stack.dataDir, 'export-v1');
-  const exported = await runCli(['dataset', 'export', '--data-dir', stack.dataDir, '--snapshot', '1', '--out', out]);
+  const { snapshot, file: candidateFile } = await trainedCandidate();
+  const out = path.join(stack.dataDir, `export-${snapshot}`);
+  const exported = await runCli(['dataset', 'export', '--data-dir', stack.dataDir, '--snapshot', String(snapshot), '--out', out]);
   assert.equal(exported.code, 0, exported.stderr);
   const lines = readFileSync(path.join(out, 'metadata.jsonl'), 'utf8').trim().split('\n').map((line) => JSON.parse(line) as { file_name: string; text: string });
   assert.ok(lines.length > 0);
@@ -381,11 +474,11 @@ test('wrongbot dataset export: the snapshot as an imagefolder that loads, from w
     assert.ok(readdirSync(out).includes(line.file_name), `${line.file_name} is in the folder`);
   }
   assert.match(readFileSync(path.join(out, 'README.md'), 'utf8'), /voted down by members: \d+/);
-  const again = await runCli(['dataset', 'export', '--data-dir', stack.dataDir, '--snapshot', '1', '--out', out]);
+  const again = await runCli(['dataset', 'export', '--data-dir', stack.dataDir, '--snapshot', String(snapshot), '--out', out]);
   assert.equal(again.code, 1);
   assert.match(again.stderr, /--out .* is not empty/);
 
-  // The same snapshot, seed, steps and starting version as the /train that made wrong-v1.
+  // The same snapshot, seed, steps and starting version as the /train that made the candidate.
   const retrained = path.join(stack.dataDir, 'retrained.safetensors');
   const trained = await runCli(['train', '--model', fixturePath('tiny-sdxl'), '--data', out, '--steps', '3', '--seed', '4', '--init-lora', TINY_LORA, '--out', retrained]);
   assert.equal(trained.code, 0, trained.stderr);
@@ -401,16 +494,17 @@ test('wrongbot dataset export: the snapshot as an imagefolder that loads, from w
 });
 
 test('/dataset bootstrap: synthetic images, one failure keyword each with compel weighting, join the set without votes or messages', async () => {
-  const before = datasetSidecars().length;
+  const isSynthetic = (entry: Record<string, unknown>) => (entry['provenance'] as { synthetic?: boolean }).synthetic === true;
+  const before = datasetSidecars();
   const publicMessages = async () => (await stack.sandbox.messages()).filter((message) => !message.ephemeral).length;
   const publicBefore = await publicMessages();
   const { interactionId } = await stack.sandbox.command({ user: 'grace', command: 'dataset', subcommand: 'bootstrap', options: { count: 3 } });
   assert.match(await ephemeralReplyTo('grace', interactionId), /Queued 3 synthetic "wrong" image\(s\) \(blurry, bad hands, extra fingers\)/);
   const synthetic = await stack.sandbox.waitFor(async () => {
-    const found = datasetSidecars().filter((entry) => (entry['provenance'] as { synthetic?: boolean }).synthetic === true);
+    const found = datasetSidecars().filter((entry) => isSynthetic(entry) && !before.some((earlier) => earlier['id'] === entry['id']));
     return found.length === 3 ? found : null;
   }, { what: 'three synthetic entries', timeoutMs: 60_000 });
-  assert.equal(datasetSidecars().length, before + 3);
+  assert.equal(datasetSidecars().length, before.length + 3);
   const provenance = synthetic.map((entry) => entry['provenance'] as { prompt: string; guidanceScale: number }).sort((a, b) => a.guidanceScale - b.guidanceScale);
   assert.deepEqual(provenance.map((p) => p.guidanceScale), [8, 10.5, 13], 'guidance spread over 8–13');
   assert.deepEqual(provenance.map((p) => /\(([^)]+)\)\+\+\+\+$/.exec(p.prompt)?.[1]), ['blurry', 'bad hands', 'extra fingers']);
@@ -420,6 +514,16 @@ test('/dataset bootstrap: synthetic images, one failure keyword each with compel
 });
 
 test('/judge: blind pairs of the served version and a new candidate, both orders from a fixed seed, votes give the win rate shown, the votes promote it, and an admin\'s button does', async () => {
+  // The promotions under test change what the tests after draw with: the served version is put back whatever happens.
+  try {
+    await judged();
+  } finally {
+    await serveAgain(TINY_LORA_VERSION);
+  }
+  await assertNoViolations();
+});
+
+async function judged(): Promise<void> {
   const trainedAt = await stack.sandbox.command({ user: 'grace', command: 'train', options: { steps: 2, seed: 3, base: 'none' } });
   const trained = await stack.waitForMessages((messages) => {
     const answer = answerTo(messages, trainedAt.interactionId);
@@ -502,10 +606,25 @@ test('/judge: blind pairs of the served version and a new candidate, both orders
   assert.match(await ephemeralReplyTo('frank', refused.interactionId), /Only server admins/);
   const pressed = await stack.sandbox.press('grace', adminVote.id, adminPromote.custom_id);
   await stack.waitForMessages((messages) => answerTo(messages, pressed.interactionId)?.content === `✅ \`${candidate}\` is served to /wrong and /compare from now on (was \`${served}\`; /lora rollback brings it back).`, 'the promotion by the button');
+  assert.equal(await servedVersion(), candidate);
+}
 
-  // That was this server's third training today: MAX_TRAININGS_PER_DAY (3) refuses a fourth.
-  const fourth = await stack.sandbox.command({ user: 'grace', command: 'train', options: { steps: 2 } });
-  assert.match(await ephemeralReplyTo('grace', fourth.interactionId), /This server has started 3 training\(s\) in the last 24 hours, its limit \(MAX_TRAININGS_PER_DAY\)/);
+test('MAX_TRAININGS_PER_DAY: a server\'s trainings past its daily number are refused, naming the setting', async () => {
+  // However many trainings the tests before started today: this one starts more until the bot refuses one.
+  for (let started = 0; ; started++) {
+    assert.ok(started <= MAX_TRAININGS_PER_DAY, `${started} trainings started here without a refusal`);
+    const attempt = await stack.sandbox.command({ user: 'grace', command: 'train', options: { steps: 1 } });
+    const outcome = await stack.waitForMessages((messages) => {
+      const trained = answerTo(messages, attempt.interactionId);
+      if (trained && /Trained|failed/.test(trained.content)) return trained.content;
+      return messages.find((message) => message.ephemeral && message.interactionId === attempt.interactionId && message.content !== '')?.content;
+    }, 'the training or its refusal', { user: 'grace', timeoutMs: 120_000 });
+    if (outcome.startsWith('This server')) {
+      assert.match(outcome, new RegExp(`^This server has started ${MAX_TRAININGS_PER_DAY} training\\(s\\) in the last 24 hours, its limit \\(MAX_TRAININGS_PER_DAY\\)`));
+      break;
+    }
+    assert.match(outcome, /Trained candidate version/);
+  }
   await assertNoViolations();
 });
 

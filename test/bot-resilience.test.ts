@@ -101,12 +101,21 @@ test('the bot restarted: buttons on messages from before still work', async () =
   assert.deepEqual(await stack.sandbox.violations(), []);
 });
 
-test('a result after the interaction token expired is posted to the channel and mentions the member', async () => {
-  const stack = await stackFor('expiry', { workers: 0 });
+/** Refusals of a webhook request (an interaction token's edit) since `since` on the local Discord's clock. */
+async function refusedWebhookRequests(stack: BotStack, since: number) {
+  return (await stack.sandbox.requests()).filter((request) => request.at >= since && request.route.startsWith('/webhooks/') && request.status >= 400);
+}
+
+/** Queues alice's /imagine with no worker running, then moves the local Discord's clock past its token's 15 minutes. */
+async function queueThenExpire(stack: BotStack): Promise<{ interactionId: string; expiredAt: number }> {
   const { interactionId } = await stack.sandbox.command({ user: 'alice', command: 'imagine', options: { prompt: 'a late one', seed: 8, size: '64x64' } });
   await stack.waitForMessages((messages) => answerTo(messages, interactionId)?.content.includes('Queued'), 'the queued message');
-  await stack.sandbox.advanceClock(TOKEN_LIFETIME_MS + 60_000);
-  await stack.startWorker();
+  const expiredAt = await stack.sandbox.advanceClock(TOKEN_LIFETIME_MS + 60_000);
+  return { interactionId, expiredAt };
+}
+
+/** The result posted as a channel message that mentions alice, with the first reply pointing at it and no ❌ left. */
+async function postedToTheChannel(stack: BotStack, interactionId: string): Promise<void> {
   const alice = (await stack.sandbox.state()).users.find((user) => user.name === 'alice')!;
   const posted = await stack.waitForMessages((messages) => imageMessages(messages).find((message) => message.interactionId === null), 'the result as a channel message');
   assert.ok(posted.content.includes(`<@${alice.id}>`), posted.content);
@@ -119,6 +128,29 @@ test('a result after the interaction token expired is posted to the channel and 
   }, 'the first reply pointing at the result');
   assert.ok(original.content.endsWith(`/${posted.id}`), original.content);
   assert.deepEqual(original.components, [], 'no ❌ left on it');
+}
+
+test('a result after the interaction token expired, unknown to the bot: Discord refuses the edit and the result is posted to the channel', async () => {
+  const stack = await stackFor('expiry', { workers: 0 });
+  const { interactionId, expiredAt } = await queueThenExpire(stack);
+  // No interaction since has shown the bot Discord's time: it takes the token for alive and learns otherwise.
+  await stack.startWorker();
+  await postedToTheChannel(stack, interactionId);
+  await stack.bot.waitForLine(/its reply can no longer be edited \(.*Invalid Webhook Token/, { timeoutMs: 20_000 });
+  assert.ok((await refusedWebhookRequests(stack, expiredAt)).length > 0, 'the bot tried the expired token');
+  assert.deepEqual(await stack.sandbox.violations(), []);
+});
+
+test('a result after the interaction token expired, as the bot knows from a later interaction: posted to the channel without trying the token', async () => {
+  const stack = await stackFor('expiry-known', { workers: 0 });
+  const { interactionId, expiredAt } = await queueThenExpire(stack);
+  // Bob's command, created at the moved time, shows the bot where Discord's clock stands.
+  const queue = await stack.sandbox.command({ user: 'bob', command: 'queue' });
+  await stack.waitForMessages((messages) => messages.find((message) => message.ephemeral && message.interactionId === queue.interactionId), 'the answer to bob', { user: 'bob' });
+  await stack.startWorker();
+  await postedToTheChannel(stack, interactionId);
+  assert.deepEqual(await refusedWebhookRequests(stack, expiredAt), [], 'no edit with the expired token was tried');
+  assert.doesNotMatch(stack.bot.output(), /can no longer be edited/);
   assert.deepEqual(await stack.sandbox.violations(), []);
 });
 
@@ -213,7 +245,9 @@ test('a server not trusted with the training set generates only: no votes, no �
   const labels = compared!.components.flatMap((row) => (row['components'] as Array<{ label: string }>).map((button) => button.label));
   assert.ok(!labels.some((label) => /is wrong/.test(label)), `no 👎 panel buttons: ${labels.join(', ')}`);
   assert.equal(image!.reactions.length, 0, 'the bot adds no 👎 of its own');
+  const adminzed = (await stack.sandbox.state()).users.find((user) => user.name === 'adminzed')!;
   await stack.sandbox.react('adminzed', image!.id, '👎');
+  await stack.bot.waitForLine(new RegExp(`👎 by ${adminzed.id} on job \\S+ panel 1: not a vote: this server does not curate the training set`), { timeoutMs: 20_000 });
 
   const privately = async (user: string, command: string, subcommand?: string) => {
     const { interactionId } = await stack.sandbox.command({ user, command, ...(subcommand ? { subcommand } : {}), options: {}, force: true });
@@ -222,7 +256,6 @@ test('a server not trusted with the training set generates only: no votes, no �
   for (const [command, subcommand] of [['train'], ['judge'], ['dataset', 'stats'], ['lora', 'list']] as const) {
     assert.match(await privately('adminzed', command, subcommand), /This server does not take part in training the "wrong" LoRA/, `/${command}`);
   }
-  // The gateway delivers events in order: once the commands after the 👎 are answered, the 👎 has been handled.
   assert.deepEqual(readdirSync(path.join(stack.dataDir, 'dataset')), [], 'an admin\'s 👎 curated nothing');
   assert.deepEqual(await stack.sandbox.violations(), []);
 });

@@ -17,6 +17,7 @@ import type { BotContext } from './context.js';
 import { Curation } from './curation.js';
 import { Delivery } from './delivery.js';
 import { deployCommands } from './deploy.js';
+import { DiscordClock } from './discord-clock.js';
 import { handleInteraction } from './interactions.js';
 import { JobMessages } from './job-messages.js';
 import { JobSubmitter } from './job-submitter.js';
@@ -92,7 +93,9 @@ export async function startBot(config: BotConfig, redisUrl: string, log: (line: 
     await ready;
     const readyClient = client as Client<true>;
     const applicationId = readyClient.application.id;
-    const messages = new JobMessages(client.rest, applicationId, log);
+    const discordClock = new DiscordClock();
+    const discordNow = () => discordClock.now();
+    const messages = new JobMessages(client.rest, applicationId, log, discordNow);
     // The delivery queues a candidate's validation through the context, which needs the delivery first.
     let context: BotContext | null = null;
     delivery = new Delivery({
@@ -104,11 +107,14 @@ export async function startBot(config: BotConfig, redisUrl: string, log: (line: 
     });
     context = {
       config, store, producer, delivery, log,
-      submitter: new JobSubmitter(store, producer, new TrainingTransfer(commands, producer.keys, config.trainingTransfer), delivery, log),
+      submitter: new JobSubmitter(store, producer, new TrainingTransfer(commands, producer.keys, config.trainingTransfer), delivery, log, discordNow),
       curation: new Curation(store, config.votesToCurate, log),
     };
     // Wired before anything is awaited, so no interaction that arrives after READY goes unanswered.
-    client.on(Events.InteractionCreate, (interaction) => void handleInteraction(interaction, context));
+    client.on(Events.InteractionCreate, (interaction) => {
+      discordClock.observe(interaction.createdTimestamp);
+      void handleInteraction(interaction, context);
+    });
     listenForVotes(readyClient, context);
     if (config.guildId !== null) {
       const count = await deployCommands(client.rest, applicationId, config.guildId, commandDefinitions(config.imageSizes));

@@ -25,6 +25,8 @@ export const POSITION_REFRESH_MS = 2_000;
  */
 export const MAX_POSITION_EDITS_PER_REFRESH = 10;
 export const RECONCILE_INTERVAL_MS = 60_000;
+/** How long stopping the bot waits for its queue listeners to close; a healthy Redis closes them at once. */
+export const QUEUE_EVENTS_CLOSE_GRACE_MS = 2_000;
 /** A result Discord refuses this many times (no access to the channel, say) is given up on. */
 export const MAX_DELIVERY_ATTEMPTS = 5;
 /** Discord's default limit for one attachment, and for one whole request. */
@@ -137,7 +139,14 @@ export class Delivery {
     if (this.reconcileTimer) clearInterval(this.reconcileTimer);
     this.positionTimer = null;
     this.reconcileTimer = null;
-    await Promise.all(this.events.map((events) => events.close()));
+    // BullMQ closes a QueueEvents only once its connection settles, which it never does if Redis is away (or the
+    // connection is waiting to retry) when the bot is told to stop: the bot stops anyway after a grace period.
+    let grace: NodeJS.Timeout | undefined;
+    await Promise.race([
+      Promise.all(this.events.map((events) => events.close())),
+      new Promise((resolve) => { grace = setTimeout(resolve, QUEUE_EVENTS_CLOSE_GRACE_MS); }),
+    ]);
+    clearTimeout(grace);
     await Promise.allSettled([...this.inFlight]);
     await this.options.messages.drain();
   }

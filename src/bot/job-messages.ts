@@ -57,6 +57,9 @@ export class JobMessages {
     private readonly rest: REST,
     private readonly applicationId: string,
     private readonly log: (line: string) => void,
+    /** Discord's time (see DiscordClock), by which interaction tokens expire. */
+    private readonly discordNow: () => number = Date.now,
+    /** This host's time, by which edits are spaced. */
     private readonly now: () => number = Date.now,
   ) {}
 
@@ -152,7 +155,7 @@ export class JobMessages {
   }
 
   private tokenUsable(job: JobRecord): boolean {
-    return job.interactionToken !== null && job.tokenExpiresAt !== null && this.now() < job.tokenExpiresAt - TOKEN_SAFETY_MARGIN_MS;
+    return job.interactionToken !== null && job.tokenExpiresAt !== null && this.discordNow() < job.tokenExpiresAt - TOKEN_SAFETY_MARGIN_MS;
   }
 
   private async send(state: MessageState, pending: Pending): Promise<Shown | null> {

@@ -50,6 +50,8 @@ export class JobSubmitter {
     private readonly transfer: TrainingTransfer,
     private readonly delivery: Delivery,
     private readonly log: (line: string) => void,
+    /** Discord's time (see DiscordClock): an interaction's token lives 15 minutes by it. */
+    private readonly discordNow: () => number = Date.now,
     private readonly now: () => number = Date.now,
   ) {}
 
@@ -187,7 +189,7 @@ export class JobSubmitter {
   }
 
   private record(origin: JobOrigin, kind: JobRecord['kind'], request: object): JobRecord {
-    const createdAt = Math.min(origin.interactionCreatedAt, this.now());
+    const createdAt = Math.min(origin.interactionCreatedAt, this.discordNow());
     return this.store.jobs.insert({
       jobId: randomUUID(),
       kind,

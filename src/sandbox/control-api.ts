@@ -8,7 +8,7 @@ import { addReaction, checkUnicodeEmoji, removeReaction } from './reactions.js';
 import { parseJson, readBody } from './request-body.js';
 import { matchRoute, pathKnown, sendJson, type Route } from './router.js';
 import type { SandboxServices } from './services.js';
-import type { SandboxUser, StoredMessage } from './world.js';
+import { EXTRA_ROLE_NAMES, type ExtraRoleName, type SandboxUser, type StoredMessage } from './world.js';
 
 // The control API (/_sandbox/…): what tests and the CLI use to play the humans — create users, run commands,
 // press buttons, react — and to look at what the bot did: messages with their attachments, interactions,
@@ -52,10 +52,20 @@ function closeCode(body: Record<string, unknown>): number {
 /** Users named in control requests are created on first use, like people joining the server. */
 const userFrom = (services: SandboxServices, body: Record<string, unknown>): SandboxUser => services.world.ensureUser(text(body, 'user'));
 
-export interface UserView { readonly id: string; readonly name: string; readonly admin: boolean; readonly bot: boolean }
+export interface UserView { readonly id: string; readonly name: string; readonly admin: boolean; readonly bot: boolean; readonly roles: readonly ExtraRoleName[] }
 
 function userView(user: SandboxUser): UserView {
-  return { id: user.id, name: user.name, admin: user.admin, bot: user.bot };
+  return { id: user.id, name: user.name, admin: user.admin, bot: user.bot, roles: user.roles };
+}
+
+function optionalRoles(body: Record<string, unknown>): ExtraRoleName[] | undefined {
+  const roles = body['roles'];
+  if (roles === undefined) return undefined;
+  const known = (name: unknown): name is ExtraRoleName => EXTRA_ROLE_NAMES.includes(name as ExtraRoleName);
+  if (!Array.isArray(roles) || !roles.every(known) || new Set(roles).size !== roles.length) {
+    return fail('roles', roles, `must be a list of distinct role names among ${EXTRA_ROLE_NAMES.join(', ')}`);
+  }
+  return [...roles].sort();
 }
 
 function messageFrom(services: SandboxServices, body: Record<string, unknown>, viewer: SandboxUser): StoredMessage {
@@ -140,6 +150,7 @@ const routes: Route<ControlHandler>[] = [
       return {
         applicationId: world.applicationId, botUserId: world.botUser.id, guildId: world.guildId,
         channels: Object.fromEntries(world.channels.map((channel) => [channel.name, channel.id])),
+        roles: Object.fromEntries([world.adminRole, ...Object.values(world.extraRoles)].map((role) => [role.name, role.id])),
         users: world.users().map((user) => userView(user)),
         commands: [...world.guildCommands, ...world.globalCommands],
         gatewaySessions: services.gateway.connectedSessions(), rateLimitEveryNth: services.rateLimiter.everyNth,
@@ -150,10 +161,11 @@ const routes: Route<ControlHandler>[] = [
     method: 'POST', pattern: '/users',
     handler: (services, { body }) => {
       const name = text(body, 'name');
-      const options = { admin: optionalFlag(body, 'admin'), bot: optionalFlag(body, 'bot') };
+      const options = { admin: optionalFlag(body, 'admin'), bot: optionalFlag(body, 'bot'), roles: optionalRoles(body) };
       const existing = services.world.findUser(name);
-      if (existing !== undefined && ((options.admin ?? existing.admin) !== existing.admin || (options.bot ?? existing.bot) !== existing.bot)) {
-        throw new ControlError(409, `user ${name} already exists with admin ${existing.admin}, bot ${existing.bot}`);
+      if (existing !== undefined && ((options.admin ?? existing.admin) !== existing.admin || (options.bot ?? existing.bot) !== existing.bot
+        || (options.roles ?? existing.roles).join() !== [...existing.roles].sort().join())) {
+        throw new ControlError(409, `user ${name} already exists with admin ${existing.admin}, bot ${existing.bot}, roles [${existing.roles.join(', ')}]`);
       }
       return userView(services.world.ensureUser(name, options));
     },

@@ -1,5 +1,6 @@
 import type { UserView } from './control-api.js';
 import type { RequestLogEntry, Violation } from './recorder.js';
+import type { ExtraRoleName } from './world.js';
 
 // A typed client for the local Discord's control API (/_sandbox), used by tests and `wrongbot sandbox`. Every
 // method is one endpoint (see src/sandbox/README.md); a refusal throws an Error carrying the server's message.
@@ -9,6 +10,8 @@ export interface SandboxState {
   botUserId: string;
   guildId: string;
   channels: Record<string, string>;
+  /** Role name (Admin, Manager, Curator) → id. */
+  roles: Record<string, string>;
   users: UserView[];
   commands: Array<Record<string, unknown> & { id: string; name: string }>;
   gatewaySessions: number;
@@ -99,7 +102,7 @@ export class SandboxClient {
     return this.#call('GET', '/state');
   }
 
-  createUser(name: string, options: { admin?: boolean; bot?: boolean } = {}): Promise<UserView> {
+  createUser(name: string, options: { admin?: boolean; bot?: boolean; roles?: ExtraRoleName[] } = {}): Promise<UserView> {
     return this.#call('POST', '/users', { name, ...options });
   }
 

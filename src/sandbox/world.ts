@@ -3,7 +3,7 @@ import { ControlError, unknownChannel, unknownMessage, unknownUser } from './dis
 import { TOKEN_LIFETIME_MS } from './limits.js';
 import { ALL_PERMISSIONS, DEFAULT_EVERYONE_PERMISSIONS, Permission } from './permissions.js';
 
-// The fixed world of the local Discord — one application and bot, one guild with two text channels and two roles,
+// The fixed world of the local Discord — one application and bot, one guild with two text channels and four roles,
 // users made on first use — and the Discord-shaped JSON of each thing in it. Messages keep their attachments'
 // bytes and their edit history so tests can check exactly what the bot delivered.
 
@@ -21,11 +21,19 @@ const INTERACTION_KEPT_MS = TOKEN_LIFETIME_MS + 5 * 60 * 1000;
 /** The locale every sandbox user and the guild report. */
 export const SANDBOX_LOCALE = 'en-US';
 
+/**
+ * Roles a member may be given besides Admin, for a bot's admin checks other than Administrator: Manager has Manage
+ * Server alone, Curator no permission at all (an admin only where a bot's settings name the role).
+ */
+export const EXTRA_ROLE_NAMES = ['Manager', 'Curator'] as const;
+export type ExtraRoleName = typeof EXTRA_ROLE_NAMES[number];
+
 export interface SandboxUser {
   readonly id: string;
   readonly name: string;
   readonly bot: boolean;
   readonly admin: boolean;
+  readonly roles: readonly ExtraRoleName[];
   readonly joinedAt: number;
 }
 
@@ -104,6 +112,7 @@ export class World {
   readonly ownerUser: SandboxUser;
   readonly adminRole: Role;
   readonly everyoneRole: Role;
+  readonly extraRoles: Readonly<Record<ExtraRoleName, Role>>;
   readonly channels: readonly TextChannel[];
   readonly createdAt: number;
   readonly globalCommands: RegisteredCommand[] = [];
@@ -130,24 +139,28 @@ export class World {
     // Discord's @everyone role shares the guild's id; discord.js's permission maths depends on it.
     this.everyoneRole = { id: this.guildId, name: '@everyone', permissions: DEFAULT_EVERYONE_PERMISSIONS, position: 0 };
     this.adminRole = { id: this.ids.next(), name: 'Admin', permissions: Permission.Administrator, position: 1 };
+    this.extraRoles = {
+      Manager: { id: this.ids.next(), name: 'Manager', permissions: Permission.ManageGuild, position: 2 },
+      Curator: { id: this.ids.next(), name: 'Curator', permissions: 0n, position: 3 },
+    };
     this.channels = CHANNEL_NAMES.map((name, position) => ({ id: this.ids.next(), name, position }));
     for (const channel of this.channels) this.#messagesByChannel.set(channel.id, new Map());
     // The bot user's id is the application's id, as for every Discord bot.
-    this.botUser = this.#addUser({ id: this.applicationId, name: BOT_USER_NAME, bot: true, admin: false, joinedAt: this.createdAt });
+    this.botUser = this.#addUser({ id: this.applicationId, name: BOT_USER_NAME, bot: true, admin: false, roles: [], joinedAt: this.createdAt });
     this.ownerUser = this.ensureUser('owner', { admin: true });
   }
 
   // ——— users ———
 
   /** The user named `name`, created (as a guild member) on first use. */
-  ensureUser(name: string, options: { admin?: boolean; bot?: boolean } = {}): SandboxUser {
+  ensureUser(name: string, options: { admin?: boolean; bot?: boolean; roles?: readonly ExtraRoleName[] } = {}): SandboxUser {
     const existing = this.#usersByName.get(name);
     if (existing !== undefined) return existing;
     if (!USER_NAME_PATTERN.test(name)) {
       throw new ControlError(400, `user ${JSON.stringify(name)} is not a valid name: use 1 to 32 lowercase letters, digits or _`);
     }
     const admin = options.admin ?? name.startsWith('admin');
-    return this.#addUser({ id: this.ids.next(), name, bot: options.bot ?? false, admin, joinedAt: this.clock.now() });
+    return this.#addUser({ id: this.ids.next(), name, bot: options.bot ?? false, admin, roles: [...(options.roles ?? [])], joinedAt: this.clock.now() });
   }
 
   #addUser(user: SandboxUser): SandboxUser {
@@ -171,12 +184,16 @@ export class World {
   }
 
   roleIdsOf(user: SandboxUser): string[] {
-    return user.admin ? [this.adminRole.id] : [];
+    return this.#rolesOf(user).map((role) => role.id);
+  }
+
+  #rolesOf(user: SandboxUser): Role[] {
+    return [...(user.admin ? [this.adminRole] : []), ...user.roles.map((name) => this.extraRoles[name])];
   }
 
   /** Guild-level permissions, as Discord computes them: the owner and Administrator get everything. */
   permissionsOf(user: SandboxUser): bigint {
-    const bits = user.admin ? this.everyoneRole.permissions | this.adminRole.permissions : this.everyoneRole.permissions;
+    const bits = this.#rolesOf(user).reduce((all, role) => all | role.permissions, this.everyoneRole.permissions);
     return user.id === this.ownerUser.id || (bits & Permission.Administrator) !== 0n ? ALL_PERMISSIONS : bits;
   }
 
@@ -308,7 +325,7 @@ export class World {
   }
 
   rolesJson(): Record<string, unknown>[] {
-    return [this.everyoneRole, this.adminRole].map((role) => ({
+    return [this.everyoneRole, this.adminRole, ...Object.values(this.extraRoles)].map((role) => ({
       id: role.id, name: role.name, permissions: role.permissions.toString(), position: role.position, color: 0,
       colors: { primary_color: 0, secondary_color: null, tertiary_color: null }, hoist: false, managed: false,
       mentionable: false, icon: null, unicode_emoji: null, flags: 0, description: null,

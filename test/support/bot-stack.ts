@@ -14,10 +14,13 @@ export const STACK_IMAGE_SIZES = '64x64,128x128,256x256';
 const BOT_READY = /bot ready as/;
 
 export interface StackOptions {
-  botEnv?: Record<string, string>;
+  /** The bot's settings; a function when they name something of the local Discord's, such as a role's id. */
+  botEnv?: Record<string, string> | ((state: SandboxState) => Record<string, string>);
   workerEnv?: Record<string, string>;
   workers?: number;
   rateLimitEveryNth?: number;
+  /** The Redis of the bot and the workers; the shared test Redis unless given (a private one the test may stop). */
+  redisUrl?: string;
 }
 
 export interface BotStack {
@@ -31,6 +34,10 @@ export interface BotStack {
   bot: CliProcess;
   readonly workers: WorkerProcess[];
   startWorker(env?: Record<string, string>): Promise<WorkerProcess>;
+  /** SIGTERM, and resolves once the bot process is gone. */
+  stopBot(): Promise<void>;
+  /** A new bot process with the same settings, once it is ready. */
+  startBot(): Promise<void>;
   restartBot(): Promise<void>;
   /** The channel's messages once `probe` finds what it waits for. */
   waitForMessages<T>(probe: (messages: SandboxMessageView[]) => T | null | undefined | false, what: string, options?: { user?: string; timeoutMs?: number }): Promise<T>;
@@ -43,19 +50,20 @@ export async function startBotStack(label: string, options: StackOptions = {}): 
   const discord = await LocalDiscord.start({ rateLimitEveryNth: options.rateLimitEveryNth ?? 0 });
   const sandbox = new SandboxClient(discord.controlUrl);
   const state = await sandbox.state();
+  const redisUrl = options.redisUrl ?? TEST_REDIS_URL;
   const botEnv = {
     DISCORD_TOKEN: discord.botToken,
     DISCORD_API_URL: discord.apiUrl,
     DISCORD_GUILD_ID: state.guildId,
-    REDIS_URL: TEST_REDIS_URL,
+    REDIS_URL: redisUrl,
     QUEUE_PREFIX: prefix,
     DATA_DIR: dataDir,
     LORA_PATH: TINY_LORA,
     IMAGE_SIZES: STACK_IMAGE_SIZES,
     DEFAULT_STEPS: '4',
-    ...options.botEnv,
+    ...(typeof options.botEnv === 'function' ? options.botEnv(state) : options.botEnv),
   };
-  const workerEnv = { WORKER_LOCK_DURATION_MS: '2000', WORKER_STALLED_INTERVAL_MS: '1000', ...options.workerEnv };
+  const workerEnv = { REDIS_URL: redisUrl, WORKER_LOCK_DURATION_MS: '2000', WORKER_STALLED_INTERVAL_MS: '1000', ...options.workerEnv };
   const startBotProcess = () => startCliProcess(['bot'], botEnv, BOT_READY);
   const workers: WorkerProcess[] = [];
   const stack: BotStack = {
@@ -66,10 +74,16 @@ export async function startBotStack(label: string, options: StackOptions = {}): 
       workers.push(worker);
       return worker;
     },
-    async restartBot() {
+    async stopBot() {
       stack.bot.child.kill('SIGTERM');
       await stack.bot.exited;
+    },
+    async startBot() {
       stack.bot = await startBotProcess();
+    },
+    async restartBot() {
+      await stack.stopBot();
+      await stack.startBot();
     },
     async waitForMessages(probe, what, waitOptions = {}) {
       return sandbox.waitFor(async () => probe(await sandbox.messages('general', { user: waitOptions.user })), {
@@ -82,7 +96,7 @@ export async function startBotStack(label: string, options: StackOptions = {}): 
       await stack.bot.exited;
       await Promise.all(workers.map((worker) => worker.exited));
       await discord.close();
-      await deletePrefix(prefix);
+      await deletePrefix(prefix, redisUrl);
       rmSync(dataDir, { recursive: true, force: true });
     },
   };

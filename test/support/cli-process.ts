@@ -10,8 +10,11 @@ export interface CliProcess {
   readonly child: ChildProcess;
   /** Everything the process printed so far. */
   output(): string;
-  /** The first line (already printed or still to come) that matches. */
-  waitForLine(pattern: RegExp, timeoutMs?: number): Promise<string>;
+  /**
+   * The first line (already printed or still to come) that matches; with `after` (an output().length taken earlier),
+   * the first printed since then.
+   */
+  waitForLine(pattern: RegExp, options?: { after?: number; timeoutMs?: number }): Promise<string>;
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
@@ -36,9 +39,9 @@ export async function startCliProcess(args: string[], env: Record<string, string
     });
   });
   const name = args[0];
-  const waitForLine = (pattern: RegExp, timeoutMs = READY_TIMEOUT_MS) => new Promise<string>((resolve, reject) => {
+  const waitForLine = (pattern: RegExp, { after = 0, timeoutMs = READY_TIMEOUT_MS }: { after?: number; timeoutMs?: number } = {}) => new Promise<string>((resolve, reject) => {
     const check = () => {
-      const match = text.split('\n').find((line) => pattern.test(line));
+      const match = text.slice(after).split('\n').find((line) => pattern.test(line));
       if (match !== undefined) {
         done();
         resolve(match);
