@@ -3,7 +3,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { comparePanels } from '../src/common/triptych.js';
-import { fromFloat16Array, toFloat16Array } from '../src/gpu/float16.js';
+import { decodeFloat16, fromFloat16Array, toFloat16Array } from '../src/gpu/float16.js';
 import { ImageGenerator } from '../src/gpu/image-generator.js';
 import {
   estimateInferenceMemory, parseUnetArchitecture, SDXL_BASE_UNET_CONFIG, type InferenceMemoryEstimate,
@@ -105,17 +105,9 @@ export function sdxlMemory(): SdxlMemoryFigures[] {
   })));
 }
 
-/** The per-value decode that the lookup table replaced, kept here as the yardstick. */
+/** The per-value decode that the lookup table replaced, as the yardstick. */
 function arithmeticDecode(bits: Uint16Array): Float32Array {
-  const out = new Float32Array(bits.length);
-  for (let i = 0; i < bits.length; i++) {
-    const b = bits[i]!;
-    const sign = b & 0x8000 ? -1 : 1;
-    const exponent = (b >>> 10) & 0x1f;
-    const mantissa = b & 0x3ff;
-    out[i] = exponent === 0 ? sign * mantissa * 2 ** -24 : exponent === 0x1f ? (mantissa === 0 ? sign * Infinity : Number.NaN) : sign * (1 + mantissa / 1024) * 2 ** (exponent - 15);
-  }
-  return out;
+  return Float32Array.from(bits, decodeFloat16);
 }
 
 export function benchFloat16(): Float16Figures {

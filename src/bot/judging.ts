@@ -69,13 +69,14 @@ export function recordVote(context: BotContext, jobId: string, voter: { id: stri
   if (pair === null) throw new UserFacingError('This pair is no longer known to the bot, so it cannot be voted on.');
   const outcome = judging.vote(pair.id, voter.id, side);
   const chosen = outcome.counted ? side : outcome.earlier;
+  const tally = judging.tally(pair.candidate, pair.opponent);
   const lines = [
     outcome.counted
       ? `You chose the ${chosen} image: ${describeSide(pair, chosen)}. The other was ${describeSide(pair, otherSide(chosen))}.`
       : `Your vote on this pair counted already: the ${chosen} image, ${describeSide(pair, chosen)}.`,
-    winRateLine(judging.tally(pair.candidate, pair.opponent)),
+    winRateLine(tally),
   ];
-  const announcement = outcome.counted ? autoPromotion(context, pair) : null;
+  const announcement = outcome.counted ? autoPromotion(context, pair, tally) : null;
   const promotable = voter.isAdmin && announcement === null && trainings.served() !== pair.candidate ? pair.candidate : null;
   return { content: lines.join('\n'), promotable, announcement };
 }
@@ -101,13 +102,12 @@ function winRateLine(tally: JudgingTally): string {
 }
 
 /** The announcement when this vote took the candidate over both thresholds; null otherwise. */
-function autoPromotion(context: BotContext, pair: JudgingPair): string | null {
+function autoPromotion(context: BotContext, pair: JudgingPair, tally: JudgingTally): string | null {
   const rule = context.config.autoPromote;
-  const { trainings, judging } = context.store;
+  const { trainings } = context.store;
   // Votes against a version no longer served say nothing about what is served now; and a version an admin has
   // served before (and rolled back) comes back only by an admin's hand.
   if (rule === null || trainings.served() !== pair.opponent || trainings.everServed(pair.candidate)) return null;
-  const tally = judging.tally(pair.candidate, pair.opponent);
   if (tally.votes < rule.minVotes || tally.wins / tally.votes < rule.winRate) return null;
   const promoted = promoteVersion(context, pair.candidate, null);
   return `🏆 \`${pair.candidate}\` has ${winRateText(tally)}, over the bar of ${Math.round(rule.winRate * 100)} % of at least ${rule.minVotes} votes: ${promoted}`;

@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { existsSync, statfsSync } from 'node:fs';
+import { existsSync, readdirSync, statfsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Redis } from 'ioredis';
@@ -143,7 +143,7 @@ export async function checkLora(env: Env, model: ModelFacts | null): Promise<Che
 function loaderLibraries(env: Env): string[] {
   const { LD_LIBRARY_PATH: libraryPath = '' } = env;
   const fromPath = libraryPath.split(':').filter((dir) => dir !== '' && existsSync(dir))
-    .flatMap((dir) => { try { return execFileSync('ls', [dir], { encoding: 'utf8' }).split('\n'); } catch { return []; } });
+    .flatMap((dir) => { try { return readdirSync(dir); } catch { return []; } });
   let cache: string[] = [];
   try {
     cache = execFileSync('ldconfig', ['-p'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).split('\n').map((entry) => entry.trim().split(' ')[0] ?? '');
